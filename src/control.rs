@@ -1,0 +1,541 @@
+//! Per-packet control messages: which ones to ask the kernel for
+//! ([`ControlFlags`]), what came with a packet ([`ControlMessage`]), and the
+//! encoder for the ones a sender attaches.
+//!
+//! Each flag is independent in what it reports. Several of them share one
+//! kernel switch (`IP_PKTINFO` carries the destination, the interface and the
+//! local address), and the crate keeps that switch on while any of them is
+//! on, unlike Go's package, where turning off `FlagDst` also stops
+//! `FlagInterface`.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::ops::{BitOr, BitOrAssign};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::sys;
+
+/// Which per-packet extras to receive. Combine with `|`.
+///
+/// ```
+/// use ipv4_reactor::ControlFlags;
+/// let flags = ControlFlags::TTL | ControlFlags::DST | ControlFlags::INTERFACE;
+/// assert!(flags.contains(ControlFlags::DST));
+/// assert!(!flags.contains(ControlFlags::TOS));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ControlFlags(u32);
+
+impl ControlFlags {
+    /// No extras: payload only (the fastest path).
+    pub const NONE: ControlFlags = ControlFlags(0);
+    /// The IP header's TTL (`IP_RECVTTL`).
+    pub const TTL: ControlFlags = ControlFlags(1 << 0);
+    /// The IP header's TOS byte (`IP_RECVTOS`).
+    pub const TOS: ControlFlags = ControlFlags(1 << 1);
+    /// The packet's source address (the message name; no socket option).
+    pub const SRC: ControlFlags = ControlFlags(1 << 2);
+    /// The IP header's destination: the group for multicast (`IP_PKTINFO`).
+    pub const DST: ControlFlags = ControlFlags(1 << 3);
+    /// The index of the interface the packet arrived on (`IP_PKTINFO`).
+    pub const INTERFACE: ControlFlags = ControlFlags(1 << 4);
+    /// The local address the kernel would reply from (`IP_PKTINFO`'s `ipi_spec_dst`).
+    pub const LOCAL: ControlFlags = ControlFlags(1 << 5);
+    /// The kernel's receive timestamp, nanoseconds (`SO_TIMESTAMPNS`).
+    pub const TIMESTAMP: ControlFlags = ControlFlags(1 << 6);
+    /// The socket's cumulative drop counter (`SO_RXQ_OVFL`).
+    pub const DROPS: ControlFlags = ControlFlags(1 << 7);
+    /// The UDP GRO segment size of coalesced datagrams (`UDP_GRO`).
+    pub const GRO: ControlFlags = ControlFlags(1 << 8);
+
+    /// Every flag.
+    pub const ALL: ControlFlags = ControlFlags((1 << 9) - 1);
+
+    /// The flags that need `IP_PKTINFO` switched on.
+    pub(crate) const PKTINFO: ControlFlags =
+        ControlFlags(Self::DST.0 | Self::INTERFACE.0 | Self::LOCAL.0);
+
+    const NAMES: [(ControlFlags, &'static str); 9] = [
+        (Self::TTL, "TTL"),
+        (Self::TOS, "TOS"),
+        (Self::SRC, "SRC"),
+        (Self::DST, "DST"),
+        (Self::INTERFACE, "INTERFACE"),
+        (Self::LOCAL, "LOCAL"),
+        (Self::TIMESTAMP, "TIMESTAMP"),
+        (Self::DROPS, "DROPS"),
+        (Self::GRO, "GRO"),
+    ];
+
+    /// Whether every flag of `other` is set in `self`.
+    pub const fn contains(self, other: ControlFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether any flag of `other` is set in `self`.
+    pub const fn intersects(self, other: ControlFlags) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// `self` with the flags of `other` added.
+    pub const fn union(self, other: ControlFlags) -> ControlFlags {
+        ControlFlags(self.0 | other.0)
+    }
+
+    /// `self` with the flags of `other` removed.
+    pub const fn difference(self, other: ControlFlags) -> ControlFlags {
+        ControlFlags(self.0 & !other.0)
+    }
+
+    /// Whether no flag is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The raw bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Flags from raw bits; unknown bits are dropped.
+    pub const fn from_bits_truncate(bits: u32) -> ControlFlags {
+        ControlFlags(bits & Self::ALL.0)
+    }
+
+    /// The control-buffer bytes a packet needs to carry every message these
+    /// flags ask for, computed from the kernel's `CMSG_SPACE` sizes.
+    ///
+    /// ```
+    /// use ipv4_reactor::ControlFlags;
+    /// assert_eq!(ControlFlags::NONE.control_len(), 0);
+    /// assert!(ControlFlags::ALL.control_len() >= ControlFlags::TTL.control_len());
+    /// ```
+    pub const fn control_len(self) -> usize {
+        let mut len = 0;
+        if self.intersects(Self::PKTINFO) {
+            len += sys::cmsg_space(sys::PKTINFO_LEN);
+        }
+        if self.contains(Self::TTL) {
+            len += sys::cmsg_space(4);
+        }
+        if self.contains(Self::TOS) {
+            len += sys::cmsg_space(1);
+        }
+        if self.contains(Self::TIMESTAMP) {
+            len += sys::cmsg_space(sys::TIMESPEC_LEN);
+        }
+        if self.contains(Self::DROPS) {
+            len += sys::cmsg_space(4);
+        }
+        if self.contains(Self::GRO) {
+            len += sys::cmsg_space(4);
+        }
+        len
+    }
+}
+
+/// The largest control buffer any flag set needs.
+pub(crate) const MAX_CONTROL_LEN: usize = ControlFlags::ALL.control_len();
+// One receive's control buffer lives on the stack in `recv_from`.
+const _: () = assert!(MAX_CONTROL_LEN <= 192);
+
+impl BitOr for ControlFlags {
+    type Output = ControlFlags;
+    fn bitor(self, rhs: ControlFlags) -> ControlFlags {
+        self.union(rhs)
+    }
+}
+
+impl BitOrAssign for ControlFlags {
+    fn bitor_assign(&mut self, rhs: ControlFlags) {
+        *self = self.union(rhs);
+    }
+}
+
+impl fmt::Debug for ControlFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("ControlFlags(NONE)");
+        }
+        f.write_str("ControlFlags(")?;
+        let mut first = true;
+        for (flag, name) in Self::NAMES {
+            if self.contains(flag) {
+                if !first {
+                    f.write_str(" | ")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        f.write_str(")")
+    }
+}
+
+/// What came with one packet, or what to attach to one that is sent.
+///
+/// On receive each field is `Some` only when its [`ControlFlags`] flag was on
+/// and the kernel delivered it. On send, `src` picks the source address and
+/// `ifindex` the outgoing interface (`IP_PKTINFO`), `ttl` and `tos` set the
+/// packet's header fields; the other fields are ignored.
+///
+/// ```
+/// use std::net::Ipv4Addr;
+/// use ipv4_reactor::ControlMessage;
+/// let mut cm = ControlMessage::default();
+/// cm.ttl = Some(64);
+/// cm.dst = Some(Ipv4Addr::new(239, 1, 2, 3));
+/// cm.ifindex = Some(1);
+/// assert_eq!(cm.to_string(), "ttl=64 src=- dst=239.1.2.3 ifindex=1");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ControlMessage {
+    /// TTL of the IP header (`ControlFlags::TTL`); on send, the TTL to use.
+    pub ttl: Option<u8>,
+    /// TOS byte of the IP header (`ControlFlags::TOS`); on send, the TOS to use.
+    pub tos: Option<u8>,
+    /// On receive, the packet's source address (`ControlFlags::SRC`); on send,
+    /// the source address to send from (`IP_PKTINFO` `ipi_spec_dst`).
+    pub src: Option<Ipv4Addr>,
+    /// The IP header's destination: the group, for multicast (`ControlFlags::DST`).
+    pub dst: Option<Ipv4Addr>,
+    /// The arrival interface (`ControlFlags::INTERFACE`); on send, the
+    /// interface to send through.
+    pub ifindex: Option<u32>,
+    /// The local address the kernel would answer from (`ControlFlags::LOCAL`).
+    pub local: Option<Ipv4Addr>,
+    /// The kernel's receive timestamp (`ControlFlags::TIMESTAMP`).
+    pub timestamp: Option<SystemTime>,
+    /// The socket's cumulative drop count (`ControlFlags::DROPS`). The kernel
+    /// attaches it only once something was dropped, so `None` here means 0
+    /// while the flag is on. It wraps at `u32::MAX`.
+    pub drops: Option<u32>,
+    /// Segment size of a GRO-coalesced buffer (`ControlFlags::GRO`); only
+    /// present when several datagrams were coalesced.
+    pub gro_segment: Option<u16>,
+}
+
+impl ControlMessage {
+    /// A message that asks for the given source address and interface on send
+    /// (`IP_PKTINFO`): replying from the address a request arrived on.
+    pub fn with_source(src: Ipv4Addr, ifindex: Option<u32>) -> ControlMessage {
+        ControlMessage {
+            src: Some(src),
+            ifindex,
+            ..ControlMessage::default()
+        }
+    }
+
+    /// Whether no field is set.
+    pub fn is_empty(&self) -> bool {
+        *self == ControlMessage::default()
+    }
+
+    /// The timestamp as nanoseconds since the Unix epoch.
+    pub fn timestamp_nanos(&self) -> Option<u64> {
+        let d = self.timestamp?.duration_since(UNIX_EPOCH).ok()?;
+        u64::try_from(d.as_nanos()).ok()
+    }
+
+    /// Decodes a control buffer as the kernel filled it, keeping only what
+    /// `flags` asked for. Lengths are checked; unknown messages and messages
+    /// too short for their type are skipped; no input can make it panic.
+    ///
+    /// ```
+    /// use ipv4_reactor::{ControlFlags, ControlMessage};
+    /// let cm = ControlMessage::decode(&[1, 2, 3], ControlFlags::ALL);
+    /// assert!(cm.is_empty());
+    /// ```
+    pub fn decode(control: &[u8], flags: ControlFlags) -> ControlMessage {
+        let mut cm = ControlMessage::default();
+        cm.decode_into(control, flags);
+        cm
+    }
+
+    /// Like [`decode`](Self::decode), writing into `self` (fields that are
+    /// not found keep their value).
+    pub fn decode_into(&mut self, control: &[u8], flags: ControlFlags) {
+        for (level, kind, data) in CmsgIter::new(control) {
+            match (level, kind) {
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    if let Some((ifindex, spec_dst, addr)) = sys::parse_pktinfo(data) {
+                        if flags.contains(ControlFlags::DST) {
+                            self.dst = Some(addr);
+                        }
+                        if flags.contains(ControlFlags::INTERFACE) {
+                            self.ifindex = Some(ifindex);
+                        }
+                        if flags.contains(ControlFlags::LOCAL) {
+                            self.local = Some(spec_dst);
+                        }
+                    }
+                }
+                (libc::IPPROTO_IP, libc::IP_TTL) if flags.contains(ControlFlags::TTL) => {
+                    // Linux sends an int; a 1-byte value (BSD style) is accepted too.
+                    match data.len() {
+                        4.. => {
+                            let v = i32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
+                            self.ttl = u8::try_from(v).ok();
+                        }
+                        1..=3 => self.ttl = Some(data[0]),
+                        _ => {}
+                    }
+                }
+                (libc::IPPROTO_IP, libc::IP_TOS) if flags.contains(ControlFlags::TOS) => {
+                    if let Some(&tos) = data.first() {
+                        self.tos = Some(tos);
+                    }
+                }
+                (libc::SOL_SOCKET, sys::SO_TIMESTAMPNS)
+                    if flags.contains(ControlFlags::TIMESTAMP) =>
+                {
+                    if let Some((sec, nsec)) = sys::parse_timespec(data) {
+                        if sec >= 0 && (0..1_000_000_000).contains(&nsec) {
+                            self.timestamp =
+                                Some(UNIX_EPOCH + Duration::new(sec as u64, nsec as u32));
+                        }
+                    }
+                }
+                (libc::SOL_SOCKET, sys::SO_RXQ_OVFL) if flags.contains(ControlFlags::DROPS) => {
+                    if data.len() >= 4 {
+                        self.drops = Some(u32::from_ne_bytes([data[0], data[1], data[2], data[3]]));
+                    }
+                }
+                (libc::IPPROTO_UDP, sys::UDP_GRO) if flags.contains(ControlFlags::GRO) => {
+                    if data.len() >= 4 {
+                        let v = i32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
+                        self.gro_segment = u16::try_from(v).ok().filter(|&s| s > 0);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The number of control bytes [`encode`](Self::encode) writes for this
+    /// message when it is sent.
+    pub fn encoded_len(&self) -> usize {
+        let mut len = 0;
+        if self.src.is_some() || self.ifindex.is_some() {
+            len += sys::cmsg_space(sys::PKTINFO_LEN);
+        }
+        if self.ttl.is_some() {
+            len += sys::cmsg_space(4);
+        }
+        if self.tos.is_some() {
+            len += sys::cmsg_space(4);
+        }
+        len
+    }
+
+    /// Writes the send-side control messages (`IP_PKTINFO` for `src` and
+    /// `ifindex`, `IP_TTL`, `IP_TOS`) into `buf` and returns the bytes used.
+    /// `buf` must be aligned to 8 bytes when handed to the kernel. Returns
+    /// `None` when `buf` is too short for [`encoded_len`](Self::encoded_len).
+    pub(crate) fn encode(&self, buf: &mut [u8]) -> Option<usize> {
+        let need = self.encoded_len();
+        if buf.len() < need {
+            return None;
+        }
+        let mut at = 0;
+        if self.src.is_some() || self.ifindex.is_some() {
+            let data = sys::pktinfo_bytes(
+                self.ifindex.unwrap_or(0),
+                self.src.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            );
+            at += put_cmsg(&mut buf[at..], libc::IPPROTO_IP, libc::IP_PKTINFO, &data);
+        }
+        if let Some(ttl) = self.ttl {
+            let data = i32::from(ttl).to_ne_bytes();
+            at += put_cmsg(&mut buf[at..], libc::IPPROTO_IP, libc::IP_TTL, &data);
+        }
+        if let Some(tos) = self.tos {
+            let data = i32::from(tos).to_ne_bytes();
+            at += put_cmsg(&mut buf[at..], libc::IPPROTO_IP, libc::IP_TOS, &data);
+        }
+        Some(at)
+    }
+}
+
+/// Writes one control message at the start of `buf` (which has room for
+/// `CMSG_SPACE(data.len())`) and returns that space.
+fn put_cmsg(buf: &mut [u8], level: libc::c_int, kind: libc::c_int, data: &[u8]) -> usize {
+    let space = sys::cmsg_space(data.len());
+    let len = sys::cmsg_len(data.len());
+    buf[..space].fill(0);
+    let w = std::mem::size_of::<usize>();
+    buf[..w].copy_from_slice(&len.to_ne_bytes());
+    buf[w..w + 4].copy_from_slice(&level.to_ne_bytes());
+    buf[w + 4..w + 8].copy_from_slice(&kind.to_ne_bytes());
+    let data_at = sys::cmsg_align(sys::CMSG_HDR);
+    buf[data_at..data_at + data.len()].copy_from_slice(data);
+    space
+}
+
+/// Walks a control buffer: `(level, type, data)` for each well-formed
+/// message, stopping at the first malformed header.
+struct CmsgIter<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> CmsgIter<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        CmsgIter { buf }
+    }
+}
+
+impl<'a> Iterator for CmsgIter<'a> {
+    type Item = (libc::c_int, libc::c_int, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let w = std::mem::size_of::<usize>();
+        let hdr = sys::CMSG_HDR;
+        if self.buf.len() < hdr {
+            return None;
+        }
+        let len = usize::from_ne_bytes(self.buf[..w].try_into().ok()?);
+        let level = i32::from_ne_bytes(self.buf[w..w + 4].try_into().ok()?);
+        let kind = i32::from_ne_bytes(self.buf[w + 4..w + 8].try_into().ok()?);
+        let data_at = sys::cmsg_align(hdr);
+        if len < data_at || len > self.buf.len() {
+            self.buf = &[];
+            return None;
+        }
+        let data = &self.buf[data_at..len];
+        let next = sys::cmsg_align(len).min(self.buf.len());
+        self.buf = &self.buf[next..];
+        Some((level, kind, data))
+    }
+}
+
+impl fmt::Display for ControlMessage {
+    /// `ttl=.. src=.. dst=.. ifindex=..` (as Go prints it, `-` for absent),
+    /// then the extras that are present.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn opt<T: fmt::Display>(v: &Option<T>) -> String {
+            v.as_ref().map_or_else(|| "-".to_string(), T::to_string)
+        }
+        write!(
+            f,
+            "ttl={} src={} dst={} ifindex={}",
+            opt(&self.ttl),
+            opt(&self.src),
+            opt(&self.dst),
+            opt(&self.ifindex)
+        )?;
+        if let Some(tos) = self.tos {
+            write!(f, " tos={tos:#04x}")?;
+        }
+        if let Some(local) = self.local {
+            write!(f, " local={local}")?;
+        }
+        if let Some(ns) = self.timestamp_nanos() {
+            write!(f, " ts={}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000)?;
+        }
+        if let Some(drops) = self.drops {
+            write!(f, " drops={drops}")?;
+        }
+        if let Some(seg) = self.gro_segment {
+            write!(f, " gro_segment={seg}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What the kernel said about one received packet besides its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RecvFlags {
+    /// The payload was longer than the buffer and was cut (`MSG_TRUNC`).
+    pub truncated: bool,
+    /// Some control messages did not fit the control buffer and were lost
+    /// (`MSG_CTRUNC`): the `ControlMessage` is incomplete.
+    pub control_truncated: bool,
+}
+
+impl RecvFlags {
+    pub(crate) fn from_msg_flags(flags: libc::c_int) -> RecvFlags {
+        RecvFlags {
+            truncated: flags & libc::MSG_TRUNC != 0,
+            control_truncated: flags & libc::MSG_CTRUNC != 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_then_decode_round_trips() {
+        let cm = ControlMessage {
+            ttl: Some(7),
+            tos: Some(0x28),
+            src: Some(Ipv4Addr::new(127, 0, 0, 2)),
+            ifindex: Some(1),
+            ..ControlMessage::default()
+        };
+        let mut buf = [0u8; 128];
+        let n = cm.encode(&mut buf).unwrap();
+        assert_eq!(n, cm.encoded_len());
+        let back = ControlMessage::decode(&buf[..n], ControlFlags::ALL);
+        assert_eq!(back.ttl, Some(7));
+        assert_eq!(back.tos, Some(0x28));
+        assert_eq!(back.ifindex, Some(1));
+        // On send, src travels as ipi_spec_dst, which decode reports as `local`.
+        assert_eq!(back.local, Some(Ipv4Addr::new(127, 0, 0, 2)));
+        assert_eq!(back.dst, Some(Ipv4Addr::UNSPECIFIED));
+    }
+
+    #[test]
+    fn decode_keeps_only_requested_fields() {
+        let cm = ControlMessage {
+            ttl: Some(9),
+            ifindex: Some(3),
+            ..ControlMessage::default()
+        };
+        let mut buf = [0u8; 128];
+        let n = cm.encode(&mut buf).unwrap();
+        let back = ControlMessage::decode(&buf[..n], ControlFlags::INTERFACE);
+        assert_eq!(back.ttl, None);
+        assert_eq!(back.ifindex, Some(3));
+        assert_eq!(back.dst, None);
+    }
+
+    #[test]
+    fn decode_rejects_bad_lengths_without_panicking() {
+        let mut buf = [0u8; 64];
+        put_cmsg(&mut buf, libc::IPPROTO_IP, libc::IP_TTL, &64i32.to_ne_bytes());
+        // cmsg_len beyond the buffer
+        buf[..8].copy_from_slice(&1000usize.to_ne_bytes());
+        assert!(ControlMessage::decode(&buf, ControlFlags::ALL).is_empty());
+        // cmsg_len shorter than the header
+        buf[..8].copy_from_slice(&3usize.to_ne_bytes());
+        assert!(ControlMessage::decode(&buf, ControlFlags::ALL).is_empty());
+        // a TTL message with no data
+        buf[..8].copy_from_slice(&sys::cmsg_len(0).to_ne_bytes());
+        assert!(ControlMessage::decode(&buf[..16], ControlFlags::ALL).is_empty());
+    }
+
+    #[test]
+    fn unknown_messages_are_skipped() {
+        let mut buf = [0u8; 64];
+        let a = put_cmsg(&mut buf, 999, 42, &[1, 2, 3, 4, 5]);
+        let b = put_cmsg(&mut buf[a..], libc::IPPROTO_IP, libc::IP_TOS, &[0x2e]);
+        let cm = ControlMessage::decode(&buf[..a + b], ControlFlags::ALL);
+        assert_eq!(cm.tos, Some(0x2e));
+    }
+
+    #[test]
+    fn flags_debug_and_sizes() {
+        let f = ControlFlags::TTL | ControlFlags::DST;
+        assert_eq!(format!("{f:?}"), "ControlFlags(TTL | DST)");
+        assert_eq!(ControlFlags::DST.control_len(), (ControlFlags::DST | ControlFlags::INTERFACE).control_len());
+        if cfg!(target_pointer_width = "64") {
+            assert_eq!(ControlFlags::DST.control_len(), 32);
+            assert_eq!((ControlFlags::TTL | ControlFlags::TOS).control_len(), 48);
+            assert_eq!(ControlFlags::TIMESTAMP.control_len(), 32);
+        }
+    }
+}

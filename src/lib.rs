@@ -1,0 +1,168 @@
+//! IPv4 socket options, multicast, per-packet control messages, batched I/O
+//! and a mio reactor for high-rate UDP feeds, on Linux.
+//!
+//! This crate gives Rust programs what Go's `golang.org/x/net/ipv4` gives Go
+//! programs, without that package's Linux bugs, plus what a market-data
+//! consumer needs beyond it. It is **Linux only**: on any other target it
+//! does not compile.
+//!
+//! The guide below follows the four scenarios of Go's package doc.
+//!
+//! # Unicasting
+//!
+//! A TCP connection that carries an important flow can mark every packet's
+//! type-of-service byte. [`Conn`] wraps a `TcpStream` for that; here the
+//! packets are labelled DiffServ AF11 (assured forwarding class 1, low drop
+//! precedence), which is TOS `0x28`:
+//!
+//! ```
+//! use std::io::Write;
+//! use std::net::{TcpListener, TcpStream};
+//! use ipv4_reactor::Conn;
+//!
+//! let listener = TcpListener::bind("127.0.0.1:0")?;
+//! let mut client = Conn::new(TcpStream::connect(listener.local_addr()?)?);
+//! client.set_tos(0x28)?;
+//! client.get_mut().write_all(b"an important flow")?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! The same TOS and TTL options exist on datagram sockets ([`PacketConn`]),
+//! UDP and raw `ip4:PROTO` alike.
+//!
+//! # Multicasting
+//!
+//! A receiver listens on a port, then joins groups on named interfaces.
+//! Joining affects only the IP and link layers: the port does not matter to
+//! the join. Interfaces are always named ([`Interface`]): by name, index or
+//! address. Per-packet control messages tell which group a packet was sent
+//! to and where it arrived; each is switched on with a [`ControlFlags`]
+//! flag. Everything below stays on the loopback interface.
+//!
+//! ```
+//! use std::net::{Ipv4Addr, SocketAddrV4};
+//! use std::time::Duration;
+//! use ipv4_reactor::{ControlFlags, Interface, PacketConn};
+//!
+//! let lo = Interface::loopback();
+//! let group = Ipv4Addr::new(239, 255, 10, 1);
+//!
+//! // Listen on a port, join the group on lo, ask for the destination,
+//! // the arrival interface and the TTL of each packet.
+//! let rx = PacketConn::bind_udp(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
+//! rx.set_multicast_all(false)?;
+//! rx.join_group(&lo, group)?;
+//! rx.set_control_message(ControlFlags::DST | ControlFlags::INTERFACE | ControlFlags::TTL, true)?;
+//! rx.socket().set_read_timeout(Some(Duration::from_secs(2)))?;
+//! let port = rx.local_addr()?.port();
+//!
+//! // Send through lo, with a multicast TTL of 2.
+//! let tx = PacketConn::multicast_sender(&lo)?;
+//! tx.set_multicast_ttl(2)?;
+//! # std::thread::sleep(Duration::from_millis(200));
+//! tx.send_to(b"tick", None, SocketAddrV4::new(group, port))?;
+//!
+//! let mut buf = [0u8; 1500];
+//! let (n, cm, src, _) = rx.recv_from(&mut buf)?;
+//! assert_eq!(&buf[..n], b"tick");
+//! assert_eq!(cm.dst, Some(group)); // the group it was sent to
+//! assert_eq!(cm.ifindex, Some(1)); // arrived on lo
+//! assert_eq!(cm.ttl, Some(2));
+//! assert_eq!(src, tx.local_addr()?);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! A market-data receiver is better built with
+//! [`PacketConn::multicast_receiver`]: it binds the group address (so other
+//! groups on the port stay out), sets `SO_REUSEADDR`, turns
+//! `IP_MULTICAST_ALL` off and can size the receive buffer.
+//!
+//! # More multicasting
+//!
+//! One socket may join several groups, on one or several interfaces, and
+//! tell them apart by the destination of each packet. Several sockets may
+//! listen on one port with `SO_REUSEADDR` and each gets every packet of the
+//! groups it joined. Groups can be left and joined again at any time.
+//!
+//! ```
+//! use std::net::{Ipv4Addr, SocketAddrV4};
+//! use ipv4_reactor::{Interface, PacketConn};
+//!
+//! let lo = Interface::loopback();
+//! let rx = PacketConn::bind_udp(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
+//! rx.join_group(&lo, Ipv4Addr::new(239, 255, 0, 248))?;
+//! rx.join_group(&lo, Ipv4Addr::new(239, 255, 0, 249))?;
+//! rx.leave_group(&lo, Ipv4Addr::new(239, 255, 0, 248))?;
+//! rx.join_group(&lo, Ipv4Addr::new(239, 255, 0, 250))?;
+//! // Leaving a group twice is an error, not a silent no-op.
+//! assert!(rx.leave_group(&lo, Ipv4Addr::new(239, 255, 0, 248)).is_err());
+//!
+//! // Two receivers on one port, each joined on lo.
+//! let group: SocketAddrV4 = "239.255.0.251:0".parse().unwrap();
+//! let a = PacketConn::multicast_receiver(group, lo.clone()).build()?;
+//! let port = a.local_addr()?.port();
+//! let b = PacketConn::multicast_receiver(SocketAddrV4::new(*group.ip(), port), lo).build()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Source-specific multicasting
+//!
+//! With IGMPv3 a receiver can pick its sources. In *include* mode it joins a
+//! (source, group) pair per wanted source; in *exclude* mode it joins the
+//! group and then blocks the unwanted sources. Leaving the group drops its
+//! source filters. On `lo`, every `127.x.y.z` address is local, so senders
+//! bound to 127.0.0.2 and 127.0.0.3 are two distinct sources.
+//!
+//! ```
+//! use std::net::Ipv4Addr;
+//! use ipv4_reactor::{Interface, PacketConn};
+//!
+//! let lo = Interface::loopback();
+//! let ssm_group = Ipv4Addr::new(232, 7, 8, 9);
+//! let rx = PacketConn::bind_udp("0.0.0.0:0".parse().unwrap())?;
+//!
+//! // Include mode: only 127.0.0.2.
+//! rx.join_source_group(&lo, ssm_group, Ipv4Addr::new(127, 0, 0, 2))?;
+//! rx.leave_source_group(&lo, ssm_group, Ipv4Addr::new(127, 0, 0, 2))?;
+//!
+//! // Exclude mode: everyone but 127.0.0.3.
+//! rx.join_group(&lo, ssm_group)?;
+//! rx.block_source(&lo, ssm_group, Ipv4Addr::new(127, 0, 0, 3))?;
+//! rx.unblock_source(&lo, ssm_group, Ipv4Addr::new(127, 0, 0, 3))?;
+//! rx.leave_group(&lo, ssm_group)?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! Source-specific multicast needs IGMPv3 on the network, and a strict
+//! `rp_filter` drops feeds whose source routes back through another
+//! interface.
+//!
+//! # Errors
+//!
+//! Every call returns `std::io::Result`. Bad arguments (a unicast group, a
+//! multicast source, an unknown interface, TTL 0) fail before any system
+//! call; kernel errors carry what was being done. Both carry an [`Error`]
+//! inside the `io::Error`; see [`Error::of`].
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("ipv4-reactor supports Linux only: it is built on Linux socket options, recvmmsg and sendmmsg");
+
+mod conn;
+mod control;
+pub mod error;
+pub mod header;
+pub mod icmp;
+mod interface;
+mod options;
+mod packet;
+mod sys;
+
+pub use conn::Conn;
+pub use control::{ControlFlags, ControlMessage, RecvFlags};
+pub use error::{Error, Limit};
+pub use interface::{Interface, InterfaceInfo};
+pub use packet::{PacketConn, ReceiverBuilder};

@@ -1,0 +1,262 @@
+//! Socket options shared by the endpoint types, as functions over a file
+//! descriptor. Each checks its arguments before any system call and adds
+//! context to the kernel's errors.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::BorrowedFd;
+
+use crate::control::ControlFlags;
+use crate::error::{Error, Limit};
+use crate::interface::{Interface, InterfaceInfo};
+use crate::sys;
+
+pub(crate) fn check_ttl(ttl: u32) -> io::Result<()> {
+    if (1..=255).contains(&ttl) {
+        Ok(())
+    } else {
+        Err(Error::InvalidTtl(ttl).into())
+    }
+}
+
+fn check_group(group: Ipv4Addr) -> io::Result<()> {
+    if group.is_multicast() {
+        Ok(())
+    } else {
+        Err(Error::NotMulticast { group }.into())
+    }
+}
+
+fn check_source(source: Ipv4Addr) -> io::Result<()> {
+    if source.is_multicast() || source.is_broadcast() || source.is_unspecified() {
+        Err(Error::NotUnicastSource { source }.into())
+    } else {
+        Ok(())
+    }
+}
+
+fn set_int(fd: BorrowedFd<'_>, level: i32, name: i32, value: i32, what: &str) -> io::Result<()> {
+    sys::setsockopt(fd, level, name, value).map_err(|e| Error::os(format!("setting {what} to {value}"), e))
+}
+
+fn get_int(fd: BorrowedFd<'_>, level: i32, name: i32, what: &str) -> io::Result<i32> {
+    sys::getsockopt_int(fd, level, name).map_err(|e| Error::os(format!("reading {what}"), e))
+}
+
+pub(crate) fn tos(fd: BorrowedFd<'_>) -> io::Result<u8> {
+    get_int(fd, libc::IPPROTO_IP, libc::IP_TOS, "IP_TOS").map(|v| v as u8)
+}
+
+pub(crate) fn set_tos(fd: BorrowedFd<'_>, tos: u8) -> io::Result<()> {
+    set_int(fd, libc::IPPROTO_IP, libc::IP_TOS, tos.into(), "IP_TOS")
+}
+
+pub(crate) fn ttl(fd: BorrowedFd<'_>) -> io::Result<u8> {
+    get_int(fd, libc::IPPROTO_IP, libc::IP_TTL, "IP_TTL").map(|v| v as u8)
+}
+
+pub(crate) fn set_ttl(fd: BorrowedFd<'_>, ttl: u32) -> io::Result<()> {
+    check_ttl(ttl)?;
+    set_int(fd, libc::IPPROTO_IP, libc::IP_TTL, ttl as i32, "IP_TTL")
+}
+
+pub(crate) fn multicast_ttl(fd: BorrowedFd<'_>) -> io::Result<u8> {
+    get_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, "IP_MULTICAST_TTL").map(|v| v as u8)
+}
+
+pub(crate) fn set_multicast_ttl(fd: BorrowedFd<'_>, ttl: u8) -> io::Result<()> {
+    set_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, ttl.into(), "IP_MULTICAST_TTL")
+}
+
+pub(crate) fn multicast_loop(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    get_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, "IP_MULTICAST_LOOP").map(|v| v != 0)
+}
+
+pub(crate) fn set_multicast_loop(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    set_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, on.into(), "IP_MULTICAST_LOOP")
+}
+
+pub(crate) fn multicast_all(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    get_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_ALL, "IP_MULTICAST_ALL").map(|v| v != 0)
+}
+
+pub(crate) fn set_multicast_all(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    set_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_ALL, on.into(), "IP_MULTICAST_ALL")
+}
+
+/// Sets `IP_MULTICAST_IF` with both the index and the interface's address,
+/// so that the source address of outgoing multicast belongs to the
+/// interface and the getter can answer. Returns what was set.
+pub(crate) fn set_multicast_interface(
+    fd: BorrowedFd<'_>,
+    iface: &Interface,
+) -> io::Result<InterfaceInfo> {
+    let info = iface.resolve()?;
+    let addr = info.addr.unwrap_or(Ipv4Addr::UNSPECIFIED);
+    sys::set_multicast_if(fd, info.index, addr)
+        .map_err(|e| Error::os(format!("setting IP_MULTICAST_IF to {iface}"), e))?;
+    Ok(info)
+}
+
+/// Reads `IP_MULTICAST_IF` back. The kernel answers with the address only;
+/// `fallback_index` is the index last set through this crate, used when the
+/// interface had no IPv4 address.
+pub(crate) fn multicast_interface(
+    fd: BorrowedFd<'_>,
+    fallback_index: u32,
+) -> io::Result<Option<InterfaceInfo>> {
+    let addr = sys::multicast_if_addr(fd).map_err(|e| Error::os("reading IP_MULTICAST_IF", e))?;
+    if !addr.is_unspecified() {
+        if let Some(info) = Interface::by_addr(addr) {
+            return Ok(Some(info));
+        }
+    }
+    if fallback_index != 0 {
+        return Interface::Index(fallback_index).resolve().map(Some);
+    }
+    Ok(None)
+}
+
+/// What kind of membership change.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GroupOp {
+    Join,
+    Leave,
+}
+
+pub(crate) fn group(fd: BorrowedFd<'_>, op: GroupOp, iface: &Interface, group: Ipv4Addr) -> io::Result<()> {
+    check_group(group)?;
+    let info = iface.resolve()?;
+    let (code, verb) = match op {
+        GroupOp::Join => (libc::MCAST_JOIN_GROUP, "joining"),
+        GroupOp::Leave => (libc::MCAST_LEAVE_GROUP, "leaving"),
+    };
+    sys::group_op(fd, code, info.index, group)
+        .map_err(|e| membership_error(format!("{verb} group {group} on {iface}"), e, Limit::Groups))
+}
+
+/// What kind of source-filter change.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SourceOp {
+    /// Include mode: receive from this source (joins the group if needed).
+    Join,
+    /// Include mode: stop receiving from this source.
+    Leave,
+    /// Exclude mode: stop receiving from this source.
+    Block,
+    /// Exclude mode: receive from this source again.
+    Unblock,
+}
+
+pub(crate) fn source(
+    fd: BorrowedFd<'_>,
+    op: SourceOp,
+    iface: &Interface,
+    group: Ipv4Addr,
+    source: Ipv4Addr,
+) -> io::Result<()> {
+    check_group(group)?;
+    check_source(source)?;
+    let info = iface.resolve()?;
+    let (code, verb) = match op {
+        SourceOp::Join => (libc::MCAST_JOIN_SOURCE_GROUP, "joining source"),
+        SourceOp::Leave => (libc::MCAST_LEAVE_SOURCE_GROUP, "leaving source"),
+        SourceOp::Block => (libc::MCAST_BLOCK_SOURCE, "blocking source"),
+        SourceOp::Unblock => (libc::MCAST_UNBLOCK_SOURCE, "unblocking source"),
+    };
+    sys::group_source_op(fd, code, info.index, group, source).map_err(|e| {
+        membership_error(
+            format!("{verb} {source} of group {group} on {iface}"),
+            e,
+            Limit::SourcesPerGroup,
+        )
+    })
+}
+
+fn membership_error(context: String, e: io::Error, limit: Limit) -> io::Error {
+    match e.raw_os_error() {
+        Some(libc::ENOBUFS) => Error::MembershipLimit {
+            limit,
+            max: limit.current(),
+            context,
+        }
+        .into(),
+        Some(libc::EADDRNOTAVAIL) => Error::os(
+            format!("{context} (no such membership or source filter on this socket)"),
+            e,
+        ),
+        _ => Error::os(context, e),
+    }
+}
+
+/// Switches the kernel's per-packet control messages from `old` to `new`.
+pub(crate) fn apply_control_flags(
+    fd: BorrowedFd<'_>,
+    old: ControlFlags,
+    new: ControlFlags,
+) -> io::Result<()> {
+    let switches: [(ControlFlags, i32, i32, &str); 6] = [
+        (ControlFlags::TTL, libc::IPPROTO_IP, libc::IP_RECVTTL, "IP_RECVTTL"),
+        (ControlFlags::TOS, libc::IPPROTO_IP, libc::IP_RECVTOS, "IP_RECVTOS"),
+        (ControlFlags::PKTINFO, libc::IPPROTO_IP, libc::IP_PKTINFO, "IP_PKTINFO"),
+        (ControlFlags::TIMESTAMP, libc::SOL_SOCKET, sys::SO_TIMESTAMPNS, "SO_TIMESTAMPNS"),
+        (ControlFlags::DROPS, libc::SOL_SOCKET, sys::SO_RXQ_OVFL, "SO_RXQ_OVFL"),
+        (ControlFlags::GRO, libc::IPPROTO_UDP, sys::UDP_GRO, "UDP_GRO"),
+    ];
+    for (flags, level, name, what) in switches {
+        let was = old.intersects(flags);
+        let now = new.intersects(flags);
+        if was != now {
+            set_int(fd, level, name, now.into(), what)?;
+        }
+    }
+    Ok(())
+}
+
+/// `SO_RCVBUF` as the kernel reports it (twice what was asked, capped).
+pub(crate) fn recv_buffer_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    get_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, "SO_RCVBUF").map(|v| v as usize)
+}
+
+/// Sets the receive buffer; with `force`, `SO_RCVBUFFORCE` (needs
+/// CAP_NET_ADMIN) goes past `net.core.rmem_max`. Returns the effective size.
+pub(crate) fn set_recv_buffer_size(fd: BorrowedFd<'_>, bytes: usize, force: bool) -> io::Result<usize> {
+    let value = i32::try_from(bytes)
+        .map_err(|_| crate::error::invalid(format!("receive buffer of {bytes} bytes is over 2 GiB")))?;
+    if force {
+        sys::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, value).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EPERM) {
+                Error::os(
+                    format!("setting SO_RCVBUFFORCE to {bytes} (needs CAP_NET_ADMIN; without it the size is capped by net.core.rmem_max)"),
+                    e,
+                )
+            } else {
+                Error::os(format!("setting SO_RCVBUFFORCE to {bytes}"), e)
+            }
+        })?;
+    } else {
+        set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, value, "SO_RCVBUF")?;
+    }
+    recv_buffer_size(fd)
+}
+
+pub(crate) fn busy_poll(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    get_int(fd, libc::SOL_SOCKET, sys::SO_BUSY_POLL, "SO_BUSY_POLL").map(|v| v as u32)
+}
+
+pub(crate) fn set_busy_poll(fd: BorrowedFd<'_>, micros: u32) -> io::Result<()> {
+    let value = i32::try_from(micros)
+        .map_err(|_| crate::error::invalid(format!("busy poll time {micros} us is out of range")))?;
+    sys::setsockopt(fd, libc::SOL_SOCKET, sys::SO_BUSY_POLL, value).map_err(|e| {
+        let hint = if e.raw_os_error() == Some(libc::EPERM) {
+            " (raising it needs CAP_NET_ADMIN)"
+        } else {
+            ""
+        };
+        Error::os(format!("setting SO_BUSY_POLL to {micros} us{hint}"), e)
+    })
+}
+
+pub(crate) fn set_prefer_busy_poll(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    set_int(fd, libc::SOL_SOCKET, sys::SO_PREFER_BUSY_POLL, on.into(), "SO_PREFER_BUSY_POLL")
+}

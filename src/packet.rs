@@ -1,0 +1,606 @@
+//! [`PacketConn`]: a datagram endpoint (UDP, or `ip4:PROTO` raw sockets
+//! read without their IP header) with IP-level and multicast options and
+//! per-packet control messages.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::control::{ControlFlags, ControlMessage, RecvFlags, MAX_CONTROL_LEN};
+use crate::error::Error;
+use crate::interface::{Interface, InterfaceInfo};
+use crate::options::{self, GroupOp, SourceOp};
+use crate::sys;
+
+/// A datagram socket with IPv4 options, multicast membership and
+/// per-packet control messages: Go's `ipv4.PacketConn`.
+///
+/// Made from a UDP socket ([`bind_udp`](Self::bind_udp), or any
+/// `std::net::UdpSocket`, `socket2::Socket` or `OwnedFd`), or from a raw
+/// `ip4:PROTO` socket ([`ip4`](Self::ip4)) whose reads strip the IP header.
+/// Market-data receivers start from [`multicast_receiver`](Self::multicast_receiver).
+///
+/// All methods take `&self`: one socket can be read and written from several
+/// threads at once.
+///
+/// ```
+/// use std::net::{Ipv4Addr, SocketAddrV4};
+/// use ipv4_reactor::{ControlFlags, PacketConn};
+///
+/// let a = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
+/// let b = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
+/// b.set_control_message(ControlFlags::TTL | ControlFlags::DST, true)?;
+/// a.set_ttl(33)?;
+/// a.send_to(b"hello", None, b.local_addr()?)?;
+///
+/// let mut buf = [0u8; 1500];
+/// let (n, cm, src, _flags) = b.recv_from(&mut buf)?;
+/// assert_eq!(&buf[..n], b"hello");
+/// assert_eq!(cm.ttl, Some(33));
+/// assert_eq!(cm.dst, Some(Ipv4Addr::LOCALHOST));
+/// assert_eq!(src, a.local_addr()?);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct PacketConn {
+    socket: Socket,
+    flags: AtomicU32,
+    mcast_ifindex: AtomicU32,
+    strip_ip_header: bool,
+}
+
+impl PacketConn {
+    fn wrap(socket: Socket, strip_ip_header: bool) -> PacketConn {
+        PacketConn {
+            socket,
+            flags: AtomicU32::new(0),
+            mcast_ifindex: AtomicU32::new(0),
+            strip_ip_header,
+        }
+    }
+
+    /// A UDP socket bound to `addr`.
+    pub fn bind_udp(addr: SocketAddrV4) -> io::Result<PacketConn> {
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+            .map_err(|e| Error::os("creating a UDP socket", e))?;
+        socket
+            .bind(&addr.into())
+            .map_err(|e| Error::os(format!("binding UDP socket to {addr}"), e))?;
+        Ok(PacketConn::wrap(socket, false))
+    }
+
+    /// A raw `ip4:PROTO` socket (`SOCK_RAW` without `IP_HDRINCL`) bound to
+    /// `local` (use `0.0.0.0` for any). Reads strip the IP header and its
+    /// options, so the payload starts at the protocol's own header; writes
+    /// get their IP header from the kernel. Needs CAP_NET_RAW.
+    pub fn ip4(protocol: u8, local: Ipv4Addr) -> io::Result<PacketConn> {
+        let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(i32::from(protocol))))
+            .map_err(|e| {
+                let hint = if e.raw_os_error() == Some(libc::EPERM) {
+                    " (raw sockets need CAP_NET_RAW)"
+                } else {
+                    ""
+                };
+                Error::os(format!("creating a raw ip4:{protocol} socket{hint}"), e)
+            })?;
+        let addr = SocketAddrV4::new(local, 0);
+        socket
+            .bind(&addr.into())
+            .map_err(|e| Error::os(format!("binding raw socket to {local}"), e))?;
+        Ok(PacketConn::wrap(socket, true))
+    }
+
+    /// Starts building the receiver a market-data consumer wants first:
+    /// bound to the group and port, `SO_REUSEADDR`, `IP_MULTICAST_ALL` off,
+    /// joined on the named interface, non-blocking.
+    ///
+    /// ```
+    /// use std::net::Ipv4Addr;
+    /// use ipv4_reactor::{ControlFlags, Interface, PacketConn};
+    ///
+    /// let rx = PacketConn::multicast_receiver("239.1.2.3:0".parse().unwrap(), Interface::loopback())
+    ///     .control(ControlFlags::DST | ControlFlags::DROPS)
+    ///     .recv_buffer(1 << 20)
+    ///     .build()?;
+    /// assert!(!rx.multicast_all()?);
+    /// assert!(rx.recv_buffer_size()? >= 1 << 20);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn multicast_receiver(group: SocketAddrV4, iface: Interface) -> ReceiverBuilder {
+        ReceiverBuilder {
+            group,
+            iface,
+            recv_buffer: None,
+            force_recv_buffer: false,
+            nonblocking: true,
+            flags: ControlFlags::NONE,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            reuse_port: false,
+        }
+    }
+
+    /// A UDP socket for sending multicast through `iface`: bound to the
+    /// interface's address (port chosen by the kernel) so the source address
+    /// belongs to that interface, `IP_MULTICAST_IF` set to it, multicast TTL
+    /// 1, loopback on.
+    ///
+    /// ```
+    /// use ipv4_reactor::{Interface, PacketConn};
+    /// let tx = PacketConn::multicast_sender(&Interface::loopback())?;
+    /// assert_eq!(tx.multicast_interface()?.unwrap().name, "lo");
+    /// assert_eq!(tx.multicast_ttl()?, 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn multicast_sender(iface: &Interface) -> io::Result<PacketConn> {
+        let info = iface.resolve()?;
+        let local = info.addr.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let conn = PacketConn::bind_udp(SocketAddrV4::new(local, 0))?;
+        conn.set_multicast_interface(iface)?;
+        conn.set_multicast_ttl(1)?;
+        conn.set_multicast_loop(true)?;
+        Ok(conn)
+    }
+
+    /// The underlying `socket2::Socket`, for options this crate does not wrap.
+    pub fn socket(&self) -> &Socket {
+        &self.socket
+    }
+
+    /// Whether reads strip an IP header (raw `ip4:PROTO` sockets).
+    pub fn strips_ip_header(&self) -> bool {
+        self.strip_ip_header
+    }
+
+    /// The local address the socket is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddrV4> {
+        self.socket
+            .local_addr()?
+            .as_socket_ipv4()
+            .ok_or_else(|| crate::error::invalid("socket is not an IPv4 socket"))
+    }
+
+    /// Puts the socket in non-blocking mode (as the reactor needs) or back.
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        sys::set_nonblocking(self.as_fd(), on)
+    }
+
+    /// The `IP_TOS` byte put on outgoing packets.
+    pub fn tos(&self) -> io::Result<u8> {
+        options::tos(self.as_fd())
+    }
+
+    /// Sets `IP_TOS` for outgoing packets (DSCP in the upper six bits, ECN in
+    /// the lower two; the kernel may clear the ECN bits on some sockets).
+    pub fn set_tos(&self, tos: u8) -> io::Result<()> {
+        options::set_tos(self.as_fd(), tos)
+    }
+
+    /// The `IP_TTL` of outgoing unicast packets.
+    pub fn ttl(&self) -> io::Result<u8> {
+        options::ttl(self.as_fd())
+    }
+
+    /// Sets `IP_TTL` for outgoing unicast packets: 1 to 255 (0 is an error).
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        options::set_ttl(self.as_fd(), ttl)
+    }
+
+    /// The `IP_MULTICAST_TTL` of outgoing multicast.
+    pub fn multicast_ttl(&self) -> io::Result<u8> {
+        options::multicast_ttl(self.as_fd())
+    }
+
+    /// Sets `IP_MULTICAST_TTL`: 0 keeps packets on this host, 1 (the
+    /// default) on the local link.
+    pub fn set_multicast_ttl(&self, ttl: u8) -> io::Result<()> {
+        options::set_multicast_ttl(self.as_fd(), ttl)
+    }
+
+    /// Whether this host's own multicast is looped back (`IP_MULTICAST_LOOP`).
+    pub fn multicast_loop(&self) -> io::Result<bool> {
+        options::multicast_loop(self.as_fd())
+    }
+
+    /// Sets `IP_MULTICAST_LOOP`.
+    pub fn set_multicast_loop(&self, on: bool) -> io::Result<()> {
+        options::set_multicast_loop(self.as_fd(), on)
+    }
+
+    /// Whether a socket receives every group any socket on the host joined
+    /// (`IP_MULTICAST_ALL`, on by default in Linux).
+    pub fn multicast_all(&self) -> io::Result<bool> {
+        options::multicast_all(self.as_fd())
+    }
+
+    /// Sets `IP_MULTICAST_ALL`; turn it off so that a socket only gets the
+    /// groups it joined itself.
+    pub fn set_multicast_all(&self, on: bool) -> io::Result<()> {
+        options::set_multicast_all(self.as_fd(), on)
+    }
+
+    /// The interface outgoing multicast leaves through (`IP_MULTICAST_IF`),
+    /// `None` when left to the routing table. Unlike Go's getter on Linux,
+    /// this returns what was set.
+    pub fn multicast_interface(&self) -> io::Result<Option<InterfaceInfo>> {
+        options::multicast_interface(self.as_fd(), self.mcast_ifindex.load(Ordering::Relaxed))
+    }
+
+    /// Sets the interface outgoing multicast leaves through
+    /// (`IP_MULTICAST_IF` with an `ip_mreqn` of index and address, so the
+    /// source address is the interface's own).
+    pub fn set_multicast_interface(&self, iface: &Interface) -> io::Result<()> {
+        let info = options::set_multicast_interface(self.as_fd(), iface)?;
+        self.mcast_ifindex.store(info.index, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Joins `group` on `iface` (`MCAST_JOIN_GROUP`), any source.
+    ///
+    /// At most `net.ipv4.igmp_max_memberships` (20 by default) groups per
+    /// socket; past that the error is [`Error::MembershipLimit`].
+    pub fn join_group(&self, iface: &Interface, group: Ipv4Addr) -> io::Result<()> {
+        options::group(self.as_fd(), GroupOp::Join, iface, group)
+    }
+
+    /// Leaves `group` on `iface` (`MCAST_LEAVE_GROUP`); this also drops the
+    /// group's source filters. Leaving a group not joined is an error.
+    pub fn leave_group(&self, iface: &Interface, group: Ipv4Addr) -> io::Result<()> {
+        options::group(self.as_fd(), GroupOp::Leave, iface, group)
+    }
+
+    /// Source-specific multicast, include mode: receive `group` from
+    /// `source` (`MCAST_JOIN_SOURCE_GROUP`). At most
+    /// `net.ipv4.igmp_max_msf` (10 by default) sources per group.
+    pub fn join_source_group(&self, iface: &Interface, group: Ipv4Addr, source: Ipv4Addr) -> io::Result<()> {
+        options::source(self.as_fd(), SourceOp::Join, iface, group, source)
+    }
+
+    /// Include mode: stop receiving `group` from `source` (`MCAST_LEAVE_SOURCE_GROUP`).
+    pub fn leave_source_group(&self, iface: &Interface, group: Ipv4Addr, source: Ipv4Addr) -> io::Result<()> {
+        options::source(self.as_fd(), SourceOp::Leave, iface, group, source)
+    }
+
+    /// Exclude mode, after [`join_group`](Self::join_group): stop receiving
+    /// `group` from `source` (`MCAST_BLOCK_SOURCE`).
+    pub fn block_source(&self, iface: &Interface, group: Ipv4Addr, source: Ipv4Addr) -> io::Result<()> {
+        options::source(self.as_fd(), SourceOp::Block, iface, group, source)
+    }
+
+    /// Exclude mode: receive `group` from `source` again (`MCAST_UNBLOCK_SOURCE`).
+    pub fn unblock_source(&self, iface: &Interface, group: Ipv4Addr, source: Ipv4Addr) -> io::Result<()> {
+        options::source(self.as_fd(), SourceOp::Unblock, iface, group, source)
+    }
+
+    /// The control messages currently asked for.
+    pub fn control_flags(&self) -> ControlFlags {
+        ControlFlags::from_bits_truncate(self.flags.load(Ordering::Acquire))
+    }
+
+    /// Turns the per-packet extras in `flags` on or off, leaving the others
+    /// as they are (Go's `SetControlMessage`). Each flag is independent: the
+    /// shared `IP_PKTINFO` switch stays on while any of `DST`, `INTERFACE`
+    /// and `LOCAL` is on.
+    pub fn set_control_message(&self, flags: ControlFlags, on: bool) -> io::Result<()> {
+        let old = self.control_flags();
+        let new = if on { old.union(flags) } else { old.difference(flags) };
+        self.set_control_flags(new)
+    }
+
+    /// Sets exactly the per-packet extras in `flags`.
+    pub fn set_control_flags(&self, flags: ControlFlags) -> io::Result<()> {
+        let old = self.control_flags();
+        options::apply_control_flags(self.as_fd(), old, flags)?;
+        self.flags.store(flags.bits(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Receives one packet: `(bytes, control message, source, flags)`.
+    ///
+    /// The control message holds what [`control_flags`](Self::control_flags)
+    /// asked for; a payload cut to fit `buf` and a lost control message are
+    /// reported in [`RecvFlags`], never hidden. On a raw `ip4:PROTO` socket
+    /// the IP header is removed and the source port is 0.
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, ControlMessage, SocketAddrV4, RecvFlags)> {
+        let flags = self.control_flags();
+        let mut control = sys::CmsgBuf::<MAX_CONTROL_LEN>::new();
+        let msg = sys::recvmsg(
+            self.as_raw_fd(),
+            buf,
+            true,
+            &mut control.0[..flags.control_len()],
+            0,
+        )?;
+        let mut cm = ControlMessage::decode(&control.0[..msg.control_len], flags);
+        let src = msg.src.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+        if flags.contains(ControlFlags::SRC) {
+            cm.src = Some(*src.ip());
+        }
+        let mut n = msg.len;
+        if self.strip_ip_header {
+            let hl = ip_header_len(&buf[..n])?;
+            buf.copy_within(hl..n, 0);
+            n -= hl;
+        }
+        Ok((n, cm, src, RecvFlags::from_msg_flags(msg.flags)))
+    }
+
+    /// Sends `buf` to `dst`, with the per-packet options of `cm` if given:
+    /// source address and interface (`IP_PKTINFO`), TTL and TOS. Replying
+    /// from the address a request arrived on is
+    /// `send_to(reply, Some(&ControlMessage::with_source(request_cm.dst.unwrap(), None)), src)`.
+    pub fn send_to(&self, buf: &[u8], cm: Option<&ControlMessage>, dst: SocketAddrV4) -> io::Result<usize> {
+        let mut control = sys::CmsgBuf::<MAX_CONTROL_LEN>::new();
+        let clen = match cm {
+            Some(cm) => cm
+                .encode(&mut control.0)
+                .ok_or_else(|| crate::error::invalid("control message too large to send"))?,
+            None => 0,
+        };
+        sys::sendmsg(self.as_raw_fd(), buf, Some(dst), &control.0[..clen], 0)
+    }
+
+    /// The effective receive buffer (`SO_RCVBUF` as the kernel reports it:
+    /// twice what was asked, capped by `net.core.rmem_max` unless forced).
+    pub fn recv_buffer_size(&self) -> io::Result<usize> {
+        options::recv_buffer_size(self.as_fd())
+    }
+
+    /// Asks for a receive buffer of `bytes` (`SO_RCVBUF`) and returns the
+    /// effective size.
+    pub fn set_recv_buffer_size(&self, bytes: usize) -> io::Result<usize> {
+        options::set_recv_buffer_size(self.as_fd(), bytes, false)
+    }
+
+    /// Sets the receive buffer past `net.core.rmem_max` (`SO_RCVBUFFORCE`,
+    /// needs CAP_NET_ADMIN; the error says so) and returns the effective size.
+    pub fn force_recv_buffer_size(&self, bytes: usize) -> io::Result<usize> {
+        options::set_recv_buffer_size(self.as_fd(), bytes, true)
+    }
+
+    /// `SO_BUSY_POLL`, in microseconds.
+    pub fn busy_poll(&self) -> io::Result<u32> {
+        options::busy_poll(self.as_fd())
+    }
+
+    /// Sets `SO_BUSY_POLL`: how long a blocking read spins on the device
+    /// queue before sleeping (raising it past `net.core.busy_read` needs
+    /// CAP_NET_ADMIN).
+    pub fn set_busy_poll(&self, micros: u32) -> io::Result<()> {
+        options::set_busy_poll(self.as_fd(), micros)
+    }
+
+    /// Sets `SO_PREFER_BUSY_POLL` (Linux 5.11 and later).
+    pub fn set_prefer_busy_poll(&self, on: bool) -> io::Result<()> {
+        options::set_prefer_busy_poll(self.as_fd(), on)
+    }
+}
+
+/// The length of the IPv4 header at the start of `packet`, checked.
+pub(crate) fn ip_header_len(packet: &[u8]) -> io::Result<usize> {
+    let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+    let first = *packet
+        .first()
+        .ok_or_else(|| bad("raw socket returned an empty packet".into()))?;
+    let hl = usize::from(first & 0x0f) * 4;
+    if first >> 4 != 4 || hl < 20 || hl > packet.len() {
+        return Err(bad(format!(
+            "raw socket returned a malformed IPv4 header (first byte {first:#04x}, {} bytes)",
+            packet.len()
+        )));
+    }
+    Ok(hl)
+}
+
+/// Builder for a multicast receiver; see [`PacketConn::multicast_receiver`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until build() is called"]
+pub struct ReceiverBuilder {
+    group: SocketAddrV4,
+    iface: Interface,
+    recv_buffer: Option<usize>,
+    force_recv_buffer: bool,
+    nonblocking: bool,
+    flags: ControlFlags,
+    include: Vec<Ipv4Addr>,
+    exclude: Vec<Ipv4Addr>,
+    reuse_port: bool,
+}
+
+impl ReceiverBuilder {
+    /// Asks for a receive buffer of `bytes`: `SO_RCVBUFFORCE` where the
+    /// process may (CAP_NET_ADMIN), else `SO_RCVBUF` capped by
+    /// `net.core.rmem_max`. Read the result with
+    /// [`PacketConn::recv_buffer_size`].
+    pub fn recv_buffer(mut self, bytes: usize) -> Self {
+        self.recv_buffer = Some(bytes);
+        self
+    }
+
+    /// Makes `build` fail, rather than fall back to the capped size, when
+    /// `SO_RCVBUFFORCE` is not allowed.
+    pub fn require_forced_recv_buffer(mut self, on: bool) -> Self {
+        self.force_recv_buffer = on;
+        self
+    }
+
+    /// Blocking or non-blocking (the default, as the reactor needs).
+    pub fn nonblocking(mut self, on: bool) -> Self {
+        self.nonblocking = on;
+        self
+    }
+
+    /// The per-packet control messages to switch on.
+    pub fn control(mut self, flags: ControlFlags) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    /// Source-specific include mode: receive only from `source` (repeat for
+    /// several sources).
+    pub fn source(mut self, source: Ipv4Addr) -> Self {
+        self.include.push(source);
+        self
+    }
+
+    /// Exclude mode: receive from every source but `source` (repeatable).
+    pub fn exclude(mut self, source: Ipv4Addr) -> Self {
+        self.exclude.push(source);
+        self
+    }
+
+    /// Also set `SO_REUSEPORT`. Note that it does not spread multicast:
+    /// every socket bound to the port gets every packet.
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.reuse_port = on;
+        self
+    }
+
+    /// Creates the socket, sets every option, binds and joins.
+    pub fn build(self) -> io::Result<PacketConn> {
+        let group = *self.group.ip();
+        if !group.is_multicast() {
+            return Err(Error::NotMulticast { group }.into());
+        }
+        if !self.include.is_empty() && !self.exclude.is_empty() {
+            return Err(crate::error::invalid(
+                "a receiver is either in include mode (source) or exclude mode (exclude), not both",
+            ));
+        }
+        // Resolve first so that an unknown interface fails before any socket exists.
+        self.iface.resolve()?;
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+            .map_err(|e| Error::os("creating a UDP socket", e))?;
+        socket
+            .set_reuse_address(true)
+            .map_err(|e| Error::os("setting SO_REUSEADDR", e))?;
+        if self.reuse_port {
+            socket
+                .set_reuse_port(true)
+                .map_err(|e| Error::os("setting SO_REUSEPORT", e))?;
+        }
+        let conn = PacketConn::wrap(socket, false);
+        conn.set_multicast_all(false)?;
+        if let Some(bytes) = self.recv_buffer {
+            match conn.force_recv_buffer_size(bytes) {
+                Ok(_) => {}
+                Err(e) if !self.force_recv_buffer && Error::raw_os_error(&e) == Some(libc::EPERM) => {
+                    conn.set_recv_buffer_size(bytes)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        conn.set_control_flags(self.flags)?;
+        conn.socket
+            .bind(&self.group.into())
+            .map_err(|e| Error::os(format!("binding to {}", self.group), e))?;
+        if self.include.is_empty() {
+            conn.join_group(&self.iface, group)?;
+            for &source in &self.exclude {
+                conn.block_source(&self.iface, group, source)?;
+            }
+        } else {
+            for &source in &self.include {
+                conn.join_source_group(&self.iface, group, source)?;
+            }
+        }
+        conn.set_nonblocking(self.nonblocking)?;
+        Ok(conn)
+    }
+}
+
+impl AsFd for PacketConn {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+impl AsRawFd for PacketConn {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
+impl IntoRawFd for PacketConn {
+    fn into_raw_fd(self) -> RawFd {
+        self.socket.into_raw_fd()
+    }
+}
+
+impl FromRawFd for PacketConn {
+    /// Wraps a UDP socket's descriptor. Use [`PacketConn::from_raw_ip4`] for
+    /// a raw `ip4:PROTO` socket.
+    ///
+    /// # Safety
+    /// `fd` must be an open IPv4 datagram socket that nothing else owns.
+    unsafe fn from_raw_fd(fd: RawFd) -> PacketConn {
+        // SAFETY: forwarded from the caller's contract.
+        PacketConn::wrap(unsafe { Socket::from_raw_fd(fd) }, false)
+    }
+}
+
+impl PacketConn {
+    /// Wraps an owned raw `ip4:PROTO` socket, whose reads carry an IP header
+    /// that `recv_from` strips.
+    pub fn from_raw_ip4(fd: OwnedFd) -> PacketConn {
+        PacketConn::wrap(Socket::from(fd), true)
+    }
+}
+
+impl From<UdpSocket> for PacketConn {
+    fn from(s: UdpSocket) -> PacketConn {
+        PacketConn::wrap(Socket::from(s), false)
+    }
+}
+
+impl From<Socket> for PacketConn {
+    /// Wraps a `socket2::Socket`; a `SOCK_RAW` one is read as `ip4:PROTO`
+    /// (IP header stripped).
+    fn from(s: Socket) -> PacketConn {
+        let raw = matches!(s.r#type(), Ok(t) if t == Type::RAW);
+        PacketConn::wrap(s, raw)
+    }
+}
+
+impl From<OwnedFd> for PacketConn {
+    /// Wraps an owned socket descriptor; a `SOCK_RAW` one is read as
+    /// `ip4:PROTO` (IP header stripped).
+    fn from(fd: OwnedFd) -> PacketConn {
+        PacketConn::from(Socket::from(fd))
+    }
+}
+
+impl From<PacketConn> for OwnedFd {
+    fn from(c: PacketConn) -> OwnedFd {
+        c.socket.into()
+    }
+}
+
+impl From<PacketConn> for Socket {
+    fn from(c: PacketConn) -> Socket {
+        c.socket
+    }
+}
+
+impl From<PacketConn> for UdpSocket {
+    fn from(c: PacketConn) -> UdpSocket {
+        c.socket.into()
+    }
+}
+
+impl mio::event::Source for PacketConn {
+    fn register(&mut self, registry: &mio::Registry, token: mio::Token, interests: mio::Interest) -> io::Result<()> {
+        mio::unix::SourceFd(&self.as_raw_fd()).register(registry, token, interests)
+    }
+
+    fn reregister(&mut self, registry: &mio::Registry, token: mio::Token, interests: mio::Interest) -> io::Result<()> {
+        mio::unix::SourceFd(&self.as_raw_fd()).reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        mio::unix::SourceFd(&self.as_raw_fd()).deregister(registry)
+    }
+}

@@ -1,0 +1,409 @@
+//! The only place in the crate with libc calls and `unsafe`.
+//!
+//! Everything above this module sees safe functions that return
+//! `io::Result`. Each `unsafe` block carries a `// SAFETY:` line.
+
+pub(crate) mod mmsg;
+
+use std::ffi::CString;
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+
+/// Calls a libc function and turns `-1` into `io::Error::last_os_error()`.
+macro_rules! syscall {
+    ($fn: ident ( $($arg: expr),* $(,)* ) ) => {{
+        #[allow(unused_unsafe)]
+        // SAFETY: the caller of the macro passes arguments that satisfy the
+        // libc function's contract (valid fds, pointers with correct lengths).
+        let res = unsafe { libc::$fn($($arg, )*) };
+        if res == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+pub(crate) use syscall;
+
+// Option numbers that are the same on every Linux architecture this crate
+// builds for (x86-64, aarch64 and the other "generic" socket.h users).
+pub(crate) const SO_RXQ_OVFL: libc::c_int = 40;
+pub(crate) const SO_BUSY_POLL: libc::c_int = 46;
+pub(crate) const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+pub(crate) const SO_TIMESTAMPNS: libc::c_int = 35;
+pub(crate) const SO_TIMESTAMPING: libc::c_int = 37;
+pub(crate) const UDP_GRO: libc::c_int = 104;
+pub(crate) const UDP_SEGMENT: libc::c_int = 103;
+pub(crate) const ICMP_FILTER: libc::c_int = 1;
+
+/// `sizeof(struct cmsghdr)`.
+pub(crate) const CMSG_HDR: usize = size_of::<libc::cmsghdr>();
+/// Alignment of control-message headers and data (`sizeof(long)`).
+pub(crate) const CMSG_ALIGN: usize = size_of::<usize>();
+
+/// `CMSG_ALIGN(len)`.
+pub(crate) const fn cmsg_align(len: usize) -> usize {
+    (len + CMSG_ALIGN - 1) & !(CMSG_ALIGN - 1)
+}
+
+/// `CMSG_LEN(len)`: header plus data, without trailing padding.
+pub(crate) const fn cmsg_len(len: usize) -> usize {
+    cmsg_align(CMSG_HDR) + len
+}
+
+/// `CMSG_SPACE(len)`: header plus data plus padding to the next header.
+pub(crate) const fn cmsg_space(len: usize) -> usize {
+    cmsg_align(CMSG_HDR) + cmsg_align(len)
+}
+
+// The safe decoder in `control.rs` reads `cmsghdr` as (usize, i32, i32).
+const _: () = assert!(CMSG_HDR == size_of::<usize>() + 2 * size_of::<libc::c_int>());
+const _: () = assert!(cmsg_space(size_of::<libc::in_pktinfo>()) == 32 || CMSG_ALIGN != 8);
+
+pub(crate) fn setsockopt<T: Copy>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: T,
+) -> io::Result<()> {
+    syscall!(setsockopt(
+        fd.as_raw_fd(),
+        level,
+        name,
+        (&value as *const T).cast(),
+        size_of::<T>() as libc::socklen_t,
+    ))
+    .map(drop)
+}
+
+/// Reads an option of type `T`. Returns the value and the length the kernel wrote.
+pub(crate) fn getsockopt_len<T: Copy>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<(T, usize)> {
+    let mut value = MaybeUninit::<T>::zeroed();
+    let mut len = size_of::<T>() as libc::socklen_t;
+    syscall!(getsockopt(
+        fd.as_raw_fd(),
+        level,
+        name,
+        value.as_mut_ptr().cast(),
+        &mut len,
+    ))?;
+    // SAFETY: the value was zero-initialised and every `T` used here is a
+    // plain C integer or struct for which all-zero bytes are valid; the kernel
+    // wrote at most `size_of::<T>()` bytes over it.
+    Ok((unsafe { value.assume_init() }, len as usize))
+}
+
+pub(crate) fn getsockopt<T: Copy>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<T> {
+    getsockopt_len(fd, level, name).map(|(v, _)| v)
+}
+
+/// Reads an `int` option that the kernel may answer with one byte (as it
+/// does for `IP_TOS`, `IP_MULTICAST_TTL` and `IP_MULTICAST_LOOP` when asked
+/// with a short buffer); asked with 4 bytes it answers 4.
+pub(crate) fn getsockopt_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<i32> {
+    let (value, len) = getsockopt_len::<libc::c_int>(fd, level, name)?;
+    Ok(if len == 1 { value & 0xff } else { value })
+}
+
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let mut flag: libc::c_int = on.into();
+    syscall!(ioctl(fd.as_raw_fd(), libc::FIONBIO, &mut flag)).map(drop)
+}
+
+pub(crate) fn sockaddr_in(addr: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: addr.port().to_be(),
+        sin_addr: in_addr(*addr.ip()),
+        sin_zero: [0; 8],
+    }
+}
+
+pub(crate) fn from_sockaddr_in(sa: &libc::sockaddr_in) -> SocketAddrV4 {
+    SocketAddrV4::new(
+        Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
+        u16::from_be(sa.sin_port),
+    )
+}
+
+pub(crate) fn in_addr(addr: Ipv4Addr) -> libc::in_addr {
+    libc::in_addr {
+        s_addr: u32::from(addr).to_be(),
+    }
+}
+
+fn sockaddr_storage(addr: Ipv4Addr) -> libc::sockaddr_storage {
+    // SAFETY: sockaddr_storage is a plain C struct; all-zero bytes are valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let sin = sockaddr_in(SocketAddrV4::new(addr, 0));
+    // SAFETY: sockaddr_storage is larger than and aligned at least as
+    // strictly as sockaddr_in; we write one sockaddr_in at its start.
+    unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+    storage
+}
+
+/// `MCAST_JOIN_GROUP`, `MCAST_LEAVE_GROUP`.
+pub(crate) fn group_op(
+    fd: BorrowedFd<'_>,
+    op: libc::c_int,
+    ifindex: u32,
+    group: Ipv4Addr,
+) -> io::Result<()> {
+    let req = libc::group_req {
+        gr_interface: ifindex,
+        gr_group: sockaddr_storage(group),
+    };
+    setsockopt(fd, libc::IPPROTO_IP, op, req)
+}
+
+/// `MCAST_{JOIN,LEAVE}_SOURCE_GROUP`, `MCAST_{BLOCK,UNBLOCK}_SOURCE`.
+pub(crate) fn group_source_op(
+    fd: BorrowedFd<'_>,
+    op: libc::c_int,
+    ifindex: u32,
+    group: Ipv4Addr,
+    source: Ipv4Addr,
+) -> io::Result<()> {
+    let req = libc::group_source_req {
+        gsr_interface: ifindex,
+        gsr_group: sockaddr_storage(group),
+        gsr_source: sockaddr_storage(source),
+    };
+    setsockopt(fd, libc::IPPROTO_IP, op, req)
+}
+
+/// `IP_MULTICAST_IF` with an `ip_mreqn` (interface index and address).
+pub(crate) fn set_multicast_if(
+    fd: BorrowedFd<'_>,
+    ifindex: u32,
+    addr: Ipv4Addr,
+) -> io::Result<()> {
+    let req = libc::ip_mreqn {
+        imr_multiaddr: in_addr(Ipv4Addr::UNSPECIFIED),
+        imr_address: in_addr(addr),
+        imr_ifindex: ifindex as libc::c_int,
+    };
+    setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, req)
+}
+
+/// Reads `IP_MULTICAST_IF`: the kernel answers with a 4-byte `in_addr`
+/// whatever was used to set it (Go reads it as `ip_mreqn` and gets nothing).
+pub(crate) fn multicast_if_addr(fd: BorrowedFd<'_>) -> io::Result<Ipv4Addr> {
+    let addr: libc::in_addr = getsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_IF)?;
+    Ok(Ipv4Addr::from(u32::from_be(addr.s_addr)))
+}
+
+/// Attaches (`Some`) or detaches (`None`) a classic BPF program.
+pub(crate) fn set_bpf(fd: BorrowedFd<'_>, program: Option<&[libc::sock_filter]>) -> io::Result<()> {
+    match program {
+        Some(code) => {
+            let prog = libc::sock_fprog {
+                len: code.len() as libc::c_ushort,
+                filter: code.as_ptr() as *mut libc::sock_filter,
+            };
+            setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, prog)
+        }
+        None => setsockopt(fd, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, 0 as libc::c_int),
+    }
+}
+
+/// `if_nametoindex`; `Ok(None)` when no interface has the name.
+pub(crate) fn if_nametoindex(name: &str) -> Option<u32> {
+    let cname = CString::new(name).ok()?;
+    // SAFETY: `cname` is a valid NUL-terminated string for the call's duration.
+    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// `if_indextoname`; `None` when no interface has the index.
+pub(crate) fn if_indextoname(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` holds IF_NAMESIZE bytes, as the function requires.
+    let ptr = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: on success the kernel wrote a NUL-terminated name into `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// Every IPv4 address of every interface: (interface name, address).
+pub(crate) fn ipv4_interface_addrs() -> io::Result<Vec<(String, Ipv4Addr)>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    syscall!(getifaddrs(&mut head))?;
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr whose family we check
+            // before reading it as the matching type.
+            let family = unsafe { (*ifa.ifa_addr).sa_family };
+            if family == libc::AF_INET as libc::sa_family_t {
+                // SAFETY: the family is AF_INET, so this is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+                let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+                out.push((
+                    name.to_string_lossy().into_owned(),
+                    from_sockaddr_in(sin).ip().to_owned(),
+                ));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+/// What one `recvmsg` returned.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecvMsg {
+    /// Bytes copied into the payload buffer.
+    pub len: usize,
+    /// Bytes of control data the kernel wrote.
+    pub control_len: usize,
+    /// `msg_flags` (`MSG_TRUNC`, `MSG_CTRUNC`).
+    pub flags: libc::c_int,
+    /// The source address, when asked for and present.
+    pub src: Option<SocketAddrV4>,
+}
+
+/// An aligned buffer for control messages.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+pub(crate) struct CmsgBuf<const N: usize>(pub [u8; N]);
+
+impl<const N: usize> CmsgBuf<N> {
+    pub(crate) const fn new() -> Self {
+        CmsgBuf([0; N])
+    }
+}
+
+/// `recvmsg` into `buf` with control data into `control` (which must be
+/// aligned to `CMSG_ALIGN`).
+pub(crate) fn recvmsg(
+    fd: RawFd,
+    buf: &mut [u8],
+    want_src: bool,
+    control: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<RecvMsg> {
+    debug_assert_eq!(control.as_ptr() as usize % CMSG_ALIGN, 0);
+    // SAFETY: all-zero bytes are a valid sockaddr_in and msghdr.
+    let mut name: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    if want_src {
+        msg.msg_name = (&mut name as *mut libc::sockaddr_in).cast();
+        msg.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    }
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !control.is_empty() {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control.len() as _;
+    }
+    let n = syscall!(recvmsg(fd, &mut msg, flags))?;
+    let src = (want_src && msg.msg_namelen as usize >= size_of::<libc::sockaddr_in>()
+        && name.sin_family == libc::AF_INET as libc::sa_family_t)
+        .then(|| from_sockaddr_in(&name));
+    Ok(RecvMsg {
+        len: (n as usize).min(buf.len()),
+        control_len: msg.msg_controllen as usize,
+        flags: msg.msg_flags,
+        src,
+    })
+}
+
+/// `sendmsg` of `buf` to `dst` (or the connected peer) with `control` data.
+pub(crate) fn sendmsg(
+    fd: RawFd,
+    buf: &[u8],
+    dst: Option<SocketAddrV4>,
+    control: &[u8],
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    debug_assert_eq!(control.as_ptr() as usize % CMSG_ALIGN, 0);
+    let mut name = dst.map(sockaddr_in);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: all-zero bytes are a valid msghdr.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    if let Some(name) = name.as_mut() {
+        msg.msg_name = (name as *mut libc::sockaddr_in).cast();
+        msg.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    }
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !control.is_empty() {
+        msg.msg_control = control.as_ptr() as *mut libc::c_void;
+        msg.msg_controllen = control.len() as _;
+    }
+    syscall!(sendmsg(fd, &msg, flags)).map(|n| n as usize)
+}
+
+/// The `in_pktinfo` of an `IP_PKTINFO` control message, as plain values.
+pub(crate) fn pktinfo_bytes(ifindex: u32, spec_dst: Ipv4Addr) -> [u8; size_of::<libc::in_pktinfo>()] {
+    let mut out = [0u8; size_of::<libc::in_pktinfo>()];
+    out[0..4].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+    out[4..8].copy_from_slice(&spec_dst.octets());
+    out
+}
+
+/// Splits an `in_pktinfo`: (ifindex, spec_dst, addr).
+pub(crate) fn parse_pktinfo(data: &[u8]) -> Option<(u32, Ipv4Addr, Ipv4Addr)> {
+    if data.len() < size_of::<libc::in_pktinfo>() {
+        return None;
+    }
+    let ifindex = i32::from_ne_bytes(data[0..4].try_into().ok()?) as u32;
+    let spec_dst = Ipv4Addr::new(data[4], data[5], data[6], data[7]);
+    let addr = Ipv4Addr::new(data[8], data[9], data[10], data[11]);
+    Some((ifindex, spec_dst, addr))
+}
+
+/// Parses a `struct timespec` (two native longs on 64-bit Linux).
+pub(crate) fn parse_timespec(data: &[u8]) -> Option<(i64, i64)> {
+    const W: usize = size_of::<libc::time_t>();
+    const N: usize = size_of::<libc::c_long>();
+    if data.len() < W + N {
+        return None;
+    }
+    let sec = match W {
+        8 => i64::from_ne_bytes(data[0..8].try_into().ok()?),
+        _ => i32::from_ne_bytes(data[0..4].try_into().ok()?) as i64,
+    };
+    let nsec = match N {
+        8 => i64::from_ne_bytes(data[W..W + 8].try_into().ok()?),
+        _ => i32::from_ne_bytes(data[W..W + 4].try_into().ok()?) as i64,
+    };
+    Some((sec, nsec))
+}
+
+/// `size_of::<struct timespec>()`.
+pub(crate) const TIMESPEC_LEN: usize = size_of::<libc::timespec>();
+/// `size_of::<struct in_pktinfo>()`.
+pub(crate) const PKTINFO_LEN: usize = size_of::<libc::in_pktinfo>();
