@@ -360,7 +360,7 @@ impl ControlMessage {
 
 /// Writes one control message at the start of `buf` (which has room for
 /// `CMSG_SPACE(data.len())`) and returns that space.
-fn put_cmsg(buf: &mut [u8], level: libc::c_int, kind: libc::c_int, data: &[u8]) -> usize {
+pub(crate) fn put_cmsg(buf: &mut [u8], level: libc::c_int, kind: libc::c_int, data: &[u8]) -> usize {
     let space = sys::cmsg_space(data.len());
     let len = sys::cmsg_len(data.len());
     buf[..space].fill(0);

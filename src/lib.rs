@@ -151,6 +151,8 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("ipv4-reactor supports Linux only: it is built on Linux socket options, recvmmsg and sendmmsg");
 
+mod batch;
+mod bpf;
 mod conn;
 mod control;
 pub mod error;
@@ -161,6 +163,8 @@ mod options;
 mod packet;
 mod sys;
 
+pub use batch::{Message, Packet, RecvBatch, RecvCounters, SendBatch};
+pub use bpf::{BpfInstruction, BPF_MAX_INSTRUCTIONS};
 pub use conn::Conn;
 pub use control::{ControlFlags, ControlMessage, RecvFlags};
 pub use error::{Error, Limit};

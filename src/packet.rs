@@ -343,6 +343,41 @@ impl PacketConn {
         sys::sendmsg(self.as_raw_fd(), buf, Some(dst), &control.0[..clen], 0)
     }
 
+    /// Sends `buf` as several UDP datagrams of `segment_size` bytes (the
+    /// last may be shorter) in one call, through UDP generic segmentation
+    /// offload (`UDP_SEGMENT`). A receiver with [`ControlFlags::GRO`] may get
+    /// them back coalesced; see [`crate::Packet::segments`].
+    pub fn send_segments(&self, buf: &[u8], segment_size: u16, dst: SocketAddrV4) -> io::Result<usize> {
+        if segment_size == 0 {
+            return Err(crate::error::invalid("UDP segment size must be at least 1 byte"));
+        }
+        let mut control = sys::CmsgBuf::<32>::new();
+        let clen = crate::control::put_cmsg(
+            &mut control.0,
+            libc::IPPROTO_UDP,
+            sys::UDP_SEGMENT,
+            &segment_size.to_ne_bytes(),
+        );
+        sys::sendmsg(self.as_raw_fd(), buf, Some(dst), &control.0[..clen], 0).map_err(|e| {
+            Error::os(
+                format!("sending {} bytes as {segment_size}-byte UDP segments to {dst}", buf.len()),
+                e,
+            )
+        })
+    }
+
+    /// Attaches a classic BPF program (`SO_ATTACH_FILTER`): packets for
+    /// which it returns 0 are dropped before they are queued. An empty
+    /// program is an error.
+    pub fn attach_filter(&self, program: &[crate::BpfInstruction]) -> io::Result<()> {
+        crate::bpf::attach(self.as_fd(), program)
+    }
+
+    /// Detaches the BPF program (`SO_DETACH_FILTER`).
+    pub fn detach_filter(&self) -> io::Result<()> {
+        crate::bpf::detach(self.as_fd())
+    }
+
     /// The effective receive buffer (`SO_RCVBUF` as the kernel reports it:
     /// twice what was asked, capped by `net.core.rmem_max` unless forced).
     pub fn recv_buffer_size(&self) -> io::Result<usize> {

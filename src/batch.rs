@@ -1,0 +1,399 @@
+//! Batched receive and send: [`RecvBatch`] over `recvmmsg` and
+//! [`SendBatch`] over `sendmmsg`, with every buffer allocated once.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddrV4;
+use std::os::fd::AsRawFd;
+
+use crate::control::{ControlFlags, ControlMessage, RecvFlags};
+use crate::packet::PacketConn;
+use crate::sys::mmsg::{RecvSlots, SendSlots};
+
+/// Counters of one receive path (a [`RecvBatch`], or a socket in the
+/// reactor). All of them only grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RecvCounters {
+    /// Packets received.
+    pub packets: u64,
+    /// Payload bytes received (as copied into the buffers).
+    pub bytes: u64,
+    /// `recvmmsg` calls that returned at least one packet.
+    pub batches: u64,
+    /// Packets whose payload was cut to fit the slot (`MSG_TRUNC`).
+    pub truncated: u64,
+    /// Packets whose control messages did not all fit (`MSG_CTRUNC`).
+    pub control_truncated: u64,
+    /// Packets the kernel dropped on this socket, from `SO_RXQ_OVFL`
+    /// (needs [`ControlFlags::DROPS`]; counted when the next packet arrives).
+    pub kernel_drops: u64,
+}
+
+impl RecvCounters {
+    /// Average packets per `recvmmsg` call that returned something.
+    pub fn average_batch(&self) -> f64 {
+        if self.batches == 0 {
+            0.0
+        } else {
+            self.packets as f64 / self.batches as f64
+        }
+    }
+
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &RecvCounters) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.batches += other.batches;
+        self.truncated += other.truncated;
+        self.control_truncated += other.control_truncated;
+        self.kernel_drops += other.kernel_drops;
+    }
+}
+
+/// One received packet, borrowed from a [`RecvBatch`] slot.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Packet<'a> {
+    /// The payload (for raw `ip4:PROTO` sockets, after the IP header).
+    pub payload: &'a [u8],
+    /// The control messages the socket asked for.
+    pub cm: ControlMessage,
+    /// The source address, when [`ControlFlags::SRC`] was asked for.
+    pub src: Option<SocketAddrV4>,
+    /// Truncation of payload or control data.
+    pub flags: RecvFlags,
+    /// Packets the kernel dropped on this socket since the previous packet
+    /// that carried the drop counter (0 without [`ControlFlags::DROPS`]).
+    pub drops_before: u32,
+}
+
+impl<'a> Packet<'a> {
+    /// Whether the payload was cut to fit the slot.
+    pub fn truncated(&self) -> bool {
+        self.flags.truncated
+    }
+
+    /// Whether control messages were lost for lack of room.
+    pub fn control_truncated(&self) -> bool {
+        self.flags.control_truncated
+    }
+
+    /// The datagrams in this buffer: one, or several when UDP GRO coalesced
+    /// them ([`ControlFlags::GRO`]); each has the segment size but the last.
+    pub fn segments(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let seg = self
+            .cm
+            .gro_segment
+            .map_or(self.payload.len(), usize::from)
+            .max(1);
+        let payload = self.payload;
+        let n = if payload.is_empty() { 1 } else { payload.len().div_ceil(seg) };
+        (0..n).map(move |i| &payload[(i * seg).min(payload.len())..((i + 1) * seg).min(payload.len())])
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct SlotMeta {
+    cm: ControlMessage,
+    flags: RecvFlags,
+    start: u32,
+    drops_before: u32,
+}
+
+/// Receives up to N packets per system call (`recvmmsg`) into slots
+/// allocated once: payload buffer, source address and an aligned control
+/// buffer per slot. Nothing is allocated per call.
+///
+/// The control buffers are sized from the flags given at construction; ask
+/// the socket for the same flags with
+/// [`PacketConn::set_control_flags`]. Each packet's control messages are
+/// decoded from its own slot.
+///
+/// ```
+/// use ipv4_reactor::{ControlFlags, PacketConn, RecvBatch};
+///
+/// let flags = ControlFlags::DST | ControlFlags::TTL | ControlFlags::SRC;
+/// let rx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
+/// rx.set_control_flags(flags)?;
+/// rx.set_nonblocking(true)?;
+/// let tx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
+/// for i in 0..3u8 {
+///     tx.send_to(&[i; 10], None, rx.local_addr()?)?;
+/// }
+///
+/// let mut batch = RecvBatch::new(64, 2048, flags);
+/// let n = batch.recv(&rx)?;
+/// assert_eq!(n, 3);
+/// for (i, p) in batch.iter().enumerate() {
+///     assert_eq!(p.payload, &[i as u8; 10]);
+///     assert_eq!(p.src, Some(tx.local_addr()?));
+///     assert!(!p.truncated());
+/// }
+/// assert_eq!(batch.counters().packets, 3);
+/// // Nothing more: the socket is drained.
+/// assert_eq!(batch.recv(&rx).unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct RecvBatch {
+    slots: RecvSlots,
+    meta: Vec<SlotMeta>,
+    len: usize,
+    flags: ControlFlags,
+    want_src: bool,
+    last_drops: Option<u32>,
+    counters: RecvCounters,
+}
+
+impl fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("slots", &self.slots.capacity())
+            .field("control_len", &self.slots.control_size())
+            .field("flags", &self.flags)
+            .field("len", &self.len)
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
+impl RecvBatch {
+    /// A batch of `slots` packets of up to `payload_size` bytes each, with
+    /// control buffers sized for `flags` (source address storage only with
+    /// [`ControlFlags::SRC`]).
+    pub fn new(slots: usize, payload_size: usize, flags: ControlFlags) -> RecvBatch {
+        RecvBatch::with_control_len(slots, payload_size, flags, flags.control_len())
+    }
+
+    /// Like [`new`](Self::new) with an explicit control buffer length per
+    /// slot. Meant for tests: a buffer shorter than
+    /// [`ControlFlags::control_len`] loses control messages, and the
+    /// packets report [`Packet::control_truncated`].
+    pub fn with_control_len(
+        slots: usize,
+        payload_size: usize,
+        flags: ControlFlags,
+        control_len: usize,
+    ) -> RecvBatch {
+        let want_src = flags.contains(ControlFlags::SRC);
+        let slots = RecvSlots::new(slots, payload_size, want_src, control_len);
+        RecvBatch {
+            meta: vec![SlotMeta::default(); slots.capacity()],
+            slots,
+            len: 0,
+            flags,
+            want_src,
+            last_drops: None,
+            counters: RecvCounters::default(),
+        }
+    }
+
+    /// The number of slots.
+    pub fn capacity(&self) -> usize {
+        self.slots.capacity()
+    }
+
+    /// The flags the control buffers are sized for.
+    pub fn flags(&self) -> ControlFlags {
+        self.flags
+    }
+
+    /// Receives what is queued, up to the number of slots, without blocking
+    /// (`MSG_DONTWAIT`): returns how many packets arrived, or an error of
+    /// kind `WouldBlock` when none was queued.
+    pub fn recv(&mut self, conn: &PacketConn) -> io::Result<usize> {
+        self.recv_with(conn, self.slots.capacity(), libc::MSG_DONTWAIT)
+    }
+
+    /// Blocks until at least one packet arrives (on a blocking socket; the
+    /// socket's read timeout applies), then returns what is queued.
+    pub fn recv_wait(&mut self, conn: &PacketConn) -> io::Result<usize> {
+        self.recv_with(conn, self.slots.capacity(), libc::MSG_WAITFORONE)
+    }
+
+    /// Receives at most `max` packets (capped at the number of slots) with
+    /// `recvmmsg` flags `flags`.
+    pub(crate) fn recv_with(&mut self, conn: &PacketConn, max: usize, flags: libc::c_int) -> io::Result<usize> {
+        self.len = 0;
+        let n = self.slots.recv(conn.as_raw_fd(), max, flags)?;
+        let cflags = conn.control_flags();
+        let strip = conn.strips_ip_header();
+        let mut bytes = 0u64;
+        for i in 0..n {
+            let (payload, control, msg_flags, src) = self.slots.slot(i);
+            let meta = &mut self.meta[i];
+            meta.cm = ControlMessage::decode(control, cflags);
+            if self.want_src {
+                meta.cm.src = src.map(|s| *s.ip());
+            }
+            meta.flags = RecvFlags::from_msg_flags(msg_flags);
+            meta.start = 0;
+            if strip {
+                meta.start = crate::packet::ip_header_len(payload)
+                    .unwrap_or(payload.len()) as u32;
+            }
+            meta.drops_before = 0;
+            if let Some(cur) = meta.cm.drops {
+                let prev = self.last_drops.unwrap_or(0);
+                meta.drops_before = cur.wrapping_sub(prev);
+                self.last_drops = Some(cur);
+                self.counters.kernel_drops += u64::from(meta.drops_before);
+            }
+            self.counters.truncated += u64::from(meta.flags.truncated);
+            self.counters.control_truncated += u64::from(meta.flags.control_truncated);
+            bytes += payload.len() as u64;
+        }
+        self.len = n;
+        if n > 0 {
+            self.counters.batches += 1;
+            self.counters.packets += n as u64;
+            self.counters.bytes += bytes;
+        }
+        Ok(n)
+    }
+
+    /// How many packets the last receive returned.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the last receive returned nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Packet `i` of the last receive.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<Packet<'_>> {
+        if i >= self.len {
+            return None;
+        }
+        let (payload, _, _, src) = self.slots.slot(i);
+        let meta = &self.meta[i];
+        Some(Packet {
+            payload: &payload[meta.start as usize..],
+            cm: meta.cm,
+            src,
+            flags: meta.flags,
+            drops_before: meta.drops_before,
+        })
+    }
+
+    /// The packets of the last receive, in arrival order.
+    pub fn iter(&self) -> impl Iterator<Item = Packet<'_>> + '_ {
+        (0..self.len).filter_map(move |i| self.get(i))
+    }
+
+    /// Counters since the batch was made.
+    pub fn counters(&self) -> &RecvCounters {
+        &self.counters
+    }
+
+    /// The socket's cumulative drop counter as last seen (`SO_RXQ_OVFL`),
+    /// 0 until the kernel reported a drop.
+    pub fn kernel_drops_total(&self) -> u32 {
+        self.last_drops.unwrap_or(0)
+    }
+}
+
+/// One message for [`SendBatch::send`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Message<'a> {
+    /// The payload.
+    pub payload: &'a [u8],
+    /// Where to send it.
+    pub dst: SocketAddrV4,
+    /// Per-packet source address, interface, TTL and TOS, if any.
+    pub cm: Option<ControlMessage>,
+}
+
+impl<'a> Message<'a> {
+    /// A message with no per-packet options.
+    pub fn new(payload: &'a [u8], dst: SocketAddrV4) -> Message<'a> {
+        Message { payload, dst, cm: None }
+    }
+
+    /// A message with per-packet options.
+    pub fn with_control(payload: &'a [u8], dst: SocketAddrV4, cm: ControlMessage) -> Message<'a> {
+        Message {
+            payload,
+            dst,
+            cm: Some(cm),
+        }
+    }
+}
+
+/// Sends up to N messages per system call (`sendmmsg`), each with its own
+/// destination and optional control message, with header and control
+/// storage allocated once.
+///
+/// ```
+/// use ipv4_reactor::{Message, PacketConn, SendBatch};
+/// let rx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
+/// let tx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
+/// let dst = rx.local_addr()?;
+/// let payloads = [[1u8; 8], [2u8; 8], [3u8; 8]];
+/// let msgs: Vec<Message<'_>> = payloads.iter().map(|p| Message::new(p, dst)).collect();
+/// let mut batch = SendBatch::new(64);
+/// assert_eq!(batch.send(&tx, &msgs)?, 3);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct SendBatch {
+    slots: SendSlots,
+}
+
+impl fmt::Debug for SendBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendBatch")
+            .field("capacity", &self.slots.capacity())
+            .finish()
+    }
+}
+
+/// Control bytes the largest send-side message needs (PKTINFO, TTL, TOS).
+const SEND_CONTROL_LEN: usize = crate::sys::cmsg_space(crate::sys::PKTINFO_LEN) + 2 * crate::sys::cmsg_space(4);
+
+impl SendBatch {
+    /// A batch of up to `capacity` messages per call.
+    pub fn new(capacity: usize) -> SendBatch {
+        SendBatch {
+            slots: SendSlots::new(capacity, SEND_CONTROL_LEN),
+        }
+    }
+
+    /// The most messages one call sends.
+    pub fn capacity(&self) -> usize {
+        self.slots.capacity()
+    }
+
+    /// Sends the first `min(msgs.len(), capacity)` messages in one
+    /// `sendmmsg` and returns how many the kernel took. A partial send
+    /// returns its count (send the rest again); an error comes back only
+    /// when nothing was sent (`WouldBlock` on a full non-blocking socket).
+    pub fn send(&mut self, conn: &PacketConn, msgs: &[Message<'_>]) -> io::Result<usize> {
+        if msgs.is_empty() {
+            return Ok(0);
+        }
+        self.slots.send(conn.as_raw_fd(), msgs.len(), 0, |i, control| {
+            let m = &msgs[i];
+            let clen = m.cm.and_then(|cm| cm.encode(control)).unwrap_or(0);
+            (m.payload, Some(m.dst), clen)
+        })
+    }
+
+    /// Sends every message, looping over partial sends. On a non-blocking
+    /// socket it returns the count sent so far when the socket is full.
+    pub fn send_all(&mut self, conn: &PacketConn, msgs: &[Message<'_>]) -> io::Result<usize> {
+        let mut sent = 0;
+        while sent < msgs.len() {
+            match self.send(conn, &msgs[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && sent > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(sent)
+    }
+}
