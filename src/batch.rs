@@ -88,8 +88,14 @@ impl<'a> Packet<'a> {
             .map_or(self.payload.len(), usize::from)
             .max(1);
         let payload = self.payload;
-        let n = if payload.is_empty() { 1 } else { payload.len().div_ceil(seg) };
-        (0..n).map(move |i| &payload[(i * seg).min(payload.len())..((i + 1) * seg).min(payload.len())])
+        let n = if payload.is_empty() {
+            1
+        } else {
+            payload.len().div_ceil(seg)
+        };
+        (0..n).map(move |i| {
+            &payload[(i * seg).min(payload.len())..((i + 1) * seg).min(payload.len())]
+        })
     }
 }
 
@@ -213,7 +219,12 @@ impl RecvBatch {
 
     /// Receives at most `max` packets (capped at the number of slots) with
     /// `recvmmsg` flags `flags`.
-    pub(crate) fn recv_with(&mut self, conn: &PacketConn, max: usize, flags: libc::c_int) -> io::Result<usize> {
+    pub(crate) fn recv_with(
+        &mut self,
+        conn: &PacketConn,
+        max: usize,
+        flags: libc::c_int,
+    ) -> io::Result<usize> {
         self.len = 0;
         let n = self.slots.recv(conn.as_raw_fd(), max, flags)?;
         let cflags = conn.control_flags();
@@ -229,8 +240,7 @@ impl RecvBatch {
             meta.flags = RecvFlags::from_msg_flags(msg_flags);
             meta.start = 0;
             if strip {
-                meta.start = crate::packet::ip_header_len(payload)
-                    .unwrap_or(payload.len()) as u32;
+                meta.start = crate::packet::ip_header_len(payload).unwrap_or(payload.len()) as u32;
             }
             meta.drops_before = 0;
             if let Some(cur) = meta.cm.drops {
@@ -311,7 +321,11 @@ pub struct Message<'a> {
 impl<'a> Message<'a> {
     /// A message with no per-packet options.
     pub fn new(payload: &'a [u8], dst: SocketAddrV4) -> Message<'a> {
-        Message { payload, dst, cm: None }
+        Message {
+            payload,
+            dst,
+            cm: None,
+        }
     }
 
     /// A message with per-packet options.
@@ -352,7 +366,8 @@ impl fmt::Debug for SendBatch {
 }
 
 /// Control bytes the largest send-side message needs (PKTINFO, TTL, TOS).
-const SEND_CONTROL_LEN: usize = crate::sys::cmsg_space(crate::sys::PKTINFO_LEN) + 2 * crate::sys::cmsg_space(4);
+const SEND_CONTROL_LEN: usize =
+    crate::sys::cmsg_space(crate::sys::PKTINFO_LEN) + 2 * crate::sys::cmsg_space(4);
 
 impl SendBatch {
     /// A batch of up to `capacity` messages per call.
@@ -375,11 +390,12 @@ impl SendBatch {
         if msgs.is_empty() {
             return Ok(0);
         }
-        self.slots.send(conn.as_raw_fd(), msgs.len(), 0, |i, control| {
-            let m = &msgs[i];
-            let clen = m.cm.and_then(|cm| cm.encode(control)).unwrap_or(0);
-            (m.payload, Some(m.dst), clen)
-        })
+        self.slots
+            .send(conn.as_raw_fd(), msgs.len(), 0, |i, control| {
+                let m = &msgs[i];
+                let clen = m.cm.and_then(|cm| cm.encode(control)).unwrap_or(0);
+                (m.payload, Some(m.dst), clen)
+            })
     }
 
     /// Sends every message, looping over partial sends. On a non-blocking

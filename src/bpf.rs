@@ -68,7 +68,10 @@ pub(crate) fn attach(fd: BorrowedFd<'_>, program: &[BpfInstruction]) -> io::Resu
         })
         .collect();
     sys::set_bpf(fd, Some(&code)).map_err(|e| {
-        Error::os(format!("attaching a BPF program of {} instructions", program.len()), e)
+        Error::os(
+            format!("attaching a BPF program of {} instructions", program.len()),
+            e,
+        )
     })
 }
 

@@ -297,16 +297,16 @@ impl ControlMessage {
                         }
                     }
                 }
-                (libc::SOL_SOCKET, sys::SO_RXQ_OVFL) if flags.contains(ControlFlags::DROPS) => {
-                    if data.len() >= 4 {
-                        self.drops = Some(u32::from_ne_bytes([data[0], data[1], data[2], data[3]]));
-                    }
+                (libc::SOL_SOCKET, sys::SO_RXQ_OVFL)
+                    if flags.contains(ControlFlags::DROPS) && data.len() >= 4 =>
+                {
+                    self.drops = Some(u32::from_ne_bytes([data[0], data[1], data[2], data[3]]));
                 }
-                (libc::IPPROTO_UDP, sys::UDP_GRO) if flags.contains(ControlFlags::GRO) => {
-                    if data.len() >= 4 {
-                        let v = i32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
-                        self.gro_segment = u16::try_from(v).ok().filter(|&s| s > 0);
-                    }
+                (libc::IPPROTO_UDP, sys::UDP_GRO)
+                    if flags.contains(ControlFlags::GRO) && data.len() >= 4 =>
+                {
+                    let v = i32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
+                    self.gro_segment = u16::try_from(v).ok().filter(|&s| s > 0);
                 }
                 _ => {}
             }
@@ -360,7 +360,12 @@ impl ControlMessage {
 
 /// Writes one control message at the start of `buf` (which has room for
 /// `CMSG_SPACE(data.len())`) and returns that space.
-pub(crate) fn put_cmsg(buf: &mut [u8], level: libc::c_int, kind: libc::c_int, data: &[u8]) -> usize {
+pub(crate) fn put_cmsg(
+    buf: &mut [u8],
+    level: libc::c_int,
+    kind: libc::c_int,
+    data: &[u8],
+) -> usize {
     let space = sys::cmsg_space(data.len());
     let len = sys::cmsg_len(data.len());
     buf[..space].fill(0);
@@ -506,7 +511,12 @@ mod tests {
     #[test]
     fn decode_rejects_bad_lengths_without_panicking() {
         let mut buf = [0u8; 64];
-        put_cmsg(&mut buf, libc::IPPROTO_IP, libc::IP_TTL, &64i32.to_ne_bytes());
+        put_cmsg(
+            &mut buf,
+            libc::IPPROTO_IP,
+            libc::IP_TTL,
+            &64i32.to_ne_bytes(),
+        );
         // cmsg_len beyond the buffer
         buf[..8].copy_from_slice(&1000usize.to_ne_bytes());
         assert!(ControlMessage::decode(&buf, ControlFlags::ALL).is_empty());
@@ -531,7 +541,10 @@ mod tests {
     fn flags_debug_and_sizes() {
         let f = ControlFlags::TTL | ControlFlags::DST;
         assert_eq!(format!("{f:?}"), "ControlFlags(TTL | DST)");
-        assert_eq!(ControlFlags::DST.control_len(), (ControlFlags::DST | ControlFlags::INTERFACE).control_len());
+        assert_eq!(
+            ControlFlags::DST.control_len(),
+            (ControlFlags::DST | ControlFlags::INTERFACE).control_len()
+        );
         if cfg!(target_pointer_width = "64") {
             assert_eq!(ControlFlags::DST.control_len(), 32);
             assert_eq!((ControlFlags::TTL | ControlFlags::TOS).control_len(), 48);

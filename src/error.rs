@@ -162,7 +162,10 @@ impl fmt::Display for Error {
                 write!(f, "no network interface holds the address {addr}")
             }
             Error::InvalidInterfaceName(name) => {
-                write!(f, "{name:?} cannot be an interface name (1 to 15 bytes, no NUL)")
+                write!(
+                    f,
+                    "{name:?} cannot be an interface name (1 to 15 bytes, no NUL)"
+                )
             }
             Error::InvalidTtl(ttl) => write!(f, "TTL {ttl} is out of range: it must be 1 to 255"),
             Error::InvalidArgument(what) => f.write_str(what),

@@ -115,8 +115,8 @@ impl Interface {
                     .into_iter()
                     .find(|(_, a)| a == addr)
                     .ok_or(Error::UnknownInterfaceAddr(*addr))?;
-                let index =
-                    sys::if_nametoindex(&name).ok_or_else(|| Error::UnknownInterfaceName(name.clone()))?;
+                let index = sys::if_nametoindex(&name)
+                    .ok_or_else(|| Error::UnknownInterfaceName(name.clone()))?;
                 Ok(InterfaceInfo {
                     index,
                     name,

@@ -149,7 +149,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 #[cfg(not(target_os = "linux"))]
-compile_error!("ipv4-reactor supports Linux only: it is built on Linux socket options, recvmmsg and sendmmsg");
+compile_error!(
+    "ipv4-reactor supports Linux only: it is built on Linux socket options, recvmmsg and sendmmsg"
+);
 
 mod batch;
 mod bpf;

@@ -36,7 +36,8 @@ fn check_source(source: Ipv4Addr) -> io::Result<()> {
 }
 
 fn set_int(fd: BorrowedFd<'_>, level: i32, name: i32, value: i32, what: &str) -> io::Result<()> {
-    sys::setsockopt(fd, level, name, value).map_err(|e| Error::os(format!("setting {what} to {value}"), e))
+    sys::setsockopt(fd, level, name, value)
+        .map_err(|e| Error::os(format!("setting {what} to {value}"), e))
 }
 
 fn get_int(fd: BorrowedFd<'_>, level: i32, name: i32, what: &str) -> io::Result<i32> {
@@ -61,27 +62,63 @@ pub(crate) fn set_ttl(fd: BorrowedFd<'_>, ttl: u32) -> io::Result<()> {
 }
 
 pub(crate) fn multicast_ttl(fd: BorrowedFd<'_>) -> io::Result<u8> {
-    get_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, "IP_MULTICAST_TTL").map(|v| v as u8)
+    get_int(
+        fd,
+        libc::IPPROTO_IP,
+        libc::IP_MULTICAST_TTL,
+        "IP_MULTICAST_TTL",
+    )
+    .map(|v| v as u8)
 }
 
 pub(crate) fn set_multicast_ttl(fd: BorrowedFd<'_>, ttl: u8) -> io::Result<()> {
-    set_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, ttl.into(), "IP_MULTICAST_TTL")
+    set_int(
+        fd,
+        libc::IPPROTO_IP,
+        libc::IP_MULTICAST_TTL,
+        ttl.into(),
+        "IP_MULTICAST_TTL",
+    )
 }
 
 pub(crate) fn multicast_loop(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    get_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, "IP_MULTICAST_LOOP").map(|v| v != 0)
+    get_int(
+        fd,
+        libc::IPPROTO_IP,
+        libc::IP_MULTICAST_LOOP,
+        "IP_MULTICAST_LOOP",
+    )
+    .map(|v| v != 0)
 }
 
 pub(crate) fn set_multicast_loop(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    set_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, on.into(), "IP_MULTICAST_LOOP")
+    set_int(
+        fd,
+        libc::IPPROTO_IP,
+        libc::IP_MULTICAST_LOOP,
+        on.into(),
+        "IP_MULTICAST_LOOP",
+    )
 }
 
 pub(crate) fn multicast_all(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    get_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_ALL, "IP_MULTICAST_ALL").map(|v| v != 0)
+    get_int(
+        fd,
+        libc::IPPROTO_IP,
+        libc::IP_MULTICAST_ALL,
+        "IP_MULTICAST_ALL",
+    )
+    .map(|v| v != 0)
 }
 
 pub(crate) fn set_multicast_all(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    set_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_ALL, on.into(), "IP_MULTICAST_ALL")
+    set_int(
+        fd,
+        libc::IPPROTO_IP,
+        libc::IP_MULTICAST_ALL,
+        on.into(),
+        "IP_MULTICAST_ALL",
+    )
 }
 
 /// Sets `IP_MULTICAST_IF` with both the index and the interface's address,
@@ -124,7 +161,12 @@ pub(crate) enum GroupOp {
     Leave,
 }
 
-pub(crate) fn group(fd: BorrowedFd<'_>, op: GroupOp, iface: &Interface, group: Ipv4Addr) -> io::Result<()> {
+pub(crate) fn group(
+    fd: BorrowedFd<'_>,
+    op: GroupOp,
+    iface: &Interface,
+    group: Ipv4Addr,
+) -> io::Result<()> {
     check_group(group)?;
     let info = iface.resolve()?;
     let (code, verb) = match op {
@@ -196,12 +238,42 @@ pub(crate) fn apply_control_flags(
     new: ControlFlags,
 ) -> io::Result<()> {
     let switches: [(ControlFlags, i32, i32, &str); 6] = [
-        (ControlFlags::TTL, libc::IPPROTO_IP, libc::IP_RECVTTL, "IP_RECVTTL"),
-        (ControlFlags::TOS, libc::IPPROTO_IP, libc::IP_RECVTOS, "IP_RECVTOS"),
-        (ControlFlags::PKTINFO, libc::IPPROTO_IP, libc::IP_PKTINFO, "IP_PKTINFO"),
-        (ControlFlags::TIMESTAMP, libc::SOL_SOCKET, sys::SO_TIMESTAMPNS, "SO_TIMESTAMPNS"),
-        (ControlFlags::DROPS, libc::SOL_SOCKET, sys::SO_RXQ_OVFL, "SO_RXQ_OVFL"),
-        (ControlFlags::GRO, libc::IPPROTO_UDP, sys::UDP_GRO, "UDP_GRO"),
+        (
+            ControlFlags::TTL,
+            libc::IPPROTO_IP,
+            libc::IP_RECVTTL,
+            "IP_RECVTTL",
+        ),
+        (
+            ControlFlags::TOS,
+            libc::IPPROTO_IP,
+            libc::IP_RECVTOS,
+            "IP_RECVTOS",
+        ),
+        (
+            ControlFlags::PKTINFO,
+            libc::IPPROTO_IP,
+            libc::IP_PKTINFO,
+            "IP_PKTINFO",
+        ),
+        (
+            ControlFlags::TIMESTAMP,
+            libc::SOL_SOCKET,
+            sys::SO_TIMESTAMPNS,
+            "SO_TIMESTAMPNS",
+        ),
+        (
+            ControlFlags::DROPS,
+            libc::SOL_SOCKET,
+            sys::SO_RXQ_OVFL,
+            "SO_RXQ_OVFL",
+        ),
+        (
+            ControlFlags::GRO,
+            libc::IPPROTO_UDP,
+            sys::UDP_GRO,
+            "UDP_GRO",
+        ),
     ];
     for (flags, level, name, what) in switches {
         let was = old.intersects(flags);
@@ -220,9 +292,14 @@ pub(crate) fn recv_buffer_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
 
 /// Sets the receive buffer; with `force`, `SO_RCVBUFFORCE` (needs
 /// CAP_NET_ADMIN) goes past `net.core.rmem_max`. Returns the effective size.
-pub(crate) fn set_recv_buffer_size(fd: BorrowedFd<'_>, bytes: usize, force: bool) -> io::Result<usize> {
-    let value = i32::try_from(bytes)
-        .map_err(|_| crate::error::invalid(format!("receive buffer of {bytes} bytes is over 2 GiB")))?;
+pub(crate) fn set_recv_buffer_size(
+    fd: BorrowedFd<'_>,
+    bytes: usize,
+    force: bool,
+) -> io::Result<usize> {
+    let value = i32::try_from(bytes).map_err(|_| {
+        crate::error::invalid(format!("receive buffer of {bytes} bytes is over 2 GiB"))
+    })?;
     if force {
         sys::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, value).map_err(|e| {
             if e.raw_os_error() == Some(libc::EPERM) {
@@ -245,8 +322,9 @@ pub(crate) fn busy_poll(fd: BorrowedFd<'_>) -> io::Result<u32> {
 }
 
 pub(crate) fn set_busy_poll(fd: BorrowedFd<'_>, micros: u32) -> io::Result<()> {
-    let value = i32::try_from(micros)
-        .map_err(|_| crate::error::invalid(format!("busy poll time {micros} us is out of range")))?;
+    let value = i32::try_from(micros).map_err(|_| {
+        crate::error::invalid(format!("busy poll time {micros} us is out of range"))
+    })?;
     sys::setsockopt(fd, libc::SOL_SOCKET, sys::SO_BUSY_POLL, value).map_err(|e| {
         let hint = if e.raw_os_error() == Some(libc::EPERM) {
             " (raising it needs CAP_NET_ADMIN)"
@@ -258,5 +336,11 @@ pub(crate) fn set_busy_poll(fd: BorrowedFd<'_>, micros: u32) -> io::Result<()> {
 }
 
 pub(crate) fn set_prefer_busy_poll(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    set_int(fd, libc::SOL_SOCKET, sys::SO_PREFER_BUSY_POLL, on.into(), "SO_PREFER_BUSY_POLL")
+    set_int(
+        fd,
+        libc::SOL_SOCKET,
+        sys::SO_PREFER_BUSY_POLL,
+        on.into(),
+        "SO_PREFER_BUSY_POLL",
+    )
 }

@@ -77,15 +77,19 @@ impl PacketConn {
     /// options, so the payload starts at the protocol's own header; writes
     /// get their IP header from the kernel. Needs CAP_NET_RAW.
     pub fn ip4(protocol: u8, local: Ipv4Addr) -> io::Result<PacketConn> {
-        let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(i32::from(protocol))))
-            .map_err(|e| {
-                let hint = if e.raw_os_error() == Some(libc::EPERM) {
-                    " (raw sockets need CAP_NET_RAW)"
-                } else {
-                    ""
-                };
-                Error::os(format!("creating a raw ip4:{protocol} socket{hint}"), e)
-            })?;
+        let socket = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(i32::from(protocol))),
+        )
+        .map_err(|e| {
+            let hint = if e.raw_os_error() == Some(libc::EPERM) {
+                " (raw sockets need CAP_NET_RAW)"
+            } else {
+                ""
+            };
+            Error::os(format!("creating a raw ip4:{protocol} socket{hint}"), e)
+        })?;
         let addr = SocketAddrV4::new(local, 0);
         socket
             .bind(&addr.into())
@@ -255,23 +259,43 @@ impl PacketConn {
     /// Source-specific multicast, include mode: receive `group` from
     /// `source` (`MCAST_JOIN_SOURCE_GROUP`). At most
     /// `net.ipv4.igmp_max_msf` (10 by default) sources per group.
-    pub fn join_source_group(&self, iface: &Interface, group: Ipv4Addr, source: Ipv4Addr) -> io::Result<()> {
+    pub fn join_source_group(
+        &self,
+        iface: &Interface,
+        group: Ipv4Addr,
+        source: Ipv4Addr,
+    ) -> io::Result<()> {
         options::source(self.as_fd(), SourceOp::Join, iface, group, source)
     }
 
     /// Include mode: stop receiving `group` from `source` (`MCAST_LEAVE_SOURCE_GROUP`).
-    pub fn leave_source_group(&self, iface: &Interface, group: Ipv4Addr, source: Ipv4Addr) -> io::Result<()> {
+    pub fn leave_source_group(
+        &self,
+        iface: &Interface,
+        group: Ipv4Addr,
+        source: Ipv4Addr,
+    ) -> io::Result<()> {
         options::source(self.as_fd(), SourceOp::Leave, iface, group, source)
     }
 
     /// Exclude mode, after [`join_group`](Self::join_group): stop receiving
     /// `group` from `source` (`MCAST_BLOCK_SOURCE`).
-    pub fn block_source(&self, iface: &Interface, group: Ipv4Addr, source: Ipv4Addr) -> io::Result<()> {
+    pub fn block_source(
+        &self,
+        iface: &Interface,
+        group: Ipv4Addr,
+        source: Ipv4Addr,
+    ) -> io::Result<()> {
         options::source(self.as_fd(), SourceOp::Block, iface, group, source)
     }
 
     /// Exclude mode: receive `group` from `source` again (`MCAST_UNBLOCK_SOURCE`).
-    pub fn unblock_source(&self, iface: &Interface, group: Ipv4Addr, source: Ipv4Addr) -> io::Result<()> {
+    pub fn unblock_source(
+        &self,
+        iface: &Interface,
+        group: Ipv4Addr,
+        source: Ipv4Addr,
+    ) -> io::Result<()> {
         options::source(self.as_fd(), SourceOp::Unblock, iface, group, source)
     }
 
@@ -286,7 +310,11 @@ impl PacketConn {
     /// and `LOCAL` is on.
     pub fn set_control_message(&self, flags: ControlFlags, on: bool) -> io::Result<()> {
         let old = self.control_flags();
-        let new = if on { old.union(flags) } else { old.difference(flags) };
+        let new = if on {
+            old.union(flags)
+        } else {
+            old.difference(flags)
+        };
         self.set_control_flags(new)
     }
 
@@ -304,7 +332,10 @@ impl PacketConn {
     /// asked for; a payload cut to fit `buf` and a lost control message are
     /// reported in [`RecvFlags`], never hidden. On a raw `ip4:PROTO` socket
     /// the IP header is removed and the source port is 0.
-    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, ControlMessage, SocketAddrV4, RecvFlags)> {
+    pub fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, ControlMessage, SocketAddrV4, RecvFlags)> {
         let flags = self.control_flags();
         let mut control = sys::CmsgBuf::<MAX_CONTROL_LEN>::new();
         let msg = sys::recvmsg(
@@ -315,7 +346,9 @@ impl PacketConn {
             0,
         )?;
         let mut cm = ControlMessage::decode(&control.0[..msg.control_len], flags);
-        let src = msg.src.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+        let src = msg
+            .src
+            .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
         if flags.contains(ControlFlags::SRC) {
             cm.src = Some(*src.ip());
         }
@@ -332,7 +365,12 @@ impl PacketConn {
     /// source address and interface (`IP_PKTINFO`), TTL and TOS. Replying
     /// from the address a request arrived on is
     /// `send_to(reply, Some(&ControlMessage::with_source(request_cm.dst.unwrap(), None)), src)`.
-    pub fn send_to(&self, buf: &[u8], cm: Option<&ControlMessage>, dst: SocketAddrV4) -> io::Result<usize> {
+    pub fn send_to(
+        &self,
+        buf: &[u8],
+        cm: Option<&ControlMessage>,
+        dst: SocketAddrV4,
+    ) -> io::Result<usize> {
         let mut control = sys::CmsgBuf::<MAX_CONTROL_LEN>::new();
         let clen = match cm {
             Some(cm) => cm
@@ -347,9 +385,16 @@ impl PacketConn {
     /// last may be shorter) in one call, through UDP generic segmentation
     /// offload (`UDP_SEGMENT`). A receiver with [`ControlFlags::GRO`] may get
     /// them back coalesced; see [`crate::Packet::segments`].
-    pub fn send_segments(&self, buf: &[u8], segment_size: u16, dst: SocketAddrV4) -> io::Result<usize> {
+    pub fn send_segments(
+        &self,
+        buf: &[u8],
+        segment_size: u16,
+        dst: SocketAddrV4,
+    ) -> io::Result<usize> {
         if segment_size == 0 {
-            return Err(crate::error::invalid("UDP segment size must be at least 1 byte"));
+            return Err(crate::error::invalid(
+                "UDP segment size must be at least 1 byte",
+            ));
         }
         let mut control = sys::CmsgBuf::<32>::new();
         let clen = crate::control::put_cmsg(
@@ -360,10 +405,27 @@ impl PacketConn {
         );
         sys::sendmsg(self.as_raw_fd(), buf, Some(dst), &control.0[..clen], 0).map_err(|e| {
             Error::os(
-                format!("sending {} bytes as {segment_size}-byte UDP segments to {dst}", buf.len()),
+                format!(
+                    "sending {} bytes as {segment_size}-byte UDP segments to {dst}",
+                    buf.len()
+                ),
                 e,
             )
         })
+    }
+
+    /// The ICMP filter of a raw ICMP socket (`ICMP_FILTER`).
+    pub fn icmp_filter(&self) -> io::Result<crate::icmp::IcmpFilter> {
+        sys::getsockopt::<u32>(self.as_fd(), libc::SOL_RAW, sys::ICMP_FILTER)
+            .map(crate::icmp::IcmpFilter::from_mask)
+            .map_err(|e| Error::os("reading ICMP_FILTER (raw ICMP sockets only)", e))
+    }
+
+    /// Sets the ICMP filter of a raw ICMP socket (`ICMP_FILTER`): blocked
+    /// types are dropped by the kernel before they are queued.
+    pub fn set_icmp_filter(&self, filter: &crate::icmp::IcmpFilter) -> io::Result<()> {
+        sys::setsockopt(self.as_fd(), libc::SOL_RAW, sys::ICMP_FILTER, filter.mask())
+            .map_err(|e| Error::os("setting ICMP_FILTER (raw ICMP sockets only)", e))
     }
 
     /// Attaches a classic BPF program (`SO_ATTACH_FILTER`): packets for
@@ -522,7 +584,9 @@ impl ReceiverBuilder {
         if let Some(bytes) = self.recv_buffer {
             match conn.force_recv_buffer_size(bytes) {
                 Ok(_) => {}
-                Err(e) if !self.force_recv_buffer && Error::raw_os_error(&e) == Some(libc::EPERM) => {
+                Err(e)
+                    if !self.force_recv_buffer && Error::raw_os_error(&e) == Some(libc::EPERM) =>
+                {
                     conn.set_recv_buffer_size(bytes)?;
                 }
                 Err(e) => return Err(e),
@@ -627,11 +691,21 @@ impl From<PacketConn> for UdpSocket {
 }
 
 impl mio::event::Source for PacketConn {
-    fn register(&mut self, registry: &mio::Registry, token: mio::Token, interests: mio::Interest) -> io::Result<()> {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> io::Result<()> {
         mio::unix::SourceFd(&self.as_raw_fd()).register(registry, token, interests)
     }
 
-    fn reregister(&mut self, registry: &mio::Registry, token: mio::Token, interests: mio::Interest) -> io::Result<()> {
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> io::Result<()> {
         mio::unix::SourceFd(&self.as_raw_fd()).reregister(registry, token, interests)
     }
 

@@ -11,7 +11,7 @@ use super::{from_sockaddr_in, sockaddr_in, syscall, CMSG_ALIGN};
 /// Control buffers are carved out of `u64`s so every slot is aligned for
 /// `cmsghdr`.
 type CmsgWord = u64;
-const _: () = assert!(size_of::<CmsgWord>() % CMSG_ALIGN == 0);
+const _: () = assert!(size_of::<CmsgWord>().is_multiple_of(CMSG_ALIGN));
 
 fn words_for(bytes: usize) -> usize {
     bytes.div_ceil(size_of::<CmsgWord>())
@@ -153,6 +153,7 @@ impl RecvSlots {
         let len = (h.msg_len as usize).min(self.payload_size);
         let start = i * self.payload_size;
         let payload = &self.payload[start..start + len];
+        #[allow(clippy::unnecessary_cast)] // socklen_t on some C libraries
         let clen = (h.msg_hdr.msg_controllen as usize).min(self.control_size);
         let cstart = i * self.control_size;
         let control = &as_bytes(&self.control)[cstart..cstart + clen];

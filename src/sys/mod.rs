@@ -186,11 +186,7 @@ pub(crate) fn group_source_op(
 }
 
 /// `IP_MULTICAST_IF` with an `ip_mreqn` (interface index and address).
-pub(crate) fn set_multicast_if(
-    fd: BorrowedFd<'_>,
-    ifindex: u32,
-    addr: Ipv4Addr,
-) -> io::Result<()> {
+pub(crate) fn set_multicast_if(fd: BorrowedFd<'_>, ifindex: u32, addr: Ipv4Addr) -> io::Result<()> {
     let req = libc::ip_mreqn {
         imr_multiaddr: in_addr(Ipv4Addr::UNSPECIFIED),
         imr_address: in_addr(addr),
@@ -216,7 +212,12 @@ pub(crate) fn set_bpf(fd: BorrowedFd<'_>, program: Option<&[libc::sock_filter]>)
             };
             setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, prog)
         }
-        None => setsockopt(fd, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, 0 as libc::c_int),
+        None => setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_DETACH_FILTER,
+            0 as libc::c_int,
+        ),
     }
 }
 
@@ -325,7 +326,8 @@ pub(crate) fn recvmsg(
         msg.msg_controllen = control.len() as _;
     }
     let n = syscall!(recvmsg(fd, &mut msg, flags))?;
-    let src = (want_src && msg.msg_namelen as usize >= size_of::<libc::sockaddr_in>()
+    let src = (want_src
+        && msg.msg_namelen as usize >= size_of::<libc::sockaddr_in>()
         && name.sin_family == libc::AF_INET as libc::sa_family_t)
         .then(|| from_sockaddr_in(&name));
     Ok(RecvMsg {
@@ -366,7 +368,10 @@ pub(crate) fn sendmsg(
 }
 
 /// The `in_pktinfo` of an `IP_PKTINFO` control message, as plain values.
-pub(crate) fn pktinfo_bytes(ifindex: u32, spec_dst: Ipv4Addr) -> [u8; size_of::<libc::in_pktinfo>()] {
+pub(crate) fn pktinfo_bytes(
+    ifindex: u32,
+    spec_dst: Ipv4Addr,
+) -> [u8; size_of::<libc::in_pktinfo>()] {
     let mut out = [0u8; size_of::<libc::in_pktinfo>()];
     out[0..4].copy_from_slice(&(ifindex as i32).to_ne_bytes());
     out[4..8].copy_from_slice(&spec_dst.octets());
