@@ -163,6 +163,7 @@ pub mod icmp;
 mod interface;
 mod options;
 mod packet;
+pub mod reactor;
 mod sys;
 
 pub use batch::{Message, Packet, RecvBatch, RecvCounters, SendBatch};

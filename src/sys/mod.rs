@@ -411,3 +411,17 @@ pub(crate) fn parse_timespec(data: &[u8]) -> Option<(i64, i64)> {
 pub(crate) const TIMESPEC_LEN: usize = size_of::<libc::timespec>();
 /// `size_of::<struct in_pktinfo>()`.
 pub(crate) const PKTINFO_LEN: usize = size_of::<libc::in_pktinfo>();
+
+/// Pins the calling thread to one CPU (`sched_setaffinity`).
+pub(crate) fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(crate::error::invalid(format!(
+            "CPU {cpu} is beyond the largest CPU number this system call accepts"
+        )));
+    }
+    // SAFETY: cpu_set_t is a plain bit array; all-zero bytes are the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` was checked against CPU_SETSIZE above.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    syscall!(sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)).map(drop)
+}

@@ -1,0 +1,308 @@
+//! Where the reactor hands packets: a [`Handler`] called with each borrowed
+//! packet, or a [`ChannelSink`] that copies each packet once into a pooled
+//! buffer and sends it over a crossbeam channel.
+
+use std::fmt;
+use std::net::SocketAddrV4;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use super::Key;
+use crate::batch::Packet;
+use crate::control::{ControlMessage, RecvFlags};
+use crate::packet::PacketConn;
+
+/// What a handler may do besides reading the packet: stop the reactor,
+/// deregister its own socket, use the socket (to reply, or to join and leave
+/// groups), count an overflow.
+pub struct Context<'a> {
+    pub(crate) key: Key,
+    pub(crate) conn: &'a PacketConn,
+    pub(crate) stop: bool,
+    pub(crate) deregister: bool,
+    pub(crate) overflow_drops: u64,
+}
+
+impl fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("key", &self.key)
+            .field("stop", &self.stop)
+            .field("deregister", &self.deregister)
+            .finish()
+    }
+}
+
+impl<'a> Context<'a> {
+    /// The key of the socket the packet came from.
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    /// The socket the packet came from.
+    pub fn conn(&self) -> &'a PacketConn {
+        self.conn
+    }
+
+    /// Stops the reactor after this batch: `run` returns.
+    pub fn stop(&mut self) {
+        self.stop = true;
+    }
+
+    /// Deregisters this socket after this packet; the rest of its batch is
+    /// not delivered, and the socket and its handler are dropped.
+    pub fn deregister(&mut self) {
+        self.deregister = true;
+    }
+
+    /// Counts packets this handler had to drop for lack of room downstream;
+    /// they show in [`SocketCounters::overflow_drops`](super::SocketCounters).
+    pub fn count_overflow(&mut self, packets: u64) {
+        self.overflow_drops += packets;
+    }
+}
+
+/// Receives each packet of a registered socket, borrowed from the
+/// reactor's slot: no copy, no allocation.
+///
+/// Closures `FnMut(&Packet<'_>, &mut Context<'_>)` are handlers too.
+///
+/// ```
+/// use ipv4_reactor::reactor::{Context, Handler};
+/// use ipv4_reactor::Packet;
+///
+/// struct CountBytes(u64);
+/// impl Handler for CountBytes {
+///     fn on_packet(&mut self, packet: &Packet<'_>, _ctx: &mut Context<'_>) {
+///         self.0 += packet.payload.len() as u64;
+///     }
+/// }
+/// ```
+pub trait Handler: Send + 'static {
+    /// Called once per packet, in arrival order.
+    fn on_packet(&mut self, packet: &Packet<'_>, ctx: &mut Context<'_>);
+
+    /// Called when receiving fails with something other than "nothing
+    /// queued" (for example a pending ICMP error on a connected socket).
+    /// The socket stays registered. The default ignores it; the error is
+    /// counted in [`SocketCounters::recv_errors`](super::SocketCounters).
+    fn on_error(&mut self, error: std::io::Error, ctx: &mut Context<'_>) {
+        let _ = (error, ctx);
+    }
+}
+
+impl<F> Handler for F
+where
+    F: FnMut(&Packet<'_>, &mut Context<'_>) + Send + 'static,
+{
+    fn on_packet(&mut self, packet: &Packet<'_>, ctx: &mut Context<'_>) {
+        self(packet, ctx)
+    }
+}
+
+/// What a [`ChannelSink`] does when its channel is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Drop the packet that does not fit and count it (the reactor never
+    /// waits for the consumer).
+    DropNewest,
+    /// Wait for room: the reactor stops reading every socket until the
+    /// consumer catches up, and the kernel drops instead (counted by
+    /// [`ControlFlags::DROPS`](crate::ControlFlags::DROPS)).
+    Block,
+}
+
+/// A free list of payload buffers shared by a sink and its packets.
+#[derive(Debug)]
+struct BufferPool {
+    free_tx: Sender<Vec<u8>>,
+    free_rx: Receiver<Vec<u8>>,
+    buf_size: usize,
+    allocated: AtomicU64,
+}
+
+impl BufferPool {
+    fn new(buffers: usize, buf_size: usize) -> BufferPool {
+        // Room for every buffer the pool makes at first plus as many again
+        // made under pressure; a buffer that finds the list full is freed.
+        let (free_tx, free_rx) = crossbeam_channel::bounded(buffers * 2);
+        for _ in 0..buffers {
+            let _ = free_tx.try_send(Vec::with_capacity(buf_size));
+        }
+        BufferPool {
+            free_tx,
+            free_rx,
+            buf_size,
+            allocated: AtomicU64::new(buffers as u64),
+        }
+    }
+
+    fn take(&self, need: usize) -> Vec<u8> {
+        match self.free_rx.try_recv() {
+            Ok(mut buf) => {
+                buf.clear();
+                buf
+            }
+            Err(_) => {
+                self.allocated.fetch_add(1, Ordering::Relaxed);
+                Vec::with_capacity(self.buf_size.max(need))
+            }
+        }
+    }
+}
+
+/// A packet copied out of the reactor, for a consumer on another thread.
+/// Its buffer goes back to the sink's pool when it is dropped, so steady
+/// state does not allocate.
+pub struct OwnedPacket {
+    buf: Vec<u8>,
+    /// The control messages the socket asked for.
+    pub cm: ControlMessage,
+    /// The source address, when [`ControlFlags::SRC`](crate::ControlFlags::SRC) was asked for.
+    pub src: Option<SocketAddrV4>,
+    /// Truncation of payload or control data.
+    pub flags: RecvFlags,
+    /// Kernel drops on the socket just before this packet.
+    pub drops_before: u32,
+    /// The socket it came from.
+    pub key: Key,
+    pool: Arc<BufferPool>,
+}
+
+impl OwnedPacket {
+    /// The payload.
+    pub fn payload(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Deref for OwnedPacket {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl fmt::Debug for OwnedPacket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedPacket")
+            .field("len", &self.buf.len())
+            .field("cm", &self.cm)
+            .field("src", &self.src)
+            .field("flags", &self.flags)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl Drop for OwnedPacket {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        let _ = self.pool.free_tx.try_send(buf);
+    }
+}
+
+/// A [`Handler`] that copies each packet once into a pooled buffer and
+/// sends it over a bounded crossbeam channel. Clone it to feed several
+/// sockets (an A and a B line) into one channel.
+///
+/// ```
+/// use ipv4_reactor::reactor::{ChannelSink, Overflow, Reactor};
+/// use ipv4_reactor::PacketConn;
+///
+/// let mut reactor = Reactor::builder().build()?;
+/// let (sink, packets) = ChannelSink::bounded(1024, 2048, Overflow::DropNewest);
+/// let rx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
+/// let dst = rx.local_addr()?;
+/// reactor.register(rx, sink)?;
+///
+/// let tx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
+/// tx.send_to(b"quote", None, dst)?;
+/// while packets.is_empty() {
+///     reactor.turn(Some(std::time::Duration::from_millis(100)))?;
+/// }
+/// assert_eq!(&*packets.recv().unwrap(), b"quote");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ChannelSink {
+    tx: Sender<OwnedPacket>,
+    pool: Arc<BufferPool>,
+    overflow: Overflow,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The consumer's end of a [`ChannelSink`].
+pub type PacketReceiver = Receiver<OwnedPacket>;
+
+impl ChannelSink {
+    /// A sink whose channel holds `capacity` packets, with a pool of
+    /// buffers of `payload_size` bytes (one per channel slot plus a margin
+    /// for packets the consumer still holds).
+    pub fn bounded(capacity: usize, payload_size: usize, overflow: Overflow) -> (ChannelSink, PacketReceiver) {
+        let capacity = capacity.max(1);
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let pool = Arc::new(BufferPool::new(capacity + 256, payload_size));
+        (
+            ChannelSink {
+                tx,
+                pool,
+                overflow,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            rx,
+        )
+    }
+
+    /// Packets dropped because the channel was full (with
+    /// [`Overflow::DropNewest`]), across every socket feeding this sink.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Buffers the pool has allocated in all: it grows only while the
+    /// consumer holds more packets than the channel's capacity plus margin.
+    pub fn buffers_allocated(&self) -> u64 {
+        self.pool.allocated.load(Ordering::Relaxed)
+    }
+}
+
+impl Handler for ChannelSink {
+    fn on_packet(&mut self, packet: &Packet<'_>, ctx: &mut Context<'_>) {
+        let mut buf = self.pool.take(packet.payload.len());
+        buf.extend_from_slice(packet.payload);
+        let owned = OwnedPacket {
+            buf,
+            cm: packet.cm,
+            src: packet.src,
+            flags: packet.flags,
+            drops_before: packet.drops_before,
+            key: ctx.key,
+            pool: Arc::clone(&self.pool),
+        };
+        match self.overflow {
+            Overflow::DropNewest => match self.tx.try_send(owned) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    ctx.count_overflow(1);
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    // Nobody is listening any more: stop reading this socket.
+                    ctx.count_overflow(1);
+                    ctx.deregister();
+                }
+            },
+            Overflow::Block => {
+                if self.tx.send(owned).is_err() {
+                    ctx.count_overflow(1);
+                    ctx.deregister();
+                }
+            }
+        }
+    }
+}
