@@ -294,6 +294,16 @@ impl RecvBatch {
         (0..self.len).filter_map(move |i| self.get(i))
     }
 
+    /// The raw control bytes the kernel wrote for packet `i` of the last
+    /// receive (empty when out of range), for tools that decode them
+    /// themselves.
+    pub fn raw_control(&self, i: usize) -> &[u8] {
+        if i >= self.len {
+            return &[];
+        }
+        self.slots.slot(i).1
+    }
+
     /// Counters since the batch was made.
     pub fn counters(&self) -> &RecvCounters {
         &self.counters

@@ -166,6 +166,13 @@ mod packet;
 pub mod reactor;
 mod sys;
 
+/// A plain libc `recvmmsg` loop for benchmarks to compare against; not
+/// part of the supported API.
+#[doc(hidden)]
+pub mod baseline {
+    pub use crate::sys::baseline::{BaselineMeta, LibcDrain};
+}
+
 pub use batch::{Message, Packet, RecvBatch, RecvCounters, SendBatch};
 pub use bpf::{BpfInstruction, BPF_MAX_INSTRUCTIONS};
 pub use conn::Conn;

@@ -68,7 +68,7 @@
 
 mod sink;
 
-pub use sink::{ChannelSink, Context, Handler, OwnedPacket, Overflow, PacketReceiver};
+pub use sink::{ChannelSink, Context, Handler, Overflow, OwnedPacket, PacketReceiver};
 
 use std::any::Any;
 use std::cell::Cell;
@@ -361,7 +361,11 @@ impl Reactor {
         self.register_boxed(conn, Box::new(handler))
     }
 
-    fn register_boxed(&mut self, mut conn: PacketConn, handler: Box<dyn Handler>) -> io::Result<Key> {
+    fn register_boxed(
+        &mut self,
+        mut conn: PacketConn,
+        handler: Box<dyn Handler>,
+    ) -> io::Result<Key> {
         conn.set_nonblocking(true)?;
         if let Some(micros) = self.config.busy_poll {
             conn.set_busy_poll(micros)?;
@@ -384,7 +388,8 @@ impl Reactor {
             // Packets may already be queued: serve it on the next turn.
             queued: true,
         });
-        self.ready.reserve(self.entries.len().saturating_sub(self.ready.len()));
+        self.ready
+            .reserve(self.entries.len().saturating_sub(self.ready.len()));
         self.ready.push_back(key);
         self.counters.sockets = self.entries.len();
         Ok(Key(key))
@@ -418,7 +423,10 @@ impl Reactor {
     /// Changes a registered socket's control flags, and resizes its receive
     /// slots to match.
     pub fn set_control_flags(&mut self, key: Key, flags: ControlFlags) -> io::Result<()> {
-        let entry = self.entries.get_mut(key.0).ok_or_else(|| unknown_key(key))?;
+        let entry = self
+            .entries
+            .get_mut(key.0)
+            .ok_or_else(|| unknown_key(key))?;
         entry.conn.set_control_flags(flags)?;
         entry.batch = RecvBatch::new(self.config.slots, self.config.payload_size, flags);
         Ok(())
@@ -526,13 +534,21 @@ impl Reactor {
             if self.is_stopped() {
                 break;
             }
-            let Some(key) = self.ready.pop_front() else { break };
-            let Some(entry) = self.entries.get_mut(key) else { continue };
+            let Some(key) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(entry) = self.entries.get_mut(key) else {
+                continue;
+            };
             let outcome = drain(entry, Key(key), self.config.budget);
             delivered += outcome.packets;
             if let Some(payload) = outcome.panic {
                 self.counters.handler_panics += 1;
-                let msg = format!("handler of {} panicked: {}", Key(key), panic_message(&*payload));
+                let msg = format!(
+                    "handler of {} panicked: {}",
+                    Key(key),
+                    panic_message(&*payload)
+                );
                 self.panics.push(msg);
                 self.drop_socket(key);
                 if self.config.panic_policy == PanicPolicy::Stop {
@@ -749,22 +765,46 @@ impl Handle {
     }
 
     /// Include mode: receive `group` from `source` on a registered socket.
-    pub fn join_source_group(&self, key: Key, iface: Interface, group: Ipv4Addr, source: Ipv4Addr) -> io::Result<()> {
+    pub fn join_source_group(
+        &self,
+        key: Key,
+        iface: Interface,
+        group: Ipv4Addr,
+        source: Ipv4Addr,
+    ) -> io::Result<()> {
         self.with_conn(key, move |c| c.join_source_group(&iface, group, source))
     }
 
     /// Include mode: stop receiving `group` from `source`.
-    pub fn leave_source_group(&self, key: Key, iface: Interface, group: Ipv4Addr, source: Ipv4Addr) -> io::Result<()> {
+    pub fn leave_source_group(
+        &self,
+        key: Key,
+        iface: Interface,
+        group: Ipv4Addr,
+        source: Ipv4Addr,
+    ) -> io::Result<()> {
         self.with_conn(key, move |c| c.leave_source_group(&iface, group, source))
     }
 
     /// Exclude mode: block `source` of `group`.
-    pub fn block_source(&self, key: Key, iface: Interface, group: Ipv4Addr, source: Ipv4Addr) -> io::Result<()> {
+    pub fn block_source(
+        &self,
+        key: Key,
+        iface: Interface,
+        group: Ipv4Addr,
+        source: Ipv4Addr,
+    ) -> io::Result<()> {
         self.with_conn(key, move |c| c.block_source(&iface, group, source))
     }
 
     /// Exclude mode: unblock `source` of `group`.
-    pub fn unblock_source(&self, key: Key, iface: Interface, group: Ipv4Addr, source: Ipv4Addr) -> io::Result<()> {
+    pub fn unblock_source(
+        &self,
+        key: Key,
+        iface: Interface,
+        group: Ipv4Addr,
+        source: Ipv4Addr,
+    ) -> io::Result<()> {
         self.with_conn(key, move |c| c.unblock_source(&iface, group, source))
     }
 
@@ -830,7 +870,12 @@ impl ReactorPool {
 
     /// Registers a socket for `group` on the reactor the group belongs to;
     /// returns the shard and the key.
-    pub fn register(&self, group: Ipv4Addr, conn: PacketConn, handler: impl Handler) -> io::Result<(usize, Key)> {
+    pub fn register(
+        &self,
+        group: Ipv4Addr,
+        conn: PacketConn,
+        handler: impl Handler,
+    ) -> io::Result<(usize, Key)> {
         let shard = self.shard_of(group);
         let key = self.handles[shard].register(conn, handler)?;
         Ok((shard, key))

@@ -243,7 +243,11 @@ impl ChannelSink {
     /// A sink whose channel holds `capacity` packets, with a pool of
     /// buffers of `payload_size` bytes (one per channel slot plus a margin
     /// for packets the consumer still holds).
-    pub fn bounded(capacity: usize, payload_size: usize, overflow: Overflow) -> (ChannelSink, PacketReceiver) {
+    pub fn bounded(
+        capacity: usize,
+        payload_size: usize,
+        overflow: Overflow,
+    ) -> (ChannelSink, PacketReceiver) {
         let capacity = capacity.max(1);
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let pool = Arc::new(BufferPool::new(capacity + 256, payload_size));

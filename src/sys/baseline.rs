@@ -1,0 +1,145 @@
+//! A plain libc `recvmmsg` loop, written the way a C programmer would, for
+//! benchmarks to compare the crate against. Not part of the supported API.
+
+use std::io;
+use std::mem::size_of;
+use std::os::fd::RawFd;
+
+/// What the baseline decodes per packet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BaselineMeta {
+    /// `IP_TTL`, or -1.
+    pub ttl: i32,
+    /// `IP_PKTINFO` `ipi_addr` (network order), or 0.
+    pub dst: u32,
+    /// `IP_PKTINFO` `ipi_ifindex`, or 0.
+    pub ifindex: i32,
+    /// `SO_RXQ_OVFL`, or 0.
+    pub drops: u32,
+    /// `msg_flags`.
+    pub msg_flags: i32,
+}
+
+/// A C-style `recvmmsg` loop: arrays allocated once, `CMSG_FIRSTHDR` /
+/// `CMSG_NXTHDR` to walk control data.
+pub struct LibcDrain {
+    hdrs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+    bufs: Vec<u8>,
+    ctrl: Vec<u64>,
+    names: Vec<libc::sockaddr_in>,
+    payload: usize,
+    ctrl_len: usize,
+    want_name: bool,
+}
+
+impl std::fmt::Debug for LibcDrain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LibcDrain")
+            .field("slots", &self.hdrs.len())
+            .finish()
+    }
+}
+
+// SAFETY: the raw pointers point into this struct's own heap buffers.
+unsafe impl Send for LibcDrain {}
+
+impl LibcDrain {
+    /// `slots` messages of `payload` bytes, `ctrl_len` control bytes each.
+    pub fn new(slots: usize, payload: usize, ctrl_len: usize, want_name: bool) -> LibcDrain {
+        let ctrl_len = ctrl_len.div_ceil(8) * 8;
+        let mut d = LibcDrain {
+            // SAFETY: plain C structs; all-zero bytes are valid values.
+            hdrs: vec![unsafe { std::mem::zeroed() }; slots],
+            iovs: Vec::with_capacity(slots),
+            bufs: vec![0; slots * payload],
+            ctrl: vec![0; slots * ctrl_len / 8],
+            // SAFETY: as above.
+            names: vec![unsafe { std::mem::zeroed() }; slots],
+            payload,
+            ctrl_len,
+            want_name,
+        };
+        for i in 0..slots {
+            d.iovs.push(libc::iovec {
+                // SAFETY: within the `bufs` allocation.
+                iov_base: unsafe { d.bufs.as_mut_ptr().add(i * payload) }.cast(),
+                iov_len: payload,
+            });
+        }
+        d
+    }
+
+    /// One `recvmmsg` (non-blocking); calls `per_packet` with each payload
+    /// and its decoded metadata. Returns the count.
+    pub fn recv(
+        &mut self,
+        fd: RawFd,
+        mut per_packet: impl FnMut(&[u8], &BaselineMeta),
+    ) -> io::Result<usize> {
+        let slots = self.hdrs.len();
+        let ctrl_base = self.ctrl.as_mut_ptr().cast::<u8>();
+        for i in 0..slots {
+            let h = &mut self.hdrs[i].msg_hdr;
+            h.msg_iov = &mut self.iovs[i];
+            h.msg_iovlen = 1;
+            if self.want_name {
+                h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_in).cast();
+                h.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+            }
+            if self.ctrl_len > 0 {
+                // SAFETY: within the `ctrl` allocation.
+                h.msg_control = unsafe { ctrl_base.add(i * self.ctrl_len) }.cast();
+                h.msg_controllen = self.ctrl_len as _;
+            }
+        }
+        // SAFETY: every header points at buffers owned by `self` with the
+        // lengths set above; the timeout is null.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                slots as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for i in 0..n as usize {
+            let h = &self.hdrs[i];
+            let mut meta = BaselineMeta {
+                ttl: -1,
+                msg_flags: h.msg_hdr.msg_flags,
+                ..BaselineMeta::default()
+            };
+            // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG
+            // macros stay within msg_controllen.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+                while !c.is_null() {
+                    let data = libc::CMSG_DATA(c);
+                    match ((*c).cmsg_level, (*c).cmsg_type) {
+                        (libc::IPPROTO_IP, libc::IP_TTL) => {
+                            meta.ttl = std::ptr::read_unaligned(data.cast::<i32>())
+                        }
+                        (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                            let pi = std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
+                            meta.dst = pi.ipi_addr.s_addr;
+                            meta.ifindex = pi.ipi_ifindex;
+                        }
+                        (libc::SOL_SOCKET, super::SO_RXQ_OVFL) => {
+                            meta.drops = std::ptr::read_unaligned(data.cast::<u32>())
+                        }
+                        _ => {}
+                    }
+                    c = libc::CMSG_NXTHDR(&h.msg_hdr, c);
+                }
+            }
+            let len = (h.msg_len as usize).min(self.payload);
+            per_packet(&self.bufs[i * self.payload..i * self.payload + len], &meta);
+        }
+        Ok(n as usize)
+    }
+}
