@@ -101,7 +101,6 @@ impl<'a> Packet<'a> {
 
 #[derive(Clone, Copy, Default)]
 struct SlotMeta {
-    cm: ControlMessage,
     flags: RecvFlags,
     start: u32,
     drops_before: u32,
@@ -146,6 +145,7 @@ pub struct RecvBatch {
     meta: Vec<SlotMeta>,
     len: usize,
     flags: ControlFlags,
+    decode_flags: ControlFlags,
     want_src: bool,
     last_drops: Option<u32>,
     counters: RecvCounters,
@@ -188,6 +188,7 @@ impl RecvBatch {
             slots,
             len: 0,
             flags,
+            decode_flags: flags,
             want_src,
             last_drops: None,
             counters: RecvCounters::default(),
@@ -228,26 +229,29 @@ impl RecvBatch {
         self.len = 0;
         let n = self.slots.recv(conn.as_raw_fd(), max, flags)?;
         let cflags = conn.control_flags();
+        self.decode_flags = cflags;
         let strip = conn.strips_ip_header();
+        let want_drops = cflags.contains(ControlFlags::DROPS);
         let mut bytes = 0u64;
         for i in 0..n {
-            let (payload, control, msg_flags, src) = self.slots.slot(i);
+            let (payload, control, msg_flags, _) = self.slots.slot(i);
             let meta = &mut self.meta[i];
-            meta.cm = ControlMessage::decode(control, cflags);
-            if self.want_src {
-                meta.cm.src = src.map(|s| *s.ip());
-            }
             meta.flags = RecvFlags::from_msg_flags(msg_flags);
             meta.start = 0;
             if strip {
                 meta.start = crate::packet::ip_header_len(payload).unwrap_or(payload.len()) as u32;
             }
             meta.drops_before = 0;
-            if let Some(cur) = meta.cm.drops {
-                let prev = self.last_drops.unwrap_or(0);
-                meta.drops_before = cur.wrapping_sub(prev);
-                self.last_drops = Some(cur);
-                self.counters.kernel_drops += u64::from(meta.drops_before);
+            // The drop counter is needed now, in arrival order, for the
+            // deltas; the rest of the control data is decoded when the
+            // packet is read.
+            if want_drops {
+                if let Some(cur) = crate::control::find_drops(control) {
+                    let prev = self.last_drops.unwrap_or(0);
+                    meta.drops_before = cur.wrapping_sub(prev);
+                    self.last_drops = Some(cur);
+                    self.counters.kernel_drops += u64::from(meta.drops_before);
+                }
             }
             self.counters.truncated += u64::from(meta.flags.truncated);
             self.counters.control_truncated += u64::from(meta.flags.control_truncated);
@@ -272,17 +276,22 @@ impl RecvBatch {
         self.len == 0
     }
 
-    /// Packet `i` of the last receive.
+    /// Packet `i` of the last receive. Its control messages are decoded
+    /// from the slot on each call.
     #[inline]
     pub fn get(&self, i: usize) -> Option<Packet<'_>> {
         if i >= self.len {
             return None;
         }
-        let (payload, _, _, src) = self.slots.slot(i);
+        let (payload, control, _, src) = self.slots.slot(i);
         let meta = &self.meta[i];
+        let mut cm = ControlMessage::decode(control, self.decode_flags);
+        if self.want_src {
+            cm.src = src.map(|s| *s.ip());
+        }
         Some(Packet {
             payload: &payload[meta.start as usize..],
-            cm: meta.cm,
+            cm,
             src,
             flags: meta.flags,
             drops_before: meta.drops_before,

@@ -247,6 +247,7 @@ impl ControlMessage {
     /// let cm = ControlMessage::decode(&[1, 2, 3], ControlFlags::ALL);
     /// assert!(cm.is_empty());
     /// ```
+    #[inline]
     pub fn decode(control: &[u8], flags: ControlFlags) -> ControlMessage {
         let mut cm = ControlMessage::default();
         cm.decode_into(control, flags);
@@ -255,6 +256,7 @@ impl ControlMessage {
 
     /// Like [`decode`](Self::decode), writing into `self` (fields that are
     /// not found keep their value).
+    #[inline]
     pub fn decode_into(&mut self, control: &[u8], flags: ControlFlags) {
         for (level, kind, data) in CmsgIter::new(control) {
             match (level, kind) {
@@ -358,6 +360,16 @@ impl ControlMessage {
     }
 }
 
+/// The `SO_RXQ_OVFL` counter in a control buffer, if present (it comes
+/// first: the kernel puts socket-level messages before IP-level ones).
+#[inline]
+pub(crate) fn find_drops(control: &[u8]) -> Option<u32> {
+    CmsgIter::new(control).find_map(|(level, kind, data)| {
+        (level == libc::SOL_SOCKET && kind == sys::SO_RXQ_OVFL && data.len() >= 4)
+            .then(|| u32::from_ne_bytes([data[0], data[1], data[2], data[3]]))
+    })
+}
+
 /// Writes one control message at the start of `buf` (which has room for
 /// `CMSG_SPACE(data.len())`) and returns that space.
 pub(crate) fn put_cmsg(
@@ -393,6 +405,7 @@ impl<'a> CmsgIter<'a> {
 impl<'a> Iterator for CmsgIter<'a> {
     type Item = (libc::c_int, libc::c_int, &'a [u8]);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let w = std::mem::size_of::<usize>();
         let hdr = sys::CMSG_HDR;
