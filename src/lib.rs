@@ -163,6 +163,7 @@ pub mod icmp;
 mod interface;
 mod options;
 mod packet;
+mod raw;
 pub mod reactor;
 mod sys;
 
@@ -180,3 +181,4 @@ pub use control::{ControlFlags, ControlMessage, RecvFlags};
 pub use error::{Error, Limit};
 pub use interface::{Interface, InterfaceInfo};
 pub use packet::{PacketConn, ReceiverBuilder};
+pub use raw::RawConn;

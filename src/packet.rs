@@ -649,6 +649,13 @@ impl PacketConn {
     }
 }
 
+impl PacketConn {
+    /// Wraps a raw socket whose reads keep their IP header (`RawConn`).
+    pub(crate) fn from_raw_with_header(socket: Socket) -> PacketConn {
+        PacketConn::wrap(socket, false)
+    }
+}
+
 impl From<UdpSocket> for PacketConn {
     fn from(s: UdpSocket) -> PacketConn {
         PacketConn::wrap(Socket::from(s), false)

@@ -347,20 +347,28 @@ pub(crate) fn sendmsg(
     control: &[u8],
     flags: libc::c_int,
 ) -> io::Result<usize> {
+    sendmsg_vectored(fd, &[io::IoSlice::new(buf)], dst, control, flags)
+}
+
+/// `sendmsg` of several buffers as one datagram.
+pub(crate) fn sendmsg_vectored(
+    fd: RawFd,
+    bufs: &[io::IoSlice<'_>],
+    dst: Option<SocketAddrV4>,
+    control: &[u8],
+    flags: libc::c_int,
+) -> io::Result<usize> {
     debug_assert_eq!(control.as_ptr() as usize % CMSG_ALIGN, 0);
     let mut name = dst.map(sockaddr_in);
-    let mut iov = libc::iovec {
-        iov_base: buf.as_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
     // SAFETY: all-zero bytes are a valid msghdr.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     if let Some(name) = name.as_mut() {
         msg.msg_name = (name as *mut libc::sockaddr_in).cast();
         msg.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
     }
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
+    // IoSlice is guaranteed ABI-compatible with iovec on Unix.
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len() as _;
     if !control.is_empty() {
         msg.msg_control = control.as_ptr() as *mut libc::c_void;
         msg.msg_controllen = control.len() as _;

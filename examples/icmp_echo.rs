@@ -1,0 +1,81 @@
+// cargo run --example icmp_echo [-- 127.0.0.1]     (needs root: CAP_NET_RAW)
+//
+// An ICMP echo ("ping") written and read with RawConn, whole IPv4 packets
+// with their headers, as in Go's raw IP scenario. Only loopback targets are
+// accepted: this example never sends off the machine.
+
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use ipv4_reactor::header::{Header, Protocol};
+use ipv4_reactor::icmp::{self, IcmpFilter, IcmpType};
+use ipv4_reactor::{ControlFlags, RawConn};
+
+fn main() -> ExitCode {
+    let target: Ipv4Addr = match std::env::args().nth(1).map(|a| a.parse()) {
+        None => Ipv4Addr::LOCALHOST,
+        Some(Ok(a)) => a,
+        Some(Err(_)) => {
+            eprintln!("icmp_echo: the argument must be an IPv4 address in 127.0.0.0/8");
+            return ExitCode::from(2);
+        }
+    };
+    if !target.is_loopback() {
+        eprintln!(
+            "icmp_echo: {target} is not a loopback address; this example only pings 127.0.0.0/8"
+        );
+        return ExitCode::from(2);
+    }
+    match ping(target) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("icmp_echo: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn ping(target: Ipv4Addr) -> std::io::Result<()> {
+    let raw = RawConn::new(Protocol::Icmp.into(), Ipv4Addr::UNSPECIFIED)?;
+    // Let only echo replies through the kernel's ICMP filter.
+    let mut filter = IcmpFilter::block_all();
+    filter.accept(IcmpType::EchoReply)?;
+    raw.set_icmp_filter(&filter)?;
+    raw.set_control_message(ControlFlags::INTERFACE | ControlFlags::DST, true)?;
+    raw.socket()
+        .set_read_timeout(Some(Duration::from_secs(2)))?;
+
+    let id = std::process::id() as u16;
+    for seq in 1..=3u16 {
+        let request = icmp::build_echo_request(id, seq, b"ipv4-reactor ping");
+        let mut header = Header::new(Ipv4Addr::UNSPECIFIED, target, Protocol::Icmp);
+        header.ttl = 64;
+        header.tos = 0x10;
+        let start = Instant::now();
+        raw.write_to(&header, &request, None)?;
+        let mut buf = [0u8; 1500];
+        loop {
+            let (reply_header, payload, cm) = raw.read_from(&mut buf)?;
+            let Ok(echo) = icmp::parse_echo(payload) else {
+                continue;
+            };
+            if echo.ty != IcmpType::EchoReply || echo.id != id || echo.seq != seq {
+                continue;
+            }
+            println!(
+                "{} bytes from {}: icmp_seq={} ttl={} tos={:#04x} ifindex={} time={:.1} us",
+                payload.len(),
+                reply_header.src,
+                echo.seq,
+                reply_header.ttl,
+                reply_header.tos,
+                cm.ifindex.unwrap_or(0),
+                start.elapsed().as_secs_f64() * 1e6
+            );
+            println!("  header: {reply_header}");
+            break;
+        }
+    }
+    Ok(())
+}

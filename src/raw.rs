@@ -1,0 +1,189 @@
+//! [`RawConn`]: whole IPv4 packets, header included (`SOCK_RAW` with
+//! `IP_HDRINCL`), as Go's `ipv4.RawConn`.
+
+use std::io::{self, IoSlice};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::ops::Deref;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::control::{ControlMessage, RecvFlags, MAX_CONTROL_LEN};
+use crate::error::Error;
+use crate::header::{Header, HeaderError, MAX_HEADER_LEN};
+use crate::packet::PacketConn;
+use crate::sys;
+
+/// A raw IPv4 socket that reads and writes whole packets, IP header
+/// included. Needs CAP_NET_RAW.
+///
+/// Every option of [`PacketConn`] (TOS, TTL, multicast interface, joins,
+/// source filters, control messages, ICMP and BPF filters) is available
+/// through `Deref`. To read packets in the [`Reactor`](crate::reactor::Reactor),
+/// register [`into_packet_conn`](Self::into_packet_conn): its packets
+/// arrive header first, to be parsed with [`Header::parse`].
+///
+/// ```no_run
+/// use std::net::Ipv4Addr;
+/// use ipv4_reactor::header::{Header, Protocol};
+/// use ipv4_reactor::{icmp, RawConn};
+///
+/// let raw = RawConn::new(Protocol::Icmp.into(), Ipv4Addr::LOCALHOST)?;
+/// let echo = icmp::build_echo_request(1, 1, b"ping");
+/// let mut h = Header::new(Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST, Protocol::Icmp);
+/// h.ttl = 8;
+/// raw.write_to(&h, &echo, None)?;
+///
+/// let mut buf = [0u8; 1500];
+/// let (header, payload, _cm) = raw.read_from(&mut buf)?;
+/// println!("{header}: {} bytes", payload.len());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct RawConn {
+    conn: PacketConn,
+}
+
+impl RawConn {
+    /// A raw socket for IP protocol `protocol` (e.g. 1 for ICMP, 17 for
+    /// UDP, 253 for experiments) with `IP_HDRINCL` on, bound to `local`
+    /// (`0.0.0.0` for any). It receives a copy of every packet of that
+    /// protocol addressed to this host.
+    pub fn new(protocol: u8, local: Ipv4Addr) -> io::Result<RawConn> {
+        let socket = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(i32::from(protocol))),
+        )
+        .map_err(|e| {
+            let hint = if e.raw_os_error() == Some(libc::EPERM) {
+                " (raw sockets need CAP_NET_RAW)"
+            } else {
+                ""
+            };
+            Error::os(
+                format!("creating a raw socket for protocol {protocol}{hint}"),
+                e,
+            )
+        })?;
+        socket
+            .set_header_included_v4(true)
+            .map_err(|e| Error::os("setting IP_HDRINCL", e))?;
+        socket
+            .bind(&SocketAddrV4::new(local, 0).into())
+            .map_err(|e| Error::os(format!("binding raw socket to {local}"), e))?;
+        Ok(RawConn {
+            conn: PacketConn::from_raw_with_header(socket),
+        })
+    }
+
+    /// Reads one packet into `buf`: its parsed header, its payload (within
+    /// `buf`, as long as the header's total length says, or what fit) and
+    /// the control messages asked for. A malformed header is an error of
+    /// kind `InvalidData` naming what is wrong; a bad checksum is not an
+    /// error (see [`header::ParseInfo`](crate::header::ParseInfo)), and a
+    /// payload cut to fit `buf` shows in the returned flags.
+    pub fn read_from<'b>(
+        &self,
+        buf: &'b mut [u8],
+    ) -> io::Result<(Header, &'b [u8], ControlMessage)> {
+        let (header, payload, cm, _) = self.read_from_with_flags(buf)?;
+        Ok((header, payload, cm))
+    }
+
+    /// Like [`read_from`](Self::read_from), with the truncation flags.
+    pub fn read_from_with_flags<'b>(
+        &self,
+        buf: &'b mut [u8],
+    ) -> io::Result<(Header, &'b [u8], ControlMessage, RecvFlags)> {
+        let (n, cm, _, flags) = self.conn.recv_from(buf)?;
+        let packet = &buf[..n];
+        let (header, info) = match Header::parse(packet) {
+            Ok(v) => v,
+            // A packet cut to fit the buffer is reported by its flags, not
+            // as a malformed header.
+            Err(HeaderError::TotalLenBeyondBuffer { .. }) if flags.truncated => {
+                let view = crate::header::HeaderView::new_checked(packet)?;
+                let header = Header::from_view(&view);
+                let hl = view.header_len();
+                return Ok((header, &buf[hl..n], cm, flags));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok((header, &buf[info.payload_range()], cm, flags))
+    }
+
+    /// Writes `header` and `payload` as one packet. The destination is
+    /// `cm.dst` when given, else the header's destination; `cm` may also
+    /// pick the interface (`ifindex`). The header's total length is set
+    /// from the payload; a zero checksum, ID or source is filled by the
+    /// kernel. Returns the bytes written, header included.
+    pub fn write_to(
+        &self,
+        header: &Header,
+        payload: &[u8],
+        cm: Option<&ControlMessage>,
+    ) -> io::Result<usize> {
+        let mut h = header.clone();
+        h.set_payload_len(payload.len())?;
+        let mut hbuf = [0u8; MAX_HEADER_LEN];
+        let hl = h.emit(&mut hbuf)?;
+        let dst = cm.and_then(|c| c.dst).unwrap_or(h.dst);
+        let mut control = sys::CmsgBuf::<MAX_CONTROL_LEN>::new();
+        let clen = match cm {
+            Some(cm) => {
+                // TTL and TOS are in the header itself.
+                let mut send = ControlMessage::default();
+                send.ifindex = cm.ifindex;
+                send.src = cm.src;
+                send.encode(&mut control.0).unwrap_or(0)
+            }
+            None => 0,
+        };
+        sys::sendmsg_vectored(
+            self.conn.as_raw_fd(),
+            &[IoSlice::new(&hbuf[..hl]), IoSlice::new(payload)],
+            Some(SocketAddrV4::new(dst, 0)),
+            &control.0[..clen],
+            0,
+        )
+        .map_err(|e| Error::os(format!("writing a raw packet to {dst}"), e))
+    }
+
+    /// The socket as a [`PacketConn`] whose reads keep the IP header, for
+    /// the reactor.
+    pub fn into_packet_conn(self) -> PacketConn {
+        self.conn
+    }
+}
+
+impl Deref for RawConn {
+    type Target = PacketConn;
+    fn deref(&self) -> &PacketConn {
+        &self.conn
+    }
+}
+
+impl AsFd for RawConn {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.conn.as_fd()
+    }
+}
+
+impl AsRawFd for RawConn {
+    fn as_raw_fd(&self) -> RawFd {
+        self.conn.as_raw_fd()
+    }
+}
+
+impl From<RawConn> for OwnedFd {
+    fn from(c: RawConn) -> OwnedFd {
+        c.conn.into()
+    }
+}
+
+impl From<RawConn> for PacketConn {
+    fn from(c: RawConn) -> PacketConn {
+        c.conn
+    }
+}
