@@ -133,9 +133,11 @@ impl RawConn {
         let clen = match cm {
             Some(cm) => {
                 // TTL and TOS are in the header itself.
-                let mut send = ControlMessage::default();
-                send.ifindex = cm.ifindex;
-                send.src = cm.src;
+                let send = ControlMessage {
+                    ifindex: cm.ifindex,
+                    src: cm.src,
+                    ..ControlMessage::default()
+                };
                 send.encode(&mut control.0).unwrap_or(0)
             }
             None => 0,
