@@ -318,6 +318,14 @@ impl RecvBatch {
         &self.counters
     }
 
+    pub(crate) fn last_drops(&self) -> Option<u32> {
+        self.last_drops
+    }
+
+    pub(crate) fn set_last_drops(&mut self, last: Option<u32>) {
+        self.last_drops = last;
+    }
+
     /// The socket's cumulative drop counter as last seen (`SO_RXQ_OVFL`),
     /// 0 until the kernel reported a drop.
     pub fn kernel_drops_total(&self) -> u32 {

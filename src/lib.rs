@@ -161,6 +161,7 @@ pub mod error;
 pub mod header;
 pub mod icmp;
 mod interface;
+pub mod netns;
 mod options;
 mod packet;
 mod raw;

@@ -258,6 +258,7 @@ impl ReactorBuilder {
             counters: ReactorCounters::default(),
             retired: SocketCounters::default(),
             panics: Vec::new(),
+            stop_error: None,
             stopped: false,
             pinned: false,
         })
@@ -324,6 +325,7 @@ pub struct Reactor {
     counters: ReactorCounters,
     retired: SocketCounters,
     panics: Vec<String>,
+    stop_error: Option<String>,
     stopped: bool,
     pinned: bool,
 }
@@ -428,7 +430,10 @@ impl Reactor {
             .get_mut(key.0)
             .ok_or_else(|| unknown_key(key))?;
         entry.conn.set_control_flags(flags)?;
+        let last_drops = entry.batch.last_drops();
         entry.batch = RecvBatch::new(self.config.slots, self.config.payload_size, flags);
+        // The kernel's counter is cumulative: carry what was already seen.
+        entry.batch.set_last_drops(last_drops);
         Ok(())
     }
 
@@ -476,12 +481,10 @@ impl Reactor {
         while !self.is_stopped() {
             self.turn(None)?;
         }
-        if self.config.panic_policy == PanicPolicy::Stop {
-            if let Some(msg) = self.panics.last() {
-                return Err(io::Error::other(msg.clone()));
-            }
+        match self.stop_error.take() {
+            Some(msg) => Err(io::Error::other(msg)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// One loop iteration: waits for readiness (at most `timeout`; not at
@@ -549,11 +552,12 @@ impl Reactor {
                     Key(key),
                     panic_message(&*payload)
                 );
-                self.panics.push(msg);
-                self.drop_socket(key);
                 if self.config.panic_policy == PanicPolicy::Stop {
                     self.stopped = true;
+                    self.stop_error = Some(msg.clone());
                 }
+                self.panics.push(msg);
+                self.drop_socket(key);
                 continue;
             }
             if outcome.stop {
@@ -643,9 +647,9 @@ fn drain(entry: &mut Entry, key: Key, budget: usize) -> Outcome {
                 Err(e) => {
                     counters.recv_errors += 1;
                     handler.on_error(e, &mut ctx);
-                    if ctx.deregister || ctx.stop {
-                        return;
-                    }
+                    // Try again next turn: an error that repeats on every
+                    // call must not hold the loop inside this turn.
+                    return;
                 }
             }
         }
@@ -864,8 +868,9 @@ impl ReactorPool {
     /// The reactor a group belongs to: a stable hash of the address, so the
     /// same group always lands on the same reactor.
     pub fn shard_of(&self, group: Ipv4Addr) -> usize {
+        // Multiplicative hash; the high bits depend on every bit of the group.
         let x = u32::from(group).wrapping_mul(0x9E37_79B1);
-        (x as usize) % self.handles.len()
+        ((u64::from(x) * self.handles.len() as u64) >> 32) as usize
     }
 
     /// Registers a socket for `group` on the reactor the group belongs to;

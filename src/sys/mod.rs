@@ -434,3 +434,8 @@ pub(crate) fn pin_current_thread(cpu: usize) -> io::Result<()> {
     unsafe { libc::CPU_SET(cpu, &mut set) };
     syscall!(sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)).map(drop)
 }
+
+/// Moves the calling thread into the network namespace of `fd` (`setns`).
+pub(crate) fn setns_net(fd: BorrowedFd<'_>) -> io::Result<()> {
+    syscall!(setns(fd.as_raw_fd(), libc::CLONE_NEWNET)).map(drop)
+}

@@ -1,0 +1,496 @@
+//! The reactor's steady state allocates nothing per packet (callback and
+//! channel modes), and nothing it opens outlives it (file descriptors).
+//!
+//! This binary installs a counting global allocator that counts only on the
+//! current thread while a thread-local flag is on. Its tests are serialized
+//! with a static mutex: the fd-count test must not see another test's
+//! sockets.
+//!
+//! Network safety: multicast is sent only through
+//! `PacketConn::multicast_sender(&Interface::loopback())` (checked), to
+//! groups 239.255.152.x on ephemeral ports.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ipv4_reactor::reactor::{ChannelSink, Context, Overflow, Reactor, ReactorPool};
+use ipv4_reactor::{ControlFlags, Interface, Packet, PacketConn};
+
+// ---------------------------------------------------------------------------
+// Counting allocator
+// ---------------------------------------------------------------------------
+
+struct CountingAlloc;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static DEALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+fn counting() -> bool {
+    COUNTING.try_with(Cell::get).unwrap_or(false)
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if counting() {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if counting() {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if counting() {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if counting() {
+            DEALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+/// Runs `f` with counting on for this thread; returns its result and the
+/// allocations and deallocations it made.
+fn counted<R>(f: impl FnOnce() -> R) -> (R, u64, u64) {
+    let a0 = ALLOCATIONS.load(Ordering::SeqCst);
+    let d0 = DEALLOCATIONS.load(Ordering::SeqCst);
+    COUNTING.with(|c| c.set(true));
+    let r = f();
+    COUNTING.with(|c| c.set(false));
+    let a = ALLOCATIONS.load(Ordering::SeqCst) - a0;
+    let d = DEALLOCATIONS.load(Ordering::SeqCst) - d0;
+    (r, a, d)
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// Serializes the tests of this binary.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const TAG: u8 = 152;
+const SETTLE: Duration = Duration::from_millis(300);
+const DEADLINE: Duration = Duration::from_secs(5);
+/// Packets that must be delivered while counting.
+const MEASURED: u64 = 1000;
+
+fn group(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(239, 255, TAG, n)
+}
+
+fn sender() -> PacketConn {
+    let tx = PacketConn::multicast_sender(&Interface::loopback()).expect("multicast sender on lo");
+    let local = tx.local_addr().expect("sender local_addr");
+    assert!(
+        local.ip().is_loopback(),
+        "NETWORK SAFETY: sender bound to {local}"
+    );
+    assert_eq!(
+        tx.socket().multicast_if_v4().expect("IP_MULTICAST_IF"),
+        Ipv4Addr::LOCALHOST,
+        "NETWORK SAFETY: multicast sender must send through lo"
+    );
+    tx
+}
+
+fn send(tx: &PacketConn, payload: &[u8], dst: SocketAddrV4) {
+    let o = dst.ip().octets();
+    assert!(
+        (o[0..3] == [239, 255, TAG]) || dst.ip().is_loopback(),
+        "NETWORK SAFETY: refusing to send to {dst}"
+    );
+    let n = tx
+        .send_to(payload, None, dst)
+        .unwrap_or_else(|e| panic!("send_to {dst}: {e}"));
+    assert_eq!(n, payload.len());
+}
+
+fn receiver(group: Ipv4Addr, flags: ControlFlags) -> PacketConn {
+    PacketConn::multicast_receiver(SocketAddrV4::new(group, 0), Interface::loopback())
+        .control(flags)
+        .recv_buffer(4 << 20)
+        .build()
+        .unwrap_or_else(|e| panic!("receiver for {group}: {e}"))
+}
+
+fn dst_of(group: Ipv4Addr, conn: &PacketConn) -> SocketAddrV4 {
+    SocketAddrV4::new(group, conn.local_addr().expect("local_addr").port())
+}
+
+fn payload(seq: u64) -> [u8; 64] {
+    let mut p = [0xa5u8; 64];
+    p[..8].copy_from_slice(&seq.to_be_bytes());
+    p
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn join_within<T: Send + 'static>(join: thread::JoinHandle<T>, what: &str) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(join.join());
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(Ok(v)) => v,
+        Ok(Err(_)) => panic!("{what}: the thread panicked"),
+        Err(_) => panic!("{what}: the thread did not end within {DEADLINE:?}"),
+    }
+}
+
+/// Sends rounds of `per_round` packets (counting off), then calls `turn`
+/// (the caller counts around it), until `want` packets were delivered or
+/// the deadline passes. `turn` returns the packets it delivered.
+fn pump(
+    tx: &PacketConn,
+    dst: SocketAddrV4,
+    first_seq: u64,
+    want: u64,
+    per_round: u64,
+    mut turn: impl FnMut() -> u64,
+) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seq = first_seq;
+    let mut delivered = 0;
+    let mut sent = 0;
+    while delivered < want {
+        assert!(
+            Instant::now() < deadline,
+            "only {delivered} of {want} packets delivered"
+        );
+        // Keep at most a few rounds in flight.
+        if sent < delivered + 4 * per_round {
+            for _ in 0..per_round {
+                send(tx, &payload(seq), dst);
+                seq += 1;
+                sent += 1;
+            }
+        }
+        delivered += turn();
+    }
+    delivered
+}
+
+// ---------------------------------------------------------------------------
+// Zero allocations per packet
+// ---------------------------------------------------------------------------
+
+/// The allocator counts this thread's allocations inside the window: the
+/// zero-allocation tests below can fail.
+#[test]
+fn the_counting_allocator_counts() {
+    let _serial = serial();
+    let (v, a, _) = counted(|| std::hint::black_box(Vec::<u8>::with_capacity(100)));
+    assert_eq!(a, 1);
+    let (_, _, d) = counted(|| drop(v));
+    assert_eq!(d, 1);
+    let (_, a, _) = counted(|| std::hint::black_box(1 + 1));
+    assert_eq!(a, 0);
+}
+
+// ---------------------------------------------------------------------------
+// Zero allocations per packet (reactor)
+// ---------------------------------------------------------------------------
+
+/// Callback mode: after warm-up, `turn` delivers 1000+ packets to a handler
+/// without a single heap allocation.
+#[test]
+fn callback_mode_allocates_nothing_per_packet() {
+    let _serial = serial();
+    let g = group(1);
+    let rx = receiver(
+        g,
+        ControlFlags::DST | ControlFlags::DROPS | ControlFlags::SRC,
+    );
+    let dst = dst_of(g, &rx);
+    let mut reactor = Reactor::builder().build().expect("reactor");
+    let count = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let bad = Arc::new(AtomicU64::new(0));
+    let key = {
+        let (count, bytes, bad) = (Arc::clone(&count), Arc::clone(&bytes), Arc::clone(&bad));
+        reactor
+            .register(rx, move |p: &Packet<'_>, _: &mut Context<'_>| {
+                count.fetch_add(1, Ordering::Relaxed);
+                bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+                if p.cm.dst != Some(g) || p.src.is_none() {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .expect("register")
+    };
+    thread::sleep(SETTLE);
+    let tx = sender();
+
+    // Warm-up, not counted.
+    let warm = pump(&tx, dst, 0, 200, 50, || {
+        reactor.turn(Some(Duration::from_millis(20))).expect("turn") as u64
+    });
+
+    let mut allocs = 0;
+    let mut deallocs = 0;
+    let measured = pump(&tx, dst, 1_000_000, MEASURED, 50, || {
+        let (n, a, d) = counted(|| reactor.turn(Some(Duration::ZERO)).expect("turn"));
+        allocs += a;
+        deallocs += d;
+        n as u64
+    });
+    assert!(measured >= MEASURED);
+    assert_eq!(
+        allocs, 0,
+        "{allocs} heap allocations ({deallocs} frees) while delivering {measured} packets in callback mode"
+    );
+    assert_eq!(
+        deallocs, 0,
+        "{deallocs} frees while delivering {measured} packets"
+    );
+    assert_eq!(count.load(Ordering::Relaxed), warm + measured);
+    assert_eq!(bytes.load(Ordering::Relaxed), 64 * (warm + measured));
+    assert_eq!(
+        bad.load(Ordering::Relaxed),
+        0,
+        "packets with a wrong dst or no src"
+    );
+    let c = reactor.socket_counters(key).expect("registered");
+    assert_eq!(c.recv.packets, warm + measured);
+    assert_eq!(c.recv.kernel_drops, 0);
+}
+
+/// Channel mode: after warm-up, `turn` plus a consumer that drains the
+/// channel and drops the packets on the same thread, both inside the
+/// counting window, allocate nothing.
+#[test]
+fn channel_mode_allocates_nothing_per_packet() {
+    let _serial = serial();
+    let g = group(2);
+    let rx = receiver(g, ControlFlags::DST | ControlFlags::DROPS);
+    let dst = dst_of(g, &rx);
+    let mut reactor = Reactor::builder().build().expect("reactor");
+    let (sink, packets) = ChannelSink::bounded(1024, 2048, Overflow::DropNewest);
+    let key = reactor.register(rx, sink.clone()).expect("register");
+    thread::sleep(SETTLE);
+    let tx = sender();
+
+    let mut consumed = 0u64;
+    let mut bad = 0u64;
+    let drain = |consumed: &mut u64, bad: &mut u64| {
+        while let Ok(p) = packets.try_recv() {
+            *consumed += 1;
+            if p.len() != 64 || p.cm.dst != Some(g) || p.key != key {
+                *bad += 1;
+            }
+            drop(p);
+        }
+    };
+
+    // Warm-up: cycle the buffer pool and the channel, not counted.
+    let warm = pump(&tx, dst, 0, 400, 64, || {
+        let n = reactor.turn(Some(Duration::from_millis(20))).expect("turn") as u64;
+        drain(&mut consumed, &mut bad);
+        n
+    });
+    let pool_before = sink.buffers_allocated();
+
+    let mut allocs = 0;
+    let mut deallocs = 0;
+    let measured = pump(&tx, dst, 1_000_000, MEASURED, 64, || {
+        let (n, a, d) = counted(|| {
+            let n = reactor.turn(Some(Duration::ZERO)).expect("turn");
+            drain(&mut consumed, &mut bad);
+            n
+        });
+        allocs += a;
+        deallocs += d;
+        n as u64
+    });
+    assert!(measured >= MEASURED);
+    assert_eq!(
+        allocs, 0,
+        "{allocs} heap allocations ({deallocs} frees) while delivering and consuming {measured} packets in channel mode"
+    );
+    assert_eq!(
+        deallocs, 0,
+        "{deallocs} frees while delivering {measured} packets"
+    );
+    assert_eq!(consumed, warm + measured);
+    assert_eq!(bad, 0, "packets with a wrong length, dst or key");
+    assert_eq!(sink.dropped(), 0);
+    assert_eq!(sink.buffers_allocated(), pool_before, "the pool grew");
+    let c = reactor.socket_counters(key).expect("registered");
+    assert_eq!(c.recv.kernel_drops, 0);
+    assert_eq!(c.overflow_drops, 0);
+}
+
+// ---------------------------------------------------------------------------
+// File descriptors
+// ---------------------------------------------------------------------------
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
+}
+
+/// Nothing the reactor opens (epoll, waker, sockets) stays open once the
+/// reactor, its sockets and its handles are dropped: deregistered sockets,
+/// sockets dropped by `ctx.deregister()` and by a panic, a spawned reactor
+/// and a pool included.
+#[test]
+fn no_file_descriptor_outlives_the_reactor() {
+    let _serial = serial();
+    let before = open_fds();
+    {
+        let tx = sender();
+        let mut reactor = Reactor::builder().build().expect("reactor");
+        let handle = reactor.handle();
+        let count = Arc::new(AtomicU64::new(0));
+        let mut dsts = Vec::new();
+        let mut keys = Vec::new();
+        for n in 10..14u8 {
+            let g = group(n);
+            let rx = receiver(g, ControlFlags::DST);
+            dsts.push(dst_of(g, &rx));
+            let count = Arc::clone(&count);
+            keys.push(
+                reactor
+                    .register(rx, move |_: &Packet<'_>, ctx: &mut Context<'_>| {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        if ctx.key().index() % 2 == 1 {
+                            ctx.deregister();
+                        }
+                    })
+                    .expect("register"),
+            );
+        }
+        // One socket whose handler panics (dropped by the default policy).
+        let gp = group(14);
+        let rp = receiver(gp, ControlFlags::NONE);
+        let dp = dst_of(gp, &rp);
+        reactor
+            .register(rp, |_: &Packet<'_>, _: &mut Context<'_>| {
+                panic!("deliberate panic in the fd test")
+            })
+            .expect("register panicking");
+        // A channel sink on a unicast socket.
+        let (sink, chan) = ChannelSink::bounded(16, 2048, Overflow::DropNewest);
+        let ru = PacketConn::bind_udp(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let du = ru.local_addr().expect("local_addr");
+        reactor.register(ru, sink).expect("register sink");
+        assert!(open_fds() > before);
+
+        thread::sleep(SETTLE);
+        for d in &dsts {
+            send(&tx, b"x", *d);
+        }
+        send(&tx, b"boom", dp);
+        send(&tx, b"u", du);
+        let deadline = Instant::now() + DEADLINE;
+        while (count.load(Ordering::SeqCst) < 4
+            || reactor.counters().handler_panics < 1
+            || chan.is_empty())
+            && Instant::now() < deadline
+        {
+            reactor.turn(Some(Duration::from_millis(50))).expect("turn");
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 4);
+        assert_eq!(reactor.counters().handler_panics, 1);
+        assert_eq!(reactor.take_panics().len(), 1);
+        assert_eq!(chan.len(), 1);
+        // Two were deregistered by their handlers, one by its panic.
+        assert_eq!(reactor.counters().sockets, 3);
+        // Deregister one more ourselves and drop it.
+        let conn = reactor.deregister(keys[0]).expect("deregister");
+        drop(conn);
+        drop(chan);
+        drop(handle);
+        drop(reactor);
+
+        // A spawned reactor and a pool, stopped and joined.
+        let (h2, join) = Reactor::builder().spawn().expect("spawn");
+        let g = group(15);
+        let rx = receiver(g, ControlFlags::NONE);
+        let d2 = dst_of(g, &rx);
+        let got = Arc::new(AtomicU64::new(0));
+        {
+            let got = Arc::clone(&got);
+            h2.register(rx, move |_: &Packet<'_>, _: &mut Context<'_>| {
+                got.fetch_add(1, Ordering::SeqCst);
+            })
+            .expect("register on spawned reactor");
+        }
+        let pool = ReactorPool::spawn(2, Reactor::builder()).expect("pool");
+        let gp2 = group(16);
+        let rx = receiver(gp2, ControlFlags::NONE);
+        let d3 = dst_of(gp2, &rx);
+        {
+            let got = Arc::clone(&got);
+            pool.register(gp2, rx, move |_: &Packet<'_>, _: &mut Context<'_>| {
+                got.fetch_add(1, Ordering::SeqCst);
+            })
+            .expect("register on pool");
+        }
+        thread::sleep(SETTLE);
+        send(&tx, b"y", d2);
+        send(&tx, b"z", d3);
+        assert!(wait_until(DEADLINE, || got.load(Ordering::SeqCst) == 2));
+        h2.stop();
+        join_within(join, "spawned reactor").expect("run result");
+        drop(h2);
+        let (done_tx, done_rx) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = done_tx.send(pool.shutdown());
+        });
+        done_rx
+            .recv_timeout(DEADLINE)
+            .expect("pool shutdown did not return")
+            .expect("pool shutdown");
+        drop(tx);
+    }
+    let after = open_fds();
+    assert_eq!(
+        after, before,
+        "file descriptors open before: {before}, after dropping everything: {after}"
+    );
+}
