@@ -17,7 +17,8 @@ use crate::sys::mmsg::{RecvSlots, SendSlots};
 pub struct RecvCounters {
     /// Packets received.
     pub packets: u64,
-    /// Payload bytes received (as copied into the buffers).
+    /// Payload bytes received, as copied into the buffers (without the IP
+    /// header on raw `ip4:PROTO` sockets).
     pub bytes: u64,
     /// `recvmmsg` calls that returned at least one packet.
     pub batches: u64,
@@ -81,13 +82,19 @@ impl<'a> Packet<'a> {
 
     /// The datagrams in this buffer: one, or several when UDP GRO coalesced
     /// them ([`ControlFlags::GRO`]); each has the segment size but the last.
+    /// A coalesced buffer cut short by a small slot (see
+    /// [`truncated`](Self::truncated)) yields only its complete datagrams:
+    /// give GRO sockets slots of 64 KiB.
     pub fn segments(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         let seg = self
             .cm
             .gro_segment
             .map_or(self.payload.len(), usize::from)
             .max(1);
-        let payload = self.payload;
+        let mut payload = self.payload;
+        if self.cm.gro_segment.is_some() && self.flags.truncated {
+            payload = &payload[..payload.len() - payload.len() % seg];
+        }
         let n = if payload.is_empty() {
             1
         } else {
@@ -255,7 +262,7 @@ impl RecvBatch {
             }
             self.counters.truncated += u64::from(meta.flags.truncated);
             self.counters.control_truncated += u64::from(meta.flags.control_truncated);
-            bytes += payload.len() as u64;
+            bytes += (payload.len() - meta.start as usize) as u64;
         }
         self.len = n;
         if n > 0 {
@@ -425,15 +432,19 @@ impl SendBatch {
             })
     }
 
-    /// Sends every message, looping over partial sends. On a non-blocking
-    /// socket it returns the count sent so far when the socket is full.
+    /// Sends every message, looping over partial sends. When a message is
+    /// refused after others went out (a full non-blocking socket, a message
+    /// too long), it returns the count sent so far; the error comes back
+    /// from the next call, which starts at the refused message.
     pub fn send_all(&mut self, conn: &PacketConn, msgs: &[Message<'_>]) -> io::Result<usize> {
         let mut sent = 0;
         while sent < msgs.len() {
             match self.send(conn, &msgs[sent..]) {
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && sent > 0 => break,
+                // Report what went out; the next call starts at the refused
+                // message and returns its error.
+                Err(_) if sent > 0 => break,
                 Err(e) => return Err(e),
             }
         }

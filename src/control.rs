@@ -42,6 +42,10 @@ impl ControlFlags {
     /// The local address the kernel would reply from (`IP_PKTINFO`'s `ipi_spec_dst`).
     pub const LOCAL: ControlFlags = ControlFlags(1 << 5);
     /// The kernel's receive timestamp, nanoseconds (`SO_TIMESTAMPNS`).
+    ///
+    /// Switching it on turns on the host's receive timestamps through
+    /// deferred work: packets that arrive in the first moments may carry the
+    /// time they were read instead of the time they arrived.
     pub const TIMESTAMP: ControlFlags = ControlFlags(1 << 6);
     /// The socket's cumulative drop counter (`SO_RXQ_OVFL`).
     pub const DROPS: ControlFlags = ControlFlags(1 << 7);

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io;
 use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::str::FromStr;
 
 use crate::error::Error;
@@ -77,18 +78,27 @@ impl Interface {
         Interface::Addr(addr)
     }
 
-    /// Looks the interface up: its index, name and IPv4 address.
+    /// Looks the interface up, as the calling thread's network namespace
+    /// sees it: its index, name and IPv4 address.
     pub fn resolve(&self) -> io::Result<InterfaceInfo> {
+        if *self == Interface::Routed {
+            return Ok(InterfaceInfo::routed());
+        }
+        let probe = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+            .map_err(|e| Error::os("creating a socket to look up interfaces", e))?;
+        self.resolve_on(probe.as_fd())
+    }
+
+    /// Looks the interface up as the network namespace of `socket` sees
+    /// it, whichever namespace the calling thread is in. Every call of this
+    /// crate that names an interface for a socket resolves it this way.
+    pub fn resolve_on(&self, socket: BorrowedFd<'_>) -> io::Result<InterfaceInfo> {
         match self {
-            Interface::Routed => Ok(InterfaceInfo {
-                index: 0,
-                name: String::new(),
-                addr: None,
-            }),
+            Interface::Routed => Ok(InterfaceInfo::routed()),
             Interface::Index(index) => {
                 let name =
-                    sys::if_indextoname(*index).ok_or(Error::UnknownInterfaceIndex(*index))?;
-                let addr = first_addr(&name)?;
+                    sys::if_name_on(socket, *index).ok_or(Error::UnknownInterfaceIndex(*index))?;
+                let addr = sys::if_addr_on(socket, &name);
                 Ok(InterfaceInfo {
                     index: *index,
                     name,
@@ -99,23 +109,24 @@ impl Interface {
                 if name.is_empty() || name.len() >= libc::IF_NAMESIZE || name.contains('\0') {
                     return Err(Error::InvalidInterfaceName(name.clone()).into());
                 }
-                let index = sys::if_nametoindex(name)
+                let index = sys::if_index_on(socket, name)
                     .ok_or_else(|| Error::UnknownInterfaceName(name.clone()))?;
-                let addr = first_addr(name)?;
                 Ok(InterfaceInfo {
                     index,
                     name: name.clone(),
-                    addr,
+                    addr: sys::if_addr_on(socket, name),
                 })
             }
             Interface::Addr(addr) => {
-                let addrs = sys::ipv4_interface_addrs()
-                    .map_err(|e| Error::os("listing interface addresses (getifaddrs)", e))?;
-                let (name, _) = addrs
+                let addrs = sys::ipv4_addrs_on(socket)
+                    .map_err(|e| Error::os("listing interface addresses (SIOCGIFCONF)", e))?;
+                let (label, _) = addrs
                     .into_iter()
                     .find(|(_, a)| a == addr)
                     .ok_or(Error::UnknownInterfaceAddr(*addr))?;
-                let index = sys::if_nametoindex(&name)
+                // An alias label "eth0:1" belongs to interface "eth0".
+                let name = label.split(':').next().unwrap_or(&label).to_string();
+                let index = sys::if_index_on(socket, &name)
                     .ok_or_else(|| Error::UnknownInterfaceName(name.clone()))?;
                 Ok(InterfaceInfo {
                     index,
@@ -125,17 +136,16 @@ impl Interface {
             }
         }
     }
-
-    /// The interface that holds `addr`, if any.
-    pub(crate) fn by_addr(addr: Ipv4Addr) -> Option<InterfaceInfo> {
-        Interface::Addr(addr).resolve().ok()
-    }
 }
 
-fn first_addr(name: &str) -> io::Result<Option<Ipv4Addr>> {
-    let addrs = sys::ipv4_interface_addrs()
-        .map_err(|e| Error::os("listing interface addresses (getifaddrs)", e))?;
-    Ok(addrs.into_iter().find(|(n, _)| n == name).map(|(_, a)| a))
+impl InterfaceInfo {
+    fn routed() -> InterfaceInfo {
+        InterfaceInfo {
+            index: 0,
+            name: String::new(),
+            addr: None,
+        }
+    }
 }
 
 impl fmt::Display for Interface {

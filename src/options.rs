@@ -128,7 +128,7 @@ pub(crate) fn set_multicast_interface(
     fd: BorrowedFd<'_>,
     iface: &Interface,
 ) -> io::Result<InterfaceInfo> {
-    let info = iface.resolve()?;
+    let info = iface.resolve_on(fd)?;
     let addr = info.addr.unwrap_or(Ipv4Addr::UNSPECIFIED);
     sys::set_multicast_if(fd, info.index, addr)
         .map_err(|e| Error::os(format!("setting IP_MULTICAST_IF to {iface}"), e))?;
@@ -144,12 +144,12 @@ pub(crate) fn multicast_interface(
 ) -> io::Result<Option<InterfaceInfo>> {
     let addr = sys::multicast_if_addr(fd).map_err(|e| Error::os("reading IP_MULTICAST_IF", e))?;
     if !addr.is_unspecified() {
-        if let Some(info) = Interface::by_addr(addr) {
+        if let Ok(info) = Interface::Addr(addr).resolve_on(fd) {
             return Ok(Some(info));
         }
     }
     if fallback_index != 0 {
-        return Interface::Index(fallback_index).resolve().map(Some);
+        return Interface::Index(fallback_index).resolve_on(fd).map(Some);
     }
     Ok(None)
 }
@@ -168,7 +168,7 @@ pub(crate) fn group(
     group: Ipv4Addr,
 ) -> io::Result<()> {
     check_group(group)?;
-    let info = iface.resolve()?;
+    let info = iface.resolve_on(fd)?;
     let (code, verb) = match op {
         GroupOp::Join => (libc::MCAST_JOIN_GROUP, "joining"),
         GroupOp::Leave => (libc::MCAST_LEAVE_GROUP, "leaving"),
@@ -199,7 +199,7 @@ pub(crate) fn source(
 ) -> io::Result<()> {
     check_group(group)?;
     check_source(source)?;
-    let info = iface.resolve()?;
+    let info = iface.resolve_on(fd)?;
     let (code, verb) = match op {
         SourceOp::Join => (libc::MCAST_JOIN_SOURCE_GROUP, "joining source"),
         SourceOp::Leave => (libc::MCAST_LEAVE_SOURCE_GROUP, "leaving source"),
@@ -275,11 +275,20 @@ pub(crate) fn apply_control_flags(
             "UDP_GRO",
         ),
     ];
+    let mut done: Vec<(i32, i32, &str, bool)> = Vec::new();
     for (flags, level, name, what) in switches {
         let was = old.intersects(flags);
         let now = new.intersects(flags);
         if was != now {
-            set_int(fd, level, name, now.into(), what)?;
+            if let Err(e) = set_int(fd, level, name, now.into(), what) {
+                // Put back what was already switched, so the socket and its
+                // recorded flags agree.
+                for &(level, name, what, was) in done.iter().rev() {
+                    let _ = set_int(fd, level, name, was.into(), what);
+                }
+                return Err(e);
+            }
+            done.push((level, name, what, was));
         }
     }
     Ok(())

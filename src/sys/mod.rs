@@ -6,7 +6,6 @@
 pub mod baseline;
 pub(crate) mod mmsg;
 
-use std::ffi::CString;
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -222,58 +221,6 @@ pub(crate) fn set_bpf(fd: BorrowedFd<'_>, program: Option<&[libc::sock_filter]>)
     }
 }
 
-/// `if_nametoindex`; `Ok(None)` when no interface has the name.
-pub(crate) fn if_nametoindex(name: &str) -> Option<u32> {
-    let cname = CString::new(name).ok()?;
-    // SAFETY: `cname` is a valid NUL-terminated string for the call's duration.
-    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-    (index != 0).then_some(index)
-}
-
-/// `if_indextoname`; `None` when no interface has the index.
-pub(crate) fn if_indextoname(index: u32) -> Option<String> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: `buf` holds IF_NAMESIZE bytes, as the function requires.
-    let ptr = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
-    if ptr.is_null() {
-        return None;
-    }
-    // SAFETY: on success the kernel wrote a NUL-terminated name into `buf`.
-    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
-    Some(name.to_string_lossy().into_owned())
-}
-
-/// Every IPv4 address of every interface: (interface name, address).
-pub(crate) fn ipv4_interface_addrs() -> io::Result<Vec<(String, Ipv4Addr)>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    syscall!(getifaddrs(&mut head))?;
-    let mut out = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: ifa_addr points to a sockaddr whose family we check
-            // before reading it as the matching type.
-            let family = unsafe { (*ifa.ifa_addr).sa_family };
-            if family == libc::AF_INET as libc::sa_family_t {
-                // SAFETY: the family is AF_INET, so this is a sockaddr_in.
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-                let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
-                out.push((
-                    name.to_string_lossy().into_owned(),
-                    from_sockaddr_in(sin).ip().to_owned(),
-                ));
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: `head` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    Ok(out)
-}
-
 /// What one `recvmsg` returned.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RecvMsg {
@@ -438,4 +385,93 @@ pub(crate) fn pin_current_thread(cpu: usize) -> io::Result<()> {
 /// Moves the calling thread into the network namespace of `fd` (`setns`).
 pub(crate) fn setns_net(fd: BorrowedFd<'_>) -> io::Result<()> {
     syscall!(setns(fd.as_raw_fd(), libc::CLONE_NEWNET)).map(drop)
+}
+
+// Interface look-ups through a socket: the kernel answers for the socket's
+// own network namespace, whichever namespace the calling thread is in.
+
+fn ifreq_named(name: &str) -> Option<libc::ifreq> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return None;
+    }
+    // SAFETY: ifreq is a plain C struct (with a union); all-zero bytes are valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, &src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    Some(req)
+}
+
+fn ifreq_name(req: &libc::ifreq) -> String {
+    let bytes: Vec<u8> = req
+        .ifr_name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// `SIOCGIFINDEX`: the index of interface `name` in the socket's namespace.
+pub(crate) fn if_index_on(fd: BorrowedFd<'_>, name: &str) -> Option<u32> {
+    let mut req = ifreq_named(name)?;
+    syscall!(ioctl(fd.as_raw_fd(), libc::SIOCGIFINDEX as _, &mut req)).ok()?;
+    // SAFETY: SIOCGIFINDEX filled the ifindex member of the union.
+    let index = unsafe { req.ifr_ifru.ifru_ifindex };
+    u32::try_from(index).ok()
+}
+
+/// `SIOCGIFNAME`: the name of interface `index` in the socket's namespace.
+pub(crate) fn if_name_on(fd: BorrowedFd<'_>, index: u32) -> Option<String> {
+    // SAFETY: all-zero bytes are a valid ifreq.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    req.ifr_ifru.ifru_ifindex = i32::try_from(index).ok()?;
+    syscall!(ioctl(fd.as_raw_fd(), libc::SIOCGIFNAME as _, &mut req)).ok()?;
+    Some(ifreq_name(&req))
+}
+
+/// `SIOCGIFADDR`: the primary IPv4 address of interface `name`, if any.
+pub(crate) fn if_addr_on(fd: BorrowedFd<'_>, name: &str) -> Option<Ipv4Addr> {
+    let mut req = ifreq_named(name)?;
+    syscall!(ioctl(fd.as_raw_fd(), libc::SIOCGIFADDR as _, &mut req)).ok()?;
+    // SAFETY: SIOCGIFADDR filled the address member with an AF_INET sockaddr,
+    // which has the size and alignment of sockaddr.
+    let sin: libc::sockaddr_in = unsafe { std::mem::transmute(req.ifr_ifru.ifru_addr) };
+    (sin.sin_family == libc::AF_INET as libc::sa_family_t).then(|| *from_sockaddr_in(&sin).ip())
+}
+
+/// `SIOCGIFCONF`: every IPv4 address in the socket's namespace, with its
+/// label (the interface name, or `name:alias`).
+pub(crate) fn ipv4_addrs_on(fd: BorrowedFd<'_>) -> io::Result<Vec<(String, Ipv4Addr)>> {
+    let mut capacity = 64usize;
+    loop {
+        // SAFETY: all-zero bytes are valid ifreq values.
+        let mut reqs: Vec<libc::ifreq> = vec![unsafe { std::mem::zeroed() }; capacity];
+        let len = capacity * size_of::<libc::ifreq>();
+        // SAFETY: all-zero bytes are a valid ifconf.
+        let mut conf: libc::ifconf = unsafe { std::mem::zeroed() };
+        conf.ifc_len = len as libc::c_int;
+        conf.ifc_ifcu.ifcu_req = reqs.as_mut_ptr();
+        syscall!(ioctl(fd.as_raw_fd(), libc::SIOCGIFCONF as _, &mut conf))?;
+        let used = conf.ifc_len as usize;
+        if used + size_of::<libc::ifreq>() > len {
+            // Possibly cut short: ask again with room to spare.
+            capacity *= 4;
+            if capacity > 1 << 16 {
+                return Err(io::Error::other("SIOCGIFCONF: too many addresses"));
+            }
+            continue;
+        }
+        let count = used / size_of::<libc::ifreq>();
+        let mut out = Vec::with_capacity(count);
+        for req in &reqs[..count] {
+            // SAFETY: SIOCGIFCONF fills ifru_addr with an AF_INET sockaddr.
+            let sin: libc::sockaddr_in = unsafe { std::mem::transmute(req.ifr_ifru.ifru_addr) };
+            if sin.sin_family == libc::AF_INET as libc::sa_family_t {
+                out.push((ifreq_name(req), *from_sockaddr_in(&sin).ip()));
+            }
+        }
+        return Ok(out);
+    }
 }

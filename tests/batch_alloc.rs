@@ -1,0 +1,407 @@
+//! The batched receive and send paths allocate nothing per call: a counting
+//! global allocator watches `RecvBatch::recv` + iteration and
+//! `SendBatch::send` / `send_all` for every control-flag combination.
+//!
+//! Its own test binary because it installs a `#[global_allocator]`. Only
+//! allocations made by the current thread while its flag is set are
+//! counted, so the harness's other threads do not disturb the count.
+//!
+//! Network safety: unicast UDP on 127.0.0.1 only.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::hint::black_box;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ipv4_reactor::{ControlFlags, ControlMessage, Message, PacketConn, RecvBatch, SendBatch};
+
+// ---------------------------------------------------------------------------
+// Counting allocator
+// ---------------------------------------------------------------------------
+
+struct CountingAlloc;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn note_allocation() {
+    // `try_with`: the allocator may run while thread-locals are torn down.
+    if COUNTING.try_with(Cell::get).unwrap_or(false) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to `System`; the bookkeeping
+// neither allocates nor touches the memory.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_allocation();
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+/// Serialises counted sections: the counter is global, the flag per thread.
+static COUNTED: Mutex<()> = Mutex::new(());
+
+/// Runs `f` with counting on for this thread; returns its result and the
+/// number of allocations it made.
+fn count_allocations<R>(f: impl FnOnce() -> R) -> (R, u64) {
+    let _serial = COUNTED.lock().unwrap_or_else(|e| e.into_inner());
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    COUNTING.with(|c| c.set(true));
+    let r = f();
+    COUNTING.with(|c| c.set(false));
+    let n = ALLOCATIONS.load(Ordering::SeqCst) - before;
+    (r, n)
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+const PATIENCE: Duration = Duration::from_secs(5);
+
+fn udp() -> PacketConn {
+    PacketConn::bind_udp(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind UDP on 127.0.0.1")
+}
+
+fn wait_readable(conn: &PacketConn, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: conn.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd, count 1.
+    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+}
+
+/// What one counted receive saw (plain values: collecting them must not
+/// allocate).
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    packets: usize,
+    bytes: usize,
+    segments: usize,
+    control_truncated: usize,
+    truncated: usize,
+    wouldblock_at_end: bool,
+    checksum: u64,
+    with_drops: usize,
+    with_gro: usize,
+    with_timestamp: usize,
+    with_ttl: usize,
+    with_src: usize,
+}
+
+/// Receives until `bytes` payload bytes arrived, touching every part of
+/// every packet, then once more to see `WouldBlock`. Allocation-free
+/// unless the library allocates.
+fn recv_touching(batch: &mut RecvBatch, rx: &PacketConn, bytes: usize) -> Seen {
+    let mut seen = Seen::default();
+    let deadline = Instant::now() + PATIENCE;
+    while seen.bytes < bytes && Instant::now() < deadline {
+        match batch.recv(rx) {
+            Ok(n) => {
+                for p in batch.iter() {
+                    seen.packets += 1;
+                    seen.bytes += p.payload.len();
+                    seen.checksum = seen
+                        .checksum
+                        .wrapping_add(p.payload.iter().map(|&b| u64::from(b)).sum::<u64>());
+                    for s in p.segments() {
+                        seen.segments += 1;
+                        black_box(s);
+                    }
+                    seen.truncated += usize::from(p.truncated());
+                    seen.control_truncated += usize::from(p.control_truncated());
+                    let cm = black_box(p.cm);
+                    seen.with_drops += usize::from(cm.drops.is_some());
+                    seen.with_gro += usize::from(cm.gro_segment.is_some());
+                    seen.with_timestamp += usize::from(cm.timestamp.is_some());
+                    seen.with_ttl += usize::from(cm.ttl == Some(61));
+                    seen.with_src += usize::from(p.src.is_some());
+                    black_box((cm.ttl, cm.tos, cm.src, cm.dst, cm.ifindex, cm.local));
+                    black_box((cm.timestamp, cm.timestamp_nanos(), cm.drops, cm.gro_segment));
+                    black_box((p.src, p.flags, p.drops_before, cm.is_empty()));
+                }
+                for i in 0..n {
+                    black_box(batch.get(i).map(|p| p.payload.len()));
+                }
+                black_box(*batch.counters());
+                black_box(batch.counters().average_batch());
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait_readable(rx, Duration::from_millis(100));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    seen.wouldblock_at_end =
+        matches!(batch.recv(rx), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+    seen
+}
+
+/// Drains `rx` without looking (uncounted), allowing stragglers a moment.
+fn drain(rx: &PacketConn) {
+    let mut scratch = RecvBatch::new(64, 65536, ControlFlags::NONE);
+    loop {
+        while scratch.recv(rx).is_ok() {}
+        if !wait_readable(rx, Duration::from_millis(20)) {
+            break;
+        }
+    }
+}
+
+const PLAIN: usize = 6;
+const PLAIN_LEN: usize = 100;
+const GSO_LEN: usize = 3000;
+const GSO_SEG: u16 = 1000;
+const ROUND_BYTES: usize = PLAIN * PLAIN_LEN + GSO_LEN;
+
+/// One round of traffic: plain datagrams and a GSO send (coalesced when
+/// the receiver has GRO on).
+fn send_round(tx: &PacketConn, dst: SocketAddrV4, round: u8) {
+    for i in 0..PLAIN {
+        tx.send_to(&[round ^ i as u8; PLAIN_LEN], None, dst)
+            .unwrap();
+    }
+    tx.send_segments(&[round; GSO_LEN], GSO_SEG, dst).unwrap();
+}
+
+/// Every subset of the receive flags.
+fn all_combinations() -> impl Iterator<Item = ControlFlags> {
+    let all = ControlFlags::ALL.bits();
+    assert_eq!(all, 0x1ff, "nine flags");
+    (0..=all).map(ControlFlags::from_bits_truncate)
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[test]
+fn the_counting_allocator_counts() {
+    let (b, n) = count_allocations(|| black_box(Box::new([0u8; 64])));
+    drop(b);
+    assert!(n >= 1, "a Box allocation was not counted");
+    let (v, n) = count_allocations(|| {
+        let mut v = black_box(Vec::<u8>::with_capacity(1));
+        v.extend_from_slice(&[1; 100]);
+        v
+    });
+    drop(v);
+    assert!(n >= 2, "allocation + reallocation: counted {n}");
+    let ((), n) = count_allocations(|| black_box(()));
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn recv_batch_allocates_nothing_for_any_flag_combination() {
+    let rx = udp();
+    let tx = udp();
+    tx.set_ttl(61).unwrap();
+    tx.set_tos(0x28).unwrap();
+    let dst = rx.local_addr().unwrap();
+
+    // Make the socket drop once, so that SO_RXQ_OVFL comes with every later
+    // packet while DROPS is on.
+    rx.set_recv_buffer_size(4096).unwrap();
+    for _ in 0..300 {
+        tx.send_to(&[0u8; 64], None, dst).unwrap();
+    }
+    drain(&rx);
+    rx.set_recv_buffer_size(1 << 20).unwrap();
+
+    let mut combos = 0;
+    for flags in all_combinations() {
+        rx.set_control_flags(flags).unwrap();
+        let mut batch = RecvBatch::new(16, 4096, flags);
+
+        // Warm-up, uncounted: the first use of anything lazily set up.
+        send_round(&tx, dst, 1);
+        let warm = recv_touching(&mut batch, &rx, ROUND_BYTES);
+        assert_eq!(warm.bytes, ROUND_BYTES, "{flags:?}: warm-up round");
+
+        send_round(&tx, dst, 2);
+        wait_readable(&rx, PATIENCE);
+        let (seen, allocations) = count_allocations(|| recv_touching(&mut batch, &rx, ROUND_BYTES));
+        assert_eq!(
+            allocations, 0,
+            "{flags:?}: RecvBatch::recv + iteration allocated {allocations} times"
+        );
+
+        // The round itself went as expected.
+        assert_eq!(seen.bytes, ROUND_BYTES, "{flags:?}: {seen:?}");
+        assert!(seen.wouldblock_at_end, "{flags:?}: {seen:?}");
+        assert_eq!(seen.truncated, 0, "{flags:?}: {seen:?}");
+        assert_eq!(seen.control_truncated, 0, "{flags:?}: {seen:?}");
+        assert_eq!(
+            seen.segments,
+            PLAIN + GSO_LEN / usize::from(GSO_SEG),
+            "{flags:?}: {seen:?}"
+        );
+        let want_sum: u64 = (0..PLAIN)
+            .map(|i| u64::from(2 ^ i as u8) * PLAIN_LEN as u64)
+            .sum::<u64>()
+            + 2 * GSO_LEN as u64;
+        assert_eq!(seen.checksum, want_sum, "{flags:?}: payload bytes");
+        // The control messages the flags ask for really came (so the
+        // decoding paths were exercised).
+        let has = |f| flags.contains(f);
+        let each = |yes: bool| if yes { seen.packets } else { 0 };
+        assert_eq!(
+            seen.with_drops,
+            each(has(ControlFlags::DROPS)),
+            "{flags:?}: {seen:?}"
+        );
+        assert_eq!(
+            seen.with_timestamp,
+            each(has(ControlFlags::TIMESTAMP)),
+            "{flags:?}: {seen:?}"
+        );
+        assert_eq!(
+            seen.with_ttl,
+            each(has(ControlFlags::TTL)),
+            "{flags:?}: {seen:?}"
+        );
+        assert_eq!(
+            seen.with_src,
+            each(has(ControlFlags::SRC)),
+            "{flags:?}: {seen:?}"
+        );
+        if has(ControlFlags::GRO) {
+            assert_eq!(
+                (seen.packets, seen.with_gro),
+                (PLAIN + 1, 1),
+                "{flags:?}: {seen:?}"
+            );
+        } else {
+            assert_eq!(
+                (seen.packets, seen.with_gro),
+                (PLAIN + 3, 0),
+                "{flags:?}: {seen:?}"
+            );
+        }
+        combos += 1;
+    }
+    assert_eq!(combos, 512);
+}
+
+#[test]
+fn recv_batch_with_short_control_buffer_and_truncation_allocates_nothing() {
+    // The unusual paths: MSG_CTRUNC and MSG_TRUNC on every packet.
+    let flags = ControlFlags::ALL;
+    let rx = udp();
+    rx.set_control_flags(flags).unwrap();
+    let tx = udp();
+    let dst = rx.local_addr().unwrap();
+    let mut batch = RecvBatch::with_control_len(8, 50, flags, 40);
+    for round in 0..2u8 {
+        for i in 0..5u8 {
+            tx.send_to(&[round ^ i; 120], None, dst).unwrap();
+        }
+        wait_readable(&rx, PATIENCE);
+        let (seen, allocations) = count_allocations(|| recv_touching(&mut batch, &rx, 5 * 50));
+        if round == 1 {
+            assert_eq!(allocations, 0, "allocated {allocations} times");
+        }
+        assert_eq!(seen.packets, 5);
+        assert_eq!(seen.truncated, 5);
+        assert_eq!(seen.control_truncated, 5);
+    }
+}
+
+#[test]
+fn send_batch_allocates_nothing() {
+    let rx = udp();
+    let tx = udp();
+    let dst = rx.local_addr().unwrap();
+    let payloads: Vec<[u8; 64]> = (0..32u8).map(|i| [i; 64]).collect();
+    let plain: Vec<Message<'_>> = payloads.iter().map(|p| Message::new(p, dst)).collect();
+    let with_control: Vec<Message<'_>> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut cm = ControlMessage::default();
+            cm.ttl = Some(10 + i as u8);
+            cm.tos = Some(0x28);
+            if i % 2 == 0 {
+                cm.src = Some(Ipv4Addr::LOCALHOST);
+                cm.ifindex = Some(1);
+            }
+            Message::with_control(p, dst, cm)
+        })
+        .collect();
+    let mixed: Vec<Message<'_>> = plain
+        .iter()
+        .zip(&with_control)
+        .enumerate()
+        .map(|(i, (a, b))| if i % 3 == 0 { *b } else { *a })
+        .collect();
+
+    let mut batch = SendBatch::new(64);
+    let mut small = SendBatch::new(5);
+    for (name, msgs) in [
+        ("plain", &plain),
+        ("with control", &with_control),
+        ("mixed", &mixed),
+    ] {
+        // Warm-up, uncounted.
+        assert_eq!(batch.send(&tx, msgs).unwrap(), msgs.len());
+        assert_eq!(small.send_all(&tx, msgs).unwrap(), msgs.len());
+        drain(&rx);
+
+        let (sent, allocations) = count_allocations(|| batch.send(&tx, msgs));
+        assert_eq!(
+            allocations, 0,
+            "{name}: SendBatch::send allocated {allocations} times"
+        );
+        assert_eq!(sent.unwrap(), msgs.len(), "{name}");
+
+        let (sent, allocations) = count_allocations(|| small.send_all(&tx, msgs));
+        assert_eq!(
+            allocations, 0,
+            "{name}: SendBatch::send_all allocated {allocations} times"
+        );
+        assert_eq!(sent.unwrap(), msgs.len(), "{name}");
+
+        let (sent, allocations) = count_allocations(|| small.send(&tx, msgs));
+        assert_eq!(
+            allocations, 0,
+            "{name}: capped send allocated {allocations} times"
+        );
+        assert_eq!(sent.unwrap(), 5, "{name}");
+        drain(&rx);
+    }
+}
