@@ -130,7 +130,8 @@ impl PacketConn {
     /// A UDP socket for sending multicast through `iface`: bound to the
     /// interface's address (port chosen by the kernel) so the source address
     /// belongs to that interface, `IP_MULTICAST_IF` set to it, multicast TTL
-    /// 1, loopback on.
+    /// 1, loopback on. An interface without an IPv4 address is an error:
+    /// the kernel would pick the source address by route.
     ///
     /// ```
     /// use ipv4_reactor::{Interface, PacketConn};
@@ -141,7 +142,11 @@ impl PacketConn {
     /// ```
     pub fn multicast_sender(iface: &Interface) -> io::Result<PacketConn> {
         let info = iface.resolve()?;
-        let local = info.addr.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let local = info.addr.ok_or_else(|| {
+            crate::error::invalid(format!(
+                "{iface} has no IPv4 address to send multicast from; bind a socket to a local address and call set_multicast_interface"
+            ))
+        })?;
         let conn = PacketConn::bind_udp(SocketAddrV4::new(local, 0))?;
         conn.set_multicast_interface(iface)?;
         conn.set_multicast_ttl(1)?;
