@@ -52,14 +52,23 @@ impl ControlFlags {
     /// The UDP GRO segment size of coalesced datagrams (`UDP_GRO`).
     pub const GRO: ControlFlags = ControlFlags(1 << 8);
 
+    /// Software and hardware receive timestamps (`SO_TIMESTAMPING`): the
+    /// software one in [`ControlMessage::timestamp`] (unless `TIMESTAMP`
+    /// gave it), the device's in [`ControlMessage::hw_timestamp`] where the
+    /// device stamps packets and its timestamping is switched on (for
+    /// example with `hwstamp_ctl -i IF -r 1`). As with `TIMESTAMP`, the
+    /// kernel switches stamping on through deferred work: the first packets
+    /// after it is switched on may come without a software stamp.
+    pub const TIMESTAMPING: ControlFlags = ControlFlags(1 << 9);
+
     /// Every flag.
-    pub const ALL: ControlFlags = ControlFlags((1 << 9) - 1);
+    pub const ALL: ControlFlags = ControlFlags((1 << 10) - 1);
 
     /// The flags that need `IP_PKTINFO` switched on.
     pub(crate) const PKTINFO: ControlFlags =
         ControlFlags(Self::DST.0 | Self::INTERFACE.0 | Self::LOCAL.0);
 
-    const NAMES: [(ControlFlags, &'static str); 9] = [
+    const NAMES: [(ControlFlags, &'static str); 10] = [
         (Self::TTL, "TTL"),
         (Self::TOS, "TOS"),
         (Self::SRC, "SRC"),
@@ -69,6 +78,7 @@ impl ControlFlags {
         (Self::TIMESTAMP, "TIMESTAMP"),
         (Self::DROPS, "DROPS"),
         (Self::GRO, "GRO"),
+        (Self::TIMESTAMPING, "TIMESTAMPING"),
     ];
 
     /// Whether every flag of `other` is set in `self`.
@@ -134,6 +144,9 @@ impl ControlFlags {
         if self.contains(Self::GRO) {
             len += sys::cmsg_space(4);
         }
+        if self.contains(Self::TIMESTAMPING) {
+            len += sys::cmsg_space(3 * sys::TIMESPEC_LEN);
+        }
         len
     }
 }
@@ -141,7 +154,7 @@ impl ControlFlags {
 /// The largest control buffer any flag set needs.
 pub(crate) const MAX_CONTROL_LEN: usize = ControlFlags::ALL.control_len();
 // One receive's control buffer lives on the stack in `recv_from`.
-const _: () = assert!(MAX_CONTROL_LEN <= 192);
+const _: () = assert!(MAX_CONTROL_LEN <= 256);
 
 impl BitOr for ControlFlags {
     type Output = ControlFlags;
@@ -218,6 +231,9 @@ pub struct ControlMessage {
     /// Segment size of a GRO-coalesced buffer (`ControlFlags::GRO`); only
     /// present when several datagrams were coalesced.
     pub gro_segment: Option<u16>,
+    /// The device's receive timestamp (`ControlFlags::TIMESTAMPING`), in
+    /// the device clock's time; present only where the device stamps.
+    pub hw_timestamp: Option<SystemTime>,
 }
 
 impl ControlMessage {
@@ -296,17 +312,24 @@ impl ControlMessage {
                 (libc::SOL_SOCKET, sys::SO_TIMESTAMPNS)
                     if flags.contains(ControlFlags::TIMESTAMP) =>
                 {
-                    if let Some((sec, nsec)) = sys::parse_timespec(data) {
-                        if sec >= 0 && (0..1_000_000_000).contains(&nsec) {
-                            self.timestamp =
-                                Some(UNIX_EPOCH + Duration::new(sec as u64, nsec as u32));
-                        }
+                    if let Some(ts) = timespec_time(data) {
+                        self.timestamp = Some(ts);
                     }
                 }
                 (libc::SOL_SOCKET, sys::SO_RXQ_OVFL)
                     if flags.contains(ControlFlags::DROPS) && data.len() >= 4 =>
                 {
                     self.drops = Some(u32::from_ne_bytes([data[0], data[1], data[2], data[3]]));
+                }
+                (libc::SOL_SOCKET, sys::SO_TIMESTAMPING)
+                    if flags.contains(ControlFlags::TIMESTAMPING) =>
+                {
+                    let t = sys::TIMESPEC_LEN;
+                    let software = data.get(..t).and_then(timespec_time);
+                    if self.timestamp.is_none() || !flags.contains(ControlFlags::TIMESTAMP) {
+                        self.timestamp = software.or(self.timestamp);
+                    }
+                    self.hw_timestamp = data.get(2 * t..3 * t).and_then(timespec_time);
                 }
                 (libc::IPPROTO_UDP, sys::UDP_GRO)
                     if flags.contains(ControlFlags::GRO) && data.len() >= 4 =>
@@ -362,6 +385,15 @@ impl ControlMessage {
         }
         Some(at)
     }
+}
+
+/// A `struct timespec` as a time; `None` for zero (no stamp) or garbage.
+fn timespec_time(data: &[u8]) -> Option<SystemTime> {
+    let (sec, nsec) = sys::parse_timespec(data)?;
+    if sec < 0 || !(0..1_000_000_000).contains(&nsec) || (sec == 0 && nsec == 0) {
+        return None;
+    }
+    Some(UNIX_EPOCH + Duration::new(sec as u64, nsec as u32))
 }
 
 /// The `SO_RXQ_OVFL` counter in a control buffer, if present (it comes
@@ -460,6 +492,12 @@ impl fmt::Display for ControlMessage {
         }
         if let Some(seg) = self.gro_segment {
             write!(f, " gro_segment={seg}")?;
+        }
+        if let Some(d) = self
+            .hw_timestamp
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        {
+            write!(f, " hw_ts={}.{:09}", d.as_secs(), d.subsec_nanos())?;
         }
         Ok(())
     }

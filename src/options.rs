@@ -237,58 +237,73 @@ pub(crate) fn apply_control_flags(
     old: ControlFlags,
     new: ControlFlags,
 ) -> io::Result<()> {
-    let switches: [(ControlFlags, i32, i32, &str); 6] = [
+    // (flags, level, option, name, value when on)
+    let switches: [(ControlFlags, i32, i32, &str, i32); 7] = [
         (
             ControlFlags::TTL,
             libc::IPPROTO_IP,
             libc::IP_RECVTTL,
             "IP_RECVTTL",
+            1,
         ),
         (
             ControlFlags::TOS,
             libc::IPPROTO_IP,
             libc::IP_RECVTOS,
             "IP_RECVTOS",
+            1,
         ),
         (
             ControlFlags::PKTINFO,
             libc::IPPROTO_IP,
             libc::IP_PKTINFO,
             "IP_PKTINFO",
+            1,
         ),
         (
             ControlFlags::TIMESTAMP,
             libc::SOL_SOCKET,
             sys::SO_TIMESTAMPNS,
             "SO_TIMESTAMPNS",
+            1,
         ),
         (
             ControlFlags::DROPS,
             libc::SOL_SOCKET,
             sys::SO_RXQ_OVFL,
             "SO_RXQ_OVFL",
+            1,
         ),
         (
             ControlFlags::GRO,
             libc::IPPROTO_UDP,
             sys::UDP_GRO,
             "UDP_GRO",
+            1,
+        ),
+        (
+            ControlFlags::TIMESTAMPING,
+            libc::SOL_SOCKET,
+            sys::SO_TIMESTAMPING,
+            "SO_TIMESTAMPING",
+            sys::TIMESTAMPING_RX,
         ),
     ];
-    let mut done: Vec<(i32, i32, &str, bool)> = Vec::new();
-    for (flags, level, name, what) in switches {
+    let mut done: Vec<(i32, i32, &str, i32)> = Vec::new();
+    for (flags, level, name, what, on) in switches {
         let was = old.intersects(flags);
         let now = new.intersects(flags);
         if was != now {
-            if let Err(e) = set_int(fd, level, name, now.into(), what) {
+            let value = if now { on } else { 0 };
+            if let Err(e) = set_int(fd, level, name, value, what) {
                 // Put back what was already switched, so the socket and its
                 // recorded flags agree.
-                for &(level, name, what, was) in done.iter().rev() {
-                    let _ = set_int(fd, level, name, was.into(), what);
+                for &(level, name, what, previous) in done.iter().rev() {
+                    let _ = set_int(fd, level, name, previous, what);
                 }
                 return Err(e);
             }
-            done.push((level, name, what, was));
+            done.push((level, name, what, if was { on } else { 0 }));
         }
     }
     Ok(())

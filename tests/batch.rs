@@ -1367,3 +1367,41 @@ fn failed_set_control_flags_leaves_the_socket_consistent() {
          back): {g:?}"
     );
 }
+
+#[test]
+fn timestamping_gives_software_stamps_and_no_hardware_stamp_on_lo() {
+    let rx = udp();
+    let flags = ControlFlags::TIMESTAMPING | ControlFlags::SRC;
+    rx.set_control_flags(flags).unwrap();
+    let tx = udp();
+    let mut batch = RecvBatch::new(8, 2048, flags);
+    // The kernel switches receive stamping on through deferred work: until
+    // it has run, packets carry no software stamp. Probe until one does.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        tx.send_to(&seq_payload(999, 32), None, addr(&rx)).unwrap();
+        let got = recv_n(&mut batch, &rx, 1);
+        if got.packets[0].cm.timestamp.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no software stamp ever came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = SystemTime::now() - Duration::from_secs(1);
+    for i in 0..5u64 {
+        tx.send_to(&seq_payload(i, 32), None, addr(&rx)).unwrap();
+    }
+    let got = recv_n(&mut batch, &rx, 5);
+    for p in &got.packets {
+        assert!(!p.control_truncated, "the SO_TIMESTAMPING message fits");
+        let ts = p.cm.timestamp.expect("a software receive timestamp");
+        assert!(ts >= before && ts <= SystemTime::now() + Duration::from_secs(1));
+        // lo has no hardware clock.
+        assert_eq!(p.cm.hw_timestamp, None);
+    }
+    // Off again: no timestamps.
+    rx.set_control_flags(ControlFlags::SRC).unwrap();
+    tx.send_to(&seq_payload(9, 32), None, addr(&rx)).unwrap();
+    let got = recv_n(&mut batch, &rx, 1);
+    assert_eq!(got.packets[0].cm.timestamp, None);
+}

@@ -33,6 +33,13 @@ pub(crate) const SO_RXQ_OVFL: libc::c_int = 40;
 pub(crate) const SO_BUSY_POLL: libc::c_int = 46;
 pub(crate) const SO_PREFER_BUSY_POLL: libc::c_int = 69;
 pub(crate) const SO_TIMESTAMPNS: libc::c_int = 35;
+pub(crate) const SO_TIMESTAMPING: libc::c_int = 37;
+/// Receive timestamps in software and from the device (raw hardware clock).
+pub(crate) const TIMESTAMPING_RX: libc::c_int = (libc::SOF_TIMESTAMPING_RX_SOFTWARE
+    | libc::SOF_TIMESTAMPING_SOFTWARE
+    | libc::SOF_TIMESTAMPING_RX_HARDWARE
+    | libc::SOF_TIMESTAMPING_RAW_HARDWARE)
+    as libc::c_int;
 pub(crate) const UDP_GRO: libc::c_int = 104;
 pub(crate) const UDP_SEGMENT: libc::c_int = 103;
 pub(crate) const ICMP_FILTER: libc::c_int = 1;
