@@ -247,6 +247,48 @@ impl ControlMessage {
         }
     }
 
+    /// An empty message, to fill with the `with_*` methods (the struct is
+    /// `#[non_exhaustive]`, so other crates cannot write it as a literal).
+    ///
+    /// ```
+    /// use ipv4_reactor::ControlMessage;
+    /// let cm = ControlMessage::new().with_ttl(9).with_tos(0x28).with_ifindex(1);
+    /// assert_eq!((cm.ttl, cm.tos, cm.ifindex), (Some(9), Some(0x28), Some(1)));
+    /// ```
+    pub fn new() -> ControlMessage {
+        ControlMessage::default()
+    }
+
+    /// With `ttl` set (on send: the packet's TTL).
+    pub fn with_ttl(mut self, ttl: u8) -> ControlMessage {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// With `tos` set (on send: the packet's TOS byte).
+    pub fn with_tos(mut self, tos: u8) -> ControlMessage {
+        self.tos = Some(tos);
+        self
+    }
+
+    /// With `src` set (on send: the source address, via `IP_PKTINFO`).
+    pub fn with_src(mut self, src: Ipv4Addr) -> ControlMessage {
+        self.src = Some(src);
+        self
+    }
+
+    /// With `dst` set (on a raw write: the address to route to).
+    pub fn with_dst(mut self, dst: Ipv4Addr) -> ControlMessage {
+        self.dst = Some(dst);
+        self
+    }
+
+    /// With `ifindex` set (on send: the outgoing interface).
+    pub fn with_ifindex(mut self, ifindex: u32) -> ControlMessage {
+        self.ifindex = Some(ifindex);
+        self
+    }
+
     /// Whether no field is set.
     pub fn is_empty(&self) -> bool {
         *self == ControlMessage::default()

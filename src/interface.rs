@@ -96,8 +96,11 @@ impl Interface {
         match self {
             Interface::Routed => Ok(InterfaceInfo::routed()),
             Interface::Index(index) => {
-                let name =
-                    sys::if_name_on(socket, *index).ok_or(Error::UnknownInterfaceIndex(*index))?;
+                let name = sys::if_name_on(socket, *index)
+                    .map_err(|e| {
+                        Error::os(format!("looking up interface #{index} (SIOCGIFNAME)"), e)
+                    })?
+                    .ok_or(Error::UnknownInterfaceIndex(*index))?;
                 let addr = sys::if_addr_on(socket, &name);
                 Ok(InterfaceInfo {
                     index: *index,
@@ -110,6 +113,9 @@ impl Interface {
                     return Err(Error::InvalidInterfaceName(name.clone()).into());
                 }
                 let index = sys::if_index_on(socket, name)
+                    .map_err(|e| {
+                        Error::os(format!("looking up interface {name} (SIOCGIFINDEX)"), e)
+                    })?
                     .ok_or_else(|| Error::UnknownInterfaceName(name.clone()))?;
                 Ok(InterfaceInfo {
                     index,
@@ -127,6 +133,9 @@ impl Interface {
                 // An alias label "eth0:1" belongs to interface "eth0".
                 let name = label.split(':').next().unwrap_or(&label).to_string();
                 let index = sys::if_index_on(socket, &name)
+                    .map_err(|e| {
+                        Error::os(format!("looking up interface {name} (SIOCGIFINDEX)"), e)
+                    })?
                     .ok_or_else(|| Error::UnknownInterfaceName(name.clone()))?;
                 Ok(InterfaceInfo {
                     index,

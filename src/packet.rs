@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -631,18 +631,6 @@ impl AsRawFd for PacketConn {
 impl IntoRawFd for PacketConn {
     fn into_raw_fd(self) -> RawFd {
         self.socket.into_raw_fd()
-    }
-}
-
-impl FromRawFd for PacketConn {
-    /// Wraps a UDP socket's descriptor. Use [`PacketConn::from_raw_ip4`] for
-    /// a raw `ip4:PROTO` socket.
-    ///
-    /// # Safety
-    /// `fd` must be an open IPv4 datagram socket that nothing else owns.
-    unsafe fn from_raw_fd(fd: RawFd) -> PacketConn {
-        // SAFETY: forwarded from the caller's contract.
-        PacketConn::wrap(unsafe { Socket::from_raw_fd(fd) }, false)
     }
 }
 

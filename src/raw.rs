@@ -17,9 +17,10 @@ use crate::sys;
 /// A raw IPv4 socket that reads and writes whole packets, IP header
 /// included. Needs CAP_NET_RAW.
 ///
-/// Every option of [`PacketConn`] (TOS, TTL, multicast interface, joins,
-/// source filters, control messages, ICMP and BPF filters) is available
-/// through `Deref`. To read packets in the [`Reactor`](crate::reactor::Reactor),
+/// Every option of [`PacketConn`] (multicast interface, joins, source
+/// filters, control messages, ICMP and BPF filters) is available through
+/// `Deref`; those that shape the headers the kernel builds (TTL, TOS) do
+/// not apply to packets written with a header of their own. To read packets in the [`Reactor`](crate::reactor::Reactor),
 /// register [`into_packet_conn`](Self::into_packet_conn): its packets
 /// arrive header first, to be parsed with [`Header::parse`].
 ///
@@ -113,11 +114,19 @@ impl RawConn {
         Ok((header, &buf[info.payload_range()], cm, flags))
     }
 
-    /// Writes `header` and `payload` as one packet. The destination is
-    /// `cm.dst` when given, else the header's destination; `cm` may also
-    /// pick the interface (`ifindex`). The header's total length is set
-    /// from the payload; a zero checksum, ID or source is filled by the
-    /// kernel. Returns the bytes written, header included.
+    /// Writes `header` and `payload` as one packet, header as given: the
+    /// header's total length is set from the payload, and a zero checksum,
+    /// ID or source address is filled by the kernel.
+    ///
+    /// With `cm`: `ttl` and `tos` replace the header's fields; `dst`
+    /// picks the route (the header's destination is still sent as
+    /// written); `ifindex` picks the interface and `src` fills a zero
+    /// header source. Without `cm`, the route is the header's destination.
+    /// Returns the bytes written, header included.
+    ///
+    /// Socket options that shape headers the kernel builds (`set_ttl`,
+    /// `set_tos`, `set_multicast_ttl`) do not apply here: the header is
+    /// yours.
     pub fn write_to(
         &self,
         header: &Header,
@@ -126,13 +135,17 @@ impl RawConn {
     ) -> io::Result<usize> {
         let mut h = header.clone();
         h.set_payload_len(payload.len())?;
+        if let Some(cm) = cm {
+            h.ttl = cm.ttl.unwrap_or(h.ttl);
+            h.tos = cm.tos.unwrap_or(h.tos);
+        }
         let mut hbuf = [0u8; MAX_HEADER_LEN];
         let hl = h.emit(&mut hbuf)?;
         let dst = cm.and_then(|c| c.dst).unwrap_or(h.dst);
         let mut control = sys::CmsgBuf::<MAX_CONTROL_LEN>::new();
         let clen = match cm {
             Some(cm) => {
-                // TTL and TOS are in the header itself.
+                // TTL and TOS went into the header itself.
                 let send = ControlMessage {
                     ifindex: cm.ifindex,
                     src: cm.src,

@@ -343,3 +343,50 @@ fn igmpv3_reports_carry_exactly_the_groups_and_sources_set() {
     let got = reports(&igmp, &[g2], window);
     assert!(got.contains(&(CHANGE_TO_INCLUDE, g2, set(&[]))), "{got:?}");
 }
+
+#[test]
+fn multicast_loop_off_keeps_own_packets_from_local_receivers() {
+    // On lo the kernel loops every multicast packet whatever this option
+    // says; on a real interface it decides whether the sending host's own
+    // sockets get a copy.
+    let Some(topo) = Topology::new("loop") else {
+        return;
+    };
+    let group = Ipv4Addr::new(239, 255, 90, 4);
+    let remote = in_ns(&topo.rcv, || {
+        PacketConn::multicast_receiver(SocketAddrV4::new(group, 0), Interface::name("en0"))
+            .nonblocking(false)
+            .build()
+    })
+    .unwrap();
+    let port = remote.local_addr().unwrap().port();
+    let local = in_ns(&topo.snd, || {
+        PacketConn::multicast_receiver(SocketAddrV4::new(group, port), Interface::name("s0"))
+            .nonblocking(false)
+            .build()
+    })
+    .unwrap();
+    let tx = sender(&topo, "s0");
+    std::thread::sleep(SETTLE);
+    let dst = SocketAddrV4::new(group, port);
+
+    tx.set_multicast_loop(false).unwrap();
+    assert!(!tx.multicast_loop().unwrap());
+    tx.send_to(b"loop-off", None, dst).unwrap();
+    assert_eq!(
+        texts(&collect(&remote, Duration::from_millis(400))),
+        ["loop-off"]
+    );
+    assert!(collect(&local, Duration::from_millis(400)).is_empty());
+
+    tx.set_multicast_loop(true).unwrap();
+    tx.send_to(b"loop-on", None, dst).unwrap();
+    assert_eq!(
+        texts(&collect(&remote, Duration::from_millis(400))),
+        ["loop-on"]
+    );
+    assert_eq!(
+        texts(&collect(&local, Duration::from_millis(400))),
+        ["loop-on"]
+    );
+}

@@ -420,22 +420,36 @@ fn ifreq_name(req: &libc::ifreq) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// `SIOCGIFINDEX`: the index of interface `name` in the socket's namespace.
-pub(crate) fn if_index_on(fd: BorrowedFd<'_>, name: &str) -> Option<u32> {
-    let mut req = ifreq_named(name)?;
-    syscall!(ioctl(fd.as_raw_fd(), libc::SIOCGIFINDEX as _, &mut req)).ok()?;
+/// `SIOCGIFINDEX`: the index of interface `name` in the socket's
+/// namespace; `Ok(None)` when no interface has that name (`ENODEV`).
+pub(crate) fn if_index_on(fd: BorrowedFd<'_>, name: &str) -> io::Result<Option<u32>> {
+    let Some(mut req) = ifreq_named(name) else {
+        return Ok(None);
+    };
+    match syscall!(ioctl(fd.as_raw_fd(), libc::SIOCGIFINDEX as _, &mut req)) {
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(None),
+        Err(e) => return Err(e),
+    }
     // SAFETY: SIOCGIFINDEX filled the ifindex member of the union.
     let index = unsafe { req.ifr_ifru.ifru_ifindex };
-    u32::try_from(index).ok()
+    Ok(u32::try_from(index).ok())
 }
 
-/// `SIOCGIFNAME`: the name of interface `index` in the socket's namespace.
-pub(crate) fn if_name_on(fd: BorrowedFd<'_>, index: u32) -> Option<String> {
+/// `SIOCGIFNAME`: the name of interface `index` in the socket's namespace;
+/// `Ok(None)` when no interface has that index (`ENODEV`).
+pub(crate) fn if_name_on(fd: BorrowedFd<'_>, index: u32) -> io::Result<Option<String>> {
     // SAFETY: all-zero bytes are a valid ifreq.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    req.ifr_ifru.ifru_ifindex = i32::try_from(index).ok()?;
-    syscall!(ioctl(fd.as_raw_fd(), libc::SIOCGIFNAME as _, &mut req)).ok()?;
-    Some(ifreq_name(&req))
+    let Ok(index) = i32::try_from(index) else {
+        return Ok(None);
+    };
+    req.ifr_ifru.ifru_ifindex = index;
+    match syscall!(ioctl(fd.as_raw_fd(), libc::SIOCGIFNAME as _, &mut req)) {
+        Ok(_) => Ok(Some(ifreq_name(&req))),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// `SIOCGIFADDR`: the primary IPv4 address of interface `name`, if any.
