@@ -1,0 +1,1285 @@
+//! Interoperability: the crate's tools (`mcast_dump`, `mcast_send`) against
+//! multicast programs written by others, run as child processes:
+//!
+//! - a small Go program of ours on `golang.org/x/net/ipv4`
+//!   (`tests/interop/go/xnet_peer.go`), as sender and as receiver;
+//! - iperf2 and sockperf as senders, socat as a receiver;
+//! - tcpdump reading the TOS and TTL bytes off the wire.
+//!
+//! The peers come from Debian packages that `.ci/run` installs; a missing
+//! peer fails its test with the package to install (a CI bug, not a skip).
+//! The Go program is built once per test run, offline, in GOPATH mode
+//! against Debian's `golang-golang-x-net-dev`.
+//!
+//! Network safety: on the host, every sender sends through `lo` only (the
+//! Go sender and `mcast_send` are given `lo`), and socat only receives.
+//! Third-party senders (iperf, sockperf) run only inside the private sender
+//! namespace of a [`Topology`], whose only links are `lo` and the veths to
+//! the receiver namespace, so nothing can leave through the host's own
+//! interfaces. Those tests need root; without it they say SKIPPED and
+//! return. Every child has a time limit and is killed when its test fails.
+//!
+//! Groups: 239.255.180.x, one per test.
+
+mod topology;
+
+use std::fmt;
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use topology::{Topology, S0};
+
+/// The longest a `mcast_dump` may run (its `--timeout-ms`).
+const DUMP_TIMEOUT_MS: u64 = 30_000;
+/// How long a receiving Go peer waits for its packets (its TIMEOUT_MS).
+const GO_RECV_TIMEOUT_MS: u64 = 20_000;
+/// How long the test waits for a child that must end on its own.
+const CHILD_LIMIT: Duration = Duration::from_secs(40);
+/// How long a receiver may take to say that it is ready.
+const READY_LIMIT: Duration = Duration::from_secs(30);
+/// How long to wait after a receiver is ready before sending: the first
+/// packets of a fresh flow can be dropped for a few ms after a join.
+const SETTLE: Duration = Duration::from_millis(300);
+/// How long a receiver keeps reading after its sender ended, before it is
+/// told to stop (SIGTERM).
+const DRAIN: Duration = Duration::from_millis(700);
+/// `mcast_dump`'s receive buffer here (SO_RCVBUFFORCE as root, else capped
+/// by rmem_max): room for bursts while a busy VM does not schedule it.
+const DUMP_RCVBUF: &str = "4194304";
+
+// ---------------------------------------------------------------------
+// Our tools and the peers.
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory of the built examples. They are built once per test run
+/// (`cargo build --examples`; a no-op when `cargo test` built them already).
+fn examples_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let manifest = manifest_dir();
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args(["build", "--quiet", "--examples"])
+            .current_dir(&manifest);
+        let out = Proc::spawn("cargo build --examples", cargo).finish(Duration::from_secs(600));
+        assert!(
+            out.status.success(),
+            "cargo build --examples failed: {out:?}"
+        );
+        let target = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) => {
+                let dir = PathBuf::from(dir);
+                if dir.is_absolute() {
+                    dir
+                } else {
+                    manifest.join(dir)
+                }
+            }
+            None => manifest.join("target"),
+        };
+        target.join("debug").join("examples")
+    })
+}
+
+/// The path of one of our examples, as a string (for `ip netns exec`).
+fn example(name: &str) -> String {
+    let path = examples_dir().join(name);
+    assert!(path.is_file(), "{} was not built", path.display());
+    path.to_str().expect("a UTF-8 path").to_string()
+}
+
+/// The path of a third-party program, or a failure that names the Debian
+/// package to install.
+fn peer(program: &str, package: &str) -> String {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    dirs.extend(["/usr/local/bin", "/usr/bin", "/usr/sbin", "/sbin"].map(PathBuf::from));
+    for dir in dirs {
+        let candidate = dir.join(program);
+        let Ok(meta) = candidate.metadata() else {
+            continue;
+        };
+        if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+            return candidate.to_str().expect("a UTF-8 path").to_string();
+        }
+    }
+    panic!(
+        "the interop peer `{program}` is not installed: it comes with the Debian package \
+         `{package}` (apt-get install {package}). .ci/run installs it, so its absence is a \
+         CI bug, not a reason to skip"
+    );
+}
+
+/// Where Debian's Go packages (`golang-golang-x-net-dev`) put their source.
+const DEBIAN_GOPATH: &str = "/usr/share/gocode";
+/// Build directories of the Go peer are `<temp>/<prefix><pid>`.
+const GO_BUILD_PREFIX: &str = "ipv4r-interop-go-";
+
+/// The Go peer, built once per test run from `tests/interop/go/xnet_peer.go`
+/// into a temporary directory: offline, in GOPATH mode, against Debian's
+/// x/net (no module proxy, no network).
+fn xnet_peer() -> &'static str {
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(build_xnet_peer)
+}
+
+fn build_xnet_peer() -> String {
+    let go = peer("go", "golang-go");
+    let xnet = Path::new(DEBIAN_GOPATH).join("src/golang.org/x/net/ipv4");
+    assert!(
+        xnet.join("dgramopt.go").is_file(),
+        "golang.org/x/net/ipv4 is not in {}: it comes with the Debian package \
+         `golang-golang-x-net-dev` (apt-get install golang-golang-x-net-dev), which .ci/run \
+         installs",
+        xnet.display()
+    );
+    let src = manifest_dir().join("tests/interop/go/xnet_peer.go");
+    assert!(src.is_file(), "{} is missing", src.display());
+
+    let temp = std::env::temp_dir();
+    remove_stale_go_builds(&temp);
+    let dir = temp.join(format!("{GO_BUILD_PREFIX}{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    let cache = dir.join("gocache");
+    let bin = dir.join("xnet_peer");
+
+    let mut cmd = Command::new(&go);
+    cmd.arg("build")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .current_dir(&dir)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", DEBIAN_GOPATH)
+        .env("GOFLAGS", "")
+        .env("GOPROXY", "off")
+        .env("GOCACHE", &cache);
+    let out = Proc::spawn("go build", cmd).finish(Duration::from_secs(300));
+    // The build cache is only worth keeping within one build.
+    let _ = fs::remove_dir_all(&cache);
+    assert!(
+        out.status.success(),
+        "building {} (GO111MODULE=off GOPATH={DEBIAN_GOPATH}) failed: {out:?}",
+        src.display()
+    );
+    bin.to_str().expect("a UTF-8 path").to_string()
+}
+
+/// Removes the Go peer builds of test runs that have ended (their process
+/// is gone).
+fn remove_stale_go_builds(temp: &Path) {
+    let Ok(entries) = fs::read_dir(temp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(GO_BUILD_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Child processes.
+
+/// What a finished child left.
+struct Finished {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Finished {
+    fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+impl fmt::Debug for Finished {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Finished")
+            .field("status", &self.status)
+            .field("stdout", &self.stdout_text())
+            .field("stderr", &self.stderr)
+            .finish()
+    }
+}
+
+/// A running child, its stdout collected by one thread and its stderr
+/// lines forwarded by another. Dropping it kills the child if it still runs
+/// (so a failing test leaves nothing behind).
+///
+/// A child started by `ip netns exec` is the program itself (`ip` execs it
+/// after entering the namespace), so a signal to the child reaches the
+/// program.
+struct Proc {
+    name: String,
+    child: Child,
+    stdout: Option<thread::JoinHandle<Vec<u8>>>,
+    stderr_lines: mpsc::Receiver<String>,
+    stderr: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(name: &str, mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name} ({cmd:?}): {e}"));
+        let mut out = child.stdout.take().expect("piped stdout");
+        let stdout = thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = out.read_to_end(&mut bytes);
+            bytes
+        });
+        let err = child.stderr.take().expect("piped stderr");
+        let (tx, stderr_lines) = mpsc::channel();
+        thread::spawn(move || {
+            let mut err = BufReader::new(err);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match err.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let text = String::from_utf8_lossy(&line);
+                        if tx.send(text.trim_end().to_string()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Proc {
+            name: name.to_string(),
+            child,
+            stdout: Some(stdout),
+            stderr_lines,
+            stderr: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line that `matches`; `what` describes it.
+    fn wait_for(&mut self, what: &str, matches: impl Fn(&str) -> bool, limit: Duration) -> String {
+        let until = Instant::now() + limit;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.stderr.push(line.clone());
+                    if matches(&line) {
+                        return line;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "{} printed no {what} line within {limit:?}; stderr so far:\n{}",
+                    self.name,
+                    self.stderr.join("\n")
+                ),
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "{} ended before printing a {what} line ({:?}); stderr:\n{}",
+                    self.name,
+                    self.child.try_wait(),
+                    self.stderr.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits for the child to end on its own (killing it and failing the
+    /// test past `limit`) and returns its status and output.
+    fn finish(&mut self, limit: Duration) -> Finished {
+        let until = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for the child") {
+                break status;
+            }
+            if Instant::now() >= until {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                self.stderr.extend(self.stderr_lines.try_iter());
+                panic!(
+                    "{} did not end within {limit:?}; stderr:\n{}",
+                    self.name,
+                    self.stderr.join("\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = self
+            .stdout
+            .take()
+            .expect("finish is called once")
+            .join()
+            .expect("stdout reader");
+        // The child is gone, so the stderr pipe is closed (unless a
+        // grandchild holds it: then take what came so far).
+        let until = Instant::now() + Duration::from_secs(5);
+        while let Ok(line) = self
+            .stderr_lines
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+        {
+            self.stderr.push(line);
+        }
+        Finished {
+            status,
+            stdout,
+            stderr: self.stderr.join("\n"),
+        }
+    }
+
+    /// Asks the child to stop (SIGTERM: `mcast_dump` then ends its loop and
+    /// prints its summary), then waits as [`Proc::finish`] does.
+    fn terminate(&mut self, limit: Duration) -> Finished {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+            // SAFETY: kill(2) with a pid of our own child, which has not
+            // been waited for yet (so the pid cannot have been reused).
+            let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+            assert_eq!(
+                rc,
+                0,
+                "SIGTERM to {}: {}",
+                self.name,
+                std::io::Error::last_os_error()
+            );
+        }
+        self.finish(limit)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs a command to its end (within [`CHILD_LIMIT`]).
+fn run_to_end(name: &str, cmd: Command) -> Finished {
+    Proc::spawn(name, cmd).finish(CHILD_LIMIT)
+}
+
+/// Runs a short command that must succeed, returning its stdout.
+fn must(program: &str, args: &[&str]) -> String {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    let out = run_to_end(program, cmd);
+    assert!(out.status.success(), "{program} {args:?} failed: {out:?}");
+    out.stdout_text()
+}
+
+/// The index of interface `dev` inside namespace `ns`, as `ip` tells it.
+fn ifindex_in(ns: &str, dev: &str) -> u64 {
+    // "2: en0@if2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 ..."
+    let line = must("ip", &["-n", ns, "-o", "link", "show", "dev", dev]);
+    line.split(':')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ifindex in {line:?}"))
+}
+
+/// Routes all multicast out of `s0` in the sender namespace, for peers
+/// that do not name their interface. The namespace's only links are `lo`
+/// and the veths: nothing can leave the test's own hosts.
+fn multicast_route_via_s0(topo: &Topology) {
+    must(
+        "ip",
+        &["-n", &topo.snd, "route", "add", "224.0.0.0/4", "dev", "s0"],
+    );
+}
+
+/// The `ADDR:PORT` right after `marker` in `text`.
+fn addr_after(text: &str, marker: &str) -> SocketAddrV4 {
+    text.split(marker)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no ADDR:PORT after {marker:?} in {text:?}"))
+}
+
+/// The number between `before` and `after` on a line of `text` (like
+/// `404` in `[  1] Sent 404 datagrams`).
+fn number_between(text: &str, before: &str, after: &str) -> u64 {
+    text.lines()
+        .find_map(|line| {
+            let rest = &line[line.find(before)? + before.len()..];
+            rest[..rest.find(after)?].trim().parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no {before:?}N{after:?} in {text:?}"))
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+// ---------------------------------------------------------------------
+// mcast_dump and mcast_send.
+
+/// What a `mcast_dump` said in its `listening` line.
+struct Listening {
+    port: u16,
+    ifindex: u64,
+}
+
+/// Starts `mcast_dump GROUP:0 --iface IFACE --json --rcvbuf .. --timeout-ms
+/// .. EXTRA` through `cmd` (the dump's path, or `ip netns exec NS` and its
+/// path), waits for its `listening` line, then for the join to settle.
+fn start_dump(mut cmd: Command, group: Ipv4Addr, iface: &str, extra: &[&str]) -> (Proc, Listening) {
+    let mut args = strings(&[
+        &format!("{group}:0"),
+        "--iface",
+        iface,
+        "--json",
+        "--rcvbuf",
+        DUMP_RCVBUF,
+        "--timeout-ms",
+        &DUMP_TIMEOUT_MS.to_string(),
+    ]);
+    args.extend(strings(extra));
+    cmd.args(&args);
+    let mut dump = Proc::spawn("mcast_dump", cmd);
+    // "listening 239.255.180.1:41234 iface=lo ifindex=1 rcvbuf=... batch=64"
+    let line = dump.wait_for("`listening`", |l| l.starts_with("listening "), READY_LIMIT);
+    let addr: SocketAddrV4 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no GROUP:PORT in the listening line {line:?}"));
+    assert_eq!(*addr.ip(), group, "{line}");
+    assert_ne!(addr.port(), 0, "{line}");
+    assert!(line.contains(&format!(" iface={iface} ")), "{line}");
+    let ifindex = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ifindex="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no ifindex= in the listening line {line:?}"));
+    thread::sleep(SETTLE);
+    (
+        dump,
+        Listening {
+            port: addr.port(),
+            ifindex,
+        },
+    )
+}
+
+/// The JSON lines a `--json` dump printed: per-packet objects, then the
+/// summary (checked to be last and alone).
+struct DumpOutput {
+    packets: Vec<Json>,
+    summary: Json,
+}
+
+impl fmt::Debug for DumpOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} packets, summary {:?}",
+            self.packets.len(),
+            self.summary
+        )
+    }
+}
+
+fn dump_output(out: &Finished) -> DumpOutput {
+    assert!(out.status.success(), "mcast_dump failed: {out:?}");
+    let text = out.stdout_text();
+    let mut lines: Vec<Json> = text
+        .lines()
+        .map(|l| Json::parse(l).unwrap_or_else(|e| panic!("{e}: line {l:?} of {out:?}")))
+        .collect();
+    let last = lines.pop().unwrap_or_else(|| panic!("no output: {out:?}"));
+    assert_eq!(last.keys(), ["summary"], "the last line is the summary");
+    let summary = last["summary"].clone();
+    assert_eq!(
+        summary.keys(),
+        [
+            "packets",
+            "bytes",
+            "gaps",
+            "lost",
+            "kernel_drops",
+            "truncated",
+            "elapsed_s",
+            "pps"
+        ],
+        "summary keys"
+    );
+    for p in &lines {
+        assert_eq!(
+            p.keys(),
+            [
+                "seq",
+                "len",
+                "src",
+                "dst",
+                "ifindex",
+                "ttl",
+                "tos",
+                "truncated"
+            ],
+            "packet keys"
+        );
+    }
+    assert_eq!(
+        summary["packets"].u64(),
+        lines.len() as u64,
+        "one line per packet: {summary:?}"
+    );
+    DumpOutput {
+        packets: lines,
+        summary,
+    }
+}
+
+/// Checks the fields every packet of one flow shares, as `mcast_dump` saw
+/// them.
+fn assert_dump_fields(
+    packets: &[Json],
+    src: &str,
+    group: Ipv4Addr,
+    ifindex: u64,
+    ttl: u64,
+    tos: u64,
+) {
+    for p in packets {
+        assert_eq!(p["src"].str(), src, "{p:?}");
+        assert_eq!(p["dst"].str(), group.to_string(), "{p:?}");
+        assert_eq!(p["ifindex"].u64(), ifindex, "{p:?}");
+        assert_eq!(p["ttl"].u64(), ttl, "{p:?}");
+        assert_eq!(p["tos"].u64(), tos, "{p:?}");
+        assert_eq!(p["truncated"], Json::Bool(false), "{p:?}");
+    }
+}
+
+fn seqs(packets: &[Json]) -> Vec<u64> {
+    packets.iter().map(|p| p["seq"].u64()).collect()
+}
+
+/// Runs `mcast_send ARGS --json` to its end through `cmd`; returns the
+/// source address from its stderr (`... from ADDR:PORT via ...`) after
+/// checking that it sent `count` packets.
+fn run_send(mut cmd: Command, args: &[&str], count: u64) -> SocketAddrV4 {
+    cmd.args(args).arg("--json");
+    let out = run_to_end("mcast_send", cmd);
+    assert!(out.status.success(), "mcast_send failed: {out:?}");
+    let summary = Json::parse(out.stdout_text().trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!(summary["sent"].u64(), count, "{out:?}");
+    addr_after(&out.stderr, " from ")
+}
+
+// ---------------------------------------------------------------------
+// Peers and versions.
+
+#[test]
+fn peers_are_installed_and_tell_their_versions() {
+    // (program, package, version arguments, what the version text holds)
+    let peers: [(&str, &str, &[&str], &str); 5] = [
+        ("go", "golang-go", &["version"], "go version go1."),
+        // iperf2 (not iperf3, whose options differ); `iperf -v` exits 1.
+        ("iperf", "iperf", &["-v"], "iperf version 2."),
+        ("sockperf", "sockperf", &["--version"], "sockperf, version "),
+        ("socat", "socat", &["-V"], "socat version "),
+        ("tcpdump", "tcpdump", &["--version"], "tcpdump version "),
+    ];
+    for (program, package, args, expected) in peers {
+        let mut cmd = Command::new(peer(program, package));
+        cmd.args(args);
+        let out = run_to_end(program, cmd);
+        let text = format!("{}\n{}", out.stdout_text(), out.stderr);
+        let line = text
+            .lines()
+            .find(|l| l.contains(expected))
+            .unwrap_or_else(|| panic!("{program} {args:?} did not say {expected:?}: {out:?}"));
+        eprintln!("interop peer: {}", line.trim());
+    }
+    // And the Go peer builds offline against Debian's x/net.
+    assert!(Path::new(xnet_peer()).is_file());
+}
+
+// ---------------------------------------------------------------------
+// Go (golang.org/x/net/ipv4) on lo.
+
+#[test]
+fn go_xnet_sender_to_mcast_dump_on_lo() {
+    let group = Ipv4Addr::new(239, 255, 180, 1);
+    let n: u64 = 100;
+    let (mut dump, l) = start_dump(
+        Command::new(example("mcast_dump")),
+        group,
+        "lo",
+        &["--count", &n.to_string()],
+    );
+    assert_eq!(l.ifindex, 1);
+
+    let mut go = Command::new(xnet_peer());
+    go.args([
+        "send",
+        &format!("{group}:{}", l.port),
+        "lo",
+        &n.to_string(),
+        "3",
+        "0x28",
+    ]);
+    let sent = run_to_end("xnet_peer send", go);
+    assert!(sent.status.success(), "xnet_peer send failed: {sent:?}");
+    let src = addr_after(&sent.stderr, &format!("sent {n} from "));
+    assert_eq!(*src.ip(), Ipv4Addr::LOCALHOST, "bound to lo's address");
+
+    let out = dump_output(&dump.finish(CHILD_LIMIT));
+    assert_eq!(seqs(&out.packets), (0..n).collect::<Vec<_>>());
+    assert_dump_fields(&out.packets, &src.to_string(), group, 1, 3, 0x28);
+    assert!(out.packets.iter().all(|p| p["len"].u64() == 64));
+    let s = &out.summary;
+    assert_eq!(s["packets"].u64(), n, "{s:?}");
+    assert_eq!(s["bytes"].u64(), n * 64, "{s:?}");
+    assert_eq!(s["gaps"].u64(), 0, "{s:?}");
+    assert_eq!(s["lost"].u64(), 0, "{s:?}");
+    assert_eq!(s["truncated"].u64(), 0, "{s:?}");
+}
+
+#[test]
+fn mcast_send_to_go_xnet_receiver_on_lo() {
+    let group = Ipv4Addr::new(239, 255, 180, 2);
+    let n: u64 = 100;
+    let mut go = Command::new(xnet_peer());
+    go.args([
+        "recv",
+        &format!("{group}:0"),
+        "lo",
+        &n.to_string(),
+        &GO_RECV_TIMEOUT_MS.to_string(),
+    ]);
+    let mut rx = Proc::spawn("xnet_peer recv", go);
+    // "listening 239.255.180.2:41234 ifindex=1"
+    let line = rx.wait_for("`listening`", |l| l.starts_with("listening "), READY_LIMIT);
+    let addr = addr_after(&line, "listening ");
+    assert_eq!(*addr.ip(), group, "{line}");
+    assert!(line.ends_with(" ifindex=1"), "{line}");
+    thread::sleep(SETTLE);
+
+    let dst = format!("{group}:{}", addr.port());
+    let count = n.to_string();
+    let src = run_send(
+        Command::new(example("mcast_send")),
+        &[
+            &dst, "--iface", "lo", "--ttl", "5", "--tos", "0x28", "--count", &count, "--rate",
+            "2000",
+        ],
+        n,
+    );
+    assert_eq!(*src.ip(), Ipv4Addr::LOCALHOST);
+
+    let out = rx.finish(CHILD_LIMIT);
+    assert!(out.status.success(), "xnet_peer recv failed: {out:?}");
+    let packets: Vec<Json> = out
+        .stdout_text()
+        .lines()
+        .map(|l| Json::parse(l).unwrap_or_else(|e| panic!("{e}: line {l:?} of {out:?}")))
+        .collect();
+    for p in &packets {
+        assert_eq!(
+            p.keys(),
+            ["seq", "len", "ttl", "dst", "ifindex", "src"],
+            "{p:?}"
+        );
+        assert_eq!(p["len"].u64(), 64, "{p:?}");
+        assert_eq!(p["ttl"].u64(), 5, "{p:?}");
+        assert_eq!(p["dst"].str(), group.to_string(), "{p:?}");
+        assert_eq!(p["ifindex"].u64(), 1, "{p:?}");
+        assert_eq!(p["src"].str(), src.to_string(), "{p:?}");
+    }
+    assert_eq!(seqs(&packets), (0..n).collect::<Vec<_>>());
+}
+
+// ---------------------------------------------------------------------
+// Across the link: third-party senders in the sender namespace, mcast_dump
+// in the receiver namespace on en0.
+
+/// Checks that `seqs` is a run n-k..n of the sender's n sequence numbers:
+/// only the first packets of the fresh flow may be missing, and at least
+/// half arrived.
+fn assert_tail_of_feed(seqs: &[u64], n: u64) {
+    let first = seqs.first().copied().unwrap_or(n);
+    assert_eq!(
+        seqs,
+        (first..n).collect::<Vec<_>>(),
+        "the feed arrives in order, without gaps, up to its last packet"
+    );
+    assert!(
+        seqs.len() as u64 >= n / 2,
+        "only {} of {n} packets arrived",
+        seqs.len()
+    );
+}
+
+#[test]
+fn go_xnet_sender_across_the_link_to_mcast_dump() {
+    let Some(topo) = Topology::new("xnetlink") else {
+        return;
+    };
+    let group = Ipv4Addr::new(239, 255, 180, 3);
+    let n: u64 = 100;
+    let en0 = ifindex_in(&topo.rcv, "en0");
+    let (mut dump, l) = start_dump(
+        topo.command(&topo.rcv, &example("mcast_dump")),
+        group,
+        "en0",
+        &[],
+    );
+    assert_eq!(l.ifindex, en0);
+
+    // TTL 2: the link needs at least 1, and 2 is not the default.
+    let mut go = topo.command(&topo.snd, xnet_peer());
+    go.args([
+        "send",
+        &format!("{group}:{}", l.port),
+        "s0",
+        &n.to_string(),
+        "2",
+        "0x28",
+    ]);
+    let sent = run_to_end("xnet_peer send", go);
+    assert!(sent.status.success(), "xnet_peer send failed: {sent:?}");
+    let src = addr_after(&sent.stderr, &format!("sent {n} from "));
+    assert_eq!(*src.ip(), S0, "bound to s0's address");
+
+    thread::sleep(DRAIN);
+    let out = dump_output(&dump.terminate(CHILD_LIMIT));
+    assert_dump_fields(&out.packets, &src.to_string(), group, en0, 2, 0x28);
+    assert!(out.packets.iter().all(|p| p["len"].u64() == 64));
+    assert_tail_of_feed(&seqs(&out.packets), n);
+    assert_eq!(out.summary["lost"].u64(), 0, "{:?}", out.summary);
+}
+
+#[test]
+fn iperf2_sender_across_the_link_to_mcast_dump() {
+    let iperf = peer("iperf", "iperf");
+    let Some(topo) = Topology::new("iperf") else {
+        return;
+    };
+    multicast_route_via_s0(&topo);
+    let group = Ipv4Addr::new(239, 255, 180, 4);
+    let en0 = ifindex_in(&topo.rcv, "en0");
+    let (mut dump, l) = start_dump(
+        topo.command(&topo.rcv, &example("mcast_dump")),
+        group,
+        "en0",
+        &[],
+    );
+
+    // -T: multicast TTL (iperf's default is 1); -S: TOS; -B: the source.
+    let mut cmd = topo.command(&topo.snd, &iperf);
+    cmd.args([
+        "-c",
+        &group.to_string(),
+        "-u",
+        "-p",
+        &l.port.to_string(),
+        "-T",
+        "2",
+        "-S",
+        "0x28",
+        "-t",
+        "1",
+        "-b",
+        "200K",
+        "-l",
+        "64",
+        "-B",
+        &S0.to_string(),
+    ]);
+    let out = run_to_end("iperf", cmd);
+    assert!(out.status.success(), "iperf failed: {out:?}");
+    let text = out.stdout_text();
+    // "[  1] local 192.0.2.1 port 59183 connected with 239.255.180.4 port 47164"
+    let port: u16 = text
+        .split(&format!("local {S0} port "))
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no `local {S0} port N` in iperf's report: {out:?}"));
+    // "[  1] Sent 404 datagrams"
+    let sent = number_between(&text, "] Sent ", " datagrams");
+    assert!(sent > 0, "{out:?}");
+
+    thread::sleep(DRAIN);
+    let dump_out = dump_output(&dump.terminate(CHILD_LIMIT));
+    let src = SocketAddrV4::new(S0, port).to_string();
+    // iperf's payload starts with its own header, not our sequence number:
+    // check the fields and the count, not gaps.
+    assert_dump_fields(&dump_out.packets, &src, group, en0, 2, 0x28);
+    let got = dump_out.packets.len() as u64;
+    assert!(
+        got > 0 && got >= sent / 2,
+        "mcast_dump got {got} of iperf's {sent} datagrams"
+    );
+}
+
+#[test]
+fn sockperf_sender_across_the_link_to_mcast_dump() {
+    let sockperf = peer("sockperf", "sockperf");
+    let Some(topo) = Topology::new("sockperf") else {
+        return;
+    };
+    multicast_route_via_s0(&topo);
+    let group = Ipv4Addr::new(239, 255, 180, 5);
+    let en0 = ifindex_in(&topo.rcv, "en0");
+    let (mut dump, l) = start_dump(
+        topo.command(&topo.rcv, &example("mcast_dump")),
+        group,
+        "en0",
+        &[],
+    );
+
+    // --mc-ttl 3: sockperf's default is 2. sockperf sends a few warm-up
+    // messages, waits, then runs the test for -t seconds.
+    let mut cmd = topo.command(&topo.snd, &sockperf);
+    cmd.args([
+        "tp",
+        "-i",
+        &group.to_string(),
+        "-p",
+        &l.port.to_string(),
+        "--mc-tx-if",
+        &S0.to_string(),
+        "--mc-ttl",
+        "3",
+        "--tos",
+        "0x28",
+        "-t",
+        "1",
+        "--msg-size",
+        "64",
+        "--mps",
+        "1000",
+    ]);
+    let out = run_to_end("sockperf", cmd);
+    assert!(out.status.success(), "sockperf failed: {out:?}");
+    // "sockperf: Total of 998 messages sent in 1.002 sec"
+    let text = format!("{}\n{}", out.stdout_text(), out.stderr);
+    let sent = number_between(&text, "Total of ", " messages sent");
+    assert!(sent > 0, "{out:?}");
+
+    thread::sleep(DRAIN);
+    let dump_out = dump_output(&dump.terminate(CHILD_LIMIT));
+    let packets = &dump_out.packets;
+    let first_src = packets
+        .first()
+        .unwrap_or_else(|| panic!("mcast_dump got nothing from sockperf: {dump_out:?}"))["src"]
+        .str()
+        .to_string();
+    let src: SocketAddrV4 = first_src.parse().expect("ADDR:PORT");
+    assert_eq!(*src.ip(), S0);
+    // One socket: every packet from the same address and port.
+    assert_dump_fields(packets, &first_src, group, en0, 3, 0x28);
+    assert!(packets.iter().all(|p| p["len"].u64() == 64));
+    let got = packets.len() as u64;
+    assert!(
+        got >= sent / 2,
+        "mcast_dump got {got} of sockperf's {sent} messages"
+    );
+}
+
+// ---------------------------------------------------------------------
+// socat as a receiver on lo.
+
+#[test]
+fn mcast_send_to_socat_receiver_on_lo() {
+    let socat = peer("socat", "socat");
+    let group = Ipv4Addr::new(239, 255, 180, 6);
+    let n: u64 = 20;
+    // socat cannot tell which port the kernel picked: take one above the
+    // ephemeral range (32768-60999), varied by process.
+    let port = 61_000 + (std::process::id() % 4_000) as u16;
+    let mut cmd = Command::new(&socat);
+    cmd.args([
+        "-d",
+        "-d",
+        "-u",
+        &format!(
+            "UDP4-RECV:{port},bind={group},ip-add-membership={group}:{},reuseaddr",
+            Ipv4Addr::LOCALHOST
+        ),
+        "STDOUT",
+    ]);
+    let mut rx = Proc::spawn("socat", cmd);
+    // "2026/11/27 09:46:22 socat[26988] N starting data transfer loop with FDs [5,5] and [1,1]"
+    rx.wait_for(
+        "`starting data transfer loop`",
+        |l| l.contains("starting data transfer loop"),
+        READY_LIMIT,
+    );
+    thread::sleep(SETTLE);
+
+    let src = run_send(
+        Command::new(example("mcast_send")),
+        &[
+            &format!("{group}:{port}"),
+            "--iface",
+            "lo",
+            "--count",
+            &n.to_string(),
+            "--size",
+            "64",
+        ],
+        n,
+    );
+    thread::sleep(DRAIN);
+    let out = rx.terminate(CHILD_LIMIT);
+
+    // socat writes each datagram's payload to stdout, one after another.
+    assert_eq!(out.stdout.len() as u64, n * 64, "{out:?}");
+    for (i, datagram) in out.stdout.chunks_exact(64).enumerate() {
+        let seq = u64::from_be_bytes(datagram[..8].try_into().expect("8 bytes"));
+        assert_eq!(seq, i as u64, "datagram {i}");
+        assert!(
+            datagram[8..].iter().all(|&b| b == 0),
+            "datagram {i}: zero padding"
+        );
+    }
+    // With -d -d socat logs each datagram's source.
+    let from = format!("received packet with 64 bytes from AF=2 {src}");
+    let logged = out.stderr.lines().filter(|l| l.ends_with(&from)).count();
+    assert_eq!(logged as u64, n, "socat's log of sources: {out:?}");
+}
+
+// ---------------------------------------------------------------------
+// tcpdump reads the wire.
+
+#[test]
+fn tcpdump_sees_tos_and_ttl_of_mcast_send_on_the_wire() {
+    let tcpdump = peer("tcpdump", "tcpdump");
+    let Some(topo) = Topology::new("tcpdump") else {
+        return;
+    };
+    let group = Ipv4Addr::new(239, 255, 180, 7);
+    let port: u16 = 41_807;
+    let want = 3;
+    let mut cmd = topo.command(&topo.rcv, &tcpdump);
+    cmd.args([
+        "-i",
+        "en0",
+        "-n",
+        "-v",
+        "-l",
+        "-c",
+        &want.to_string(),
+        &format!("udp and dst host {group} and dst port {port}"),
+    ]);
+    let mut capture = Proc::spawn("tcpdump", cmd);
+    // "tcpdump: listening on en0, link-type EN10MB (Ethernet), snapshot length 262144 bytes"
+    capture.wait_for(
+        "`listening on`",
+        |l| l.contains("listening on en0"),
+        READY_LIMIT,
+    );
+    thread::sleep(SETTLE);
+
+    // More than tcpdump waits for, paced: tcpdump ends after the first 3.
+    let count = 20;
+    let src = run_send(
+        topo.command(&topo.snd, &example("mcast_send")),
+        &[
+            &format!("{group}:{port}"),
+            "--iface",
+            "s0",
+            "--ttl",
+            "4",
+            "--tos",
+            "0x28",
+            "--count",
+            &count.to_string(),
+            "--rate",
+            "100",
+        ],
+        count,
+    );
+    assert_eq!(*src.ip(), S0);
+
+    let out = capture.finish(CHILD_LIMIT);
+    assert!(out.status.success(), "tcpdump failed: {out:?}");
+    // -v prints two lines per packet:
+    // "09:46:59.912418 IP (tos 0x28, ttl 4, id 3366, offset 0, flags [DF], proto UDP (17), length 92)"
+    // "    192.0.2.1.41717 > 239.255.180.7.41807: UDP, length 64"
+    let text = out.stdout_text();
+    let lines: Vec<&str> = text.lines().collect();
+    let headers: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].contains(" IP ("))
+        .collect();
+    assert_eq!(headers.len(), want, "{out:?}");
+    let udp = format!(
+        "{}.{} > {group}.{port}: UDP, length 64",
+        src.ip(),
+        src.port()
+    );
+    for i in headers {
+        let header = lines[i];
+        assert!(
+            header.contains("IP (tos 0x28, ttl 4, "),
+            "TOS 0x28 and TTL 4 on the wire: {header:?}"
+        );
+        assert!(header.contains("proto UDP (17)"), "{header:?}");
+        assert!(header.ends_with("length 92)"), "20 + 8 + 64: {header:?}");
+        let next = lines.get(i + 1).map(|l| l.trim());
+        assert_eq!(next, Some(udp.as_str()), "{out:?}");
+    }
+}
+
+// ---------------------------------------------------------------------
+// Just enough JSON to check the tools' output strictly: objects keep their
+// key order, numbers keep their text (so integers compare exactly).
+
+#[derive(Debug, Clone, PartialEq)]
+enum Json {
+    Null,
+    Bool(bool),
+    Num(String),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    fn parse(text: &str) -> Result<Json, String> {
+        let mut p = Parser {
+            s: text.as_bytes(),
+            at: 0,
+        };
+        let v = p.value()?;
+        p.ws();
+        if p.at != p.s.len() {
+            return Err(format!("trailing bytes at {} in {text:?}", p.at));
+        }
+        Ok(v)
+    }
+
+    fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Json::Obj(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        match self {
+            Json::Obj(fields) => fields.iter().map(|(k, _)| k.as_str()).collect(),
+            _ => panic!("not an object: {self:?}"),
+        }
+    }
+
+    fn u64(&self) -> u64 {
+        match self {
+            Json::Num(n) => n
+                .parse()
+                .unwrap_or_else(|_| panic!("not a whole number: {n}")),
+            _ => panic!("not a number: {self:?}"),
+        }
+    }
+
+    fn str(&self) -> &str {
+        match self {
+            Json::Str(s) => s,
+            _ => panic!("not a string: {self:?}"),
+        }
+    }
+}
+
+impl std::ops::Index<&str> for Json {
+    type Output = Json;
+    fn index(&self, key: &str) -> &Json {
+        self.get(key)
+            .unwrap_or_else(|| panic!("no key {key:?} in {self:?}"))
+    }
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    at: usize,
+}
+
+impl Parser<'_> {
+    fn ws(&mut self) {
+        while self.s.get(self.at).is_some_and(|c| c.is_ascii_whitespace()) {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Result<(), String> {
+        self.ws();
+        if self.s.get(self.at) == Some(&c) {
+            self.at += 1;
+            Ok(())
+        } else {
+            Err(format!("expected {:?} at {}", c as char, self.at))
+        }
+    }
+
+    fn value(&mut self) -> Result<Json, String> {
+        self.ws();
+        match self.s.get(self.at) {
+            Some(b'{') => self.object(),
+            Some(b'[') => self.array(),
+            Some(b'"') => self.string().map(Json::Str),
+            Some(b't') => self.literal("true", Json::Bool(true)),
+            Some(b'f') => self.literal("false", Json::Bool(false)),
+            Some(b'n') => self.literal("null", Json::Null),
+            Some(c) if *c == b'-' || c.is_ascii_digit() => self.number(),
+            _ => Err(format!("unexpected input at {}", self.at)),
+        }
+    }
+
+    fn literal(&mut self, word: &str, v: Json) -> Result<Json, String> {
+        if self.s[self.at..].starts_with(word.as_bytes()) {
+            self.at += word.len();
+            Ok(v)
+        } else {
+            Err(format!("bad literal at {}", self.at))
+        }
+    }
+
+    fn number(&mut self) -> Result<Json, String> {
+        let start = self.at;
+        let digits = |p: &mut Self| {
+            let from = p.at;
+            while p.s.get(p.at).is_some_and(u8::is_ascii_digit) {
+                p.at += 1;
+            }
+            p.at > from
+        };
+        if self.s.get(self.at) == Some(&b'-') {
+            self.at += 1;
+        }
+        if !digits(self) {
+            return Err(format!("bad number at {start}"));
+        }
+        if self.s.get(self.at) == Some(&b'.') {
+            self.at += 1;
+            if !digits(self) {
+                return Err(format!("bad fraction at {start}"));
+            }
+        }
+        if matches!(self.s.get(self.at), Some(b'e' | b'E')) {
+            self.at += 1;
+            if matches!(self.s.get(self.at), Some(b'+' | b'-')) {
+                self.at += 1;
+            }
+            if !digits(self) {
+                return Err(format!("bad exponent at {start}"));
+            }
+        }
+        let text = std::str::from_utf8(&self.s[start..self.at]).map_err(|e| e.to_string())?;
+        Ok(Json::Num(text.to_string()))
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        self.eat(b'"')?;
+        let mut out = String::new();
+        loop {
+            let rest = std::str::from_utf8(&self.s[self.at..]).map_err(|e| e.to_string())?;
+            let mut chars = rest.chars();
+            let c = chars.next().ok_or("unterminated string")?;
+            self.at += c.len_utf8();
+            match c {
+                '"' => return Ok(out),
+                '\\' => {
+                    let e = *self.s.get(self.at).ok_or("unterminated escape")?;
+                    self.at += 1;
+                    match e {
+                        b'"' => out.push('"'),
+                        b'\\' => out.push('\\'),
+                        b'/' => out.push('/'),
+                        b'b' => out.push('\u{8}'),
+                        b'f' => out.push('\u{c}'),
+                        b'n' => out.push('\n'),
+                        b'r' => out.push('\r'),
+                        b't' => out.push('\t'),
+                        b'u' => {
+                            let hex = self.s.get(self.at..self.at + 4).ok_or("short \\u escape")?;
+                            let hex = std::str::from_utf8(hex).map_err(|e| e.to_string())?;
+                            let code = u32::from_str_radix(hex, 16).map_err(|e| e.to_string())?;
+                            out.push(char::from_u32(code).ok_or("surrogate in \\u escape")?);
+                            self.at += 4;
+                        }
+                        _ => return Err(format!("bad escape at {}", self.at)),
+                    }
+                }
+                c if u32::from(c) < 0x20 => return Err("control character in string".into()),
+                c => out.push(c),
+            }
+        }
+    }
+
+    fn array(&mut self) -> Result<Json, String> {
+        self.eat(b'[')?;
+        let mut items = Vec::new();
+        self.ws();
+        if self.s.get(self.at) == Some(&b']') {
+            self.at += 1;
+            return Ok(Json::Arr(items));
+        }
+        loop {
+            items.push(self.value()?);
+            self.ws();
+            match self.s.get(self.at) {
+                Some(b',') => self.at += 1,
+                Some(b']') => {
+                    self.at += 1;
+                    return Ok(Json::Arr(items));
+                }
+                _ => return Err(format!("expected , or ] at {}", self.at)),
+            }
+        }
+    }
+
+    fn object(&mut self) -> Result<Json, String> {
+        self.eat(b'{')?;
+        let mut fields = Vec::new();
+        self.ws();
+        if self.s.get(self.at) == Some(&b'}') {
+            self.at += 1;
+            return Ok(Json::Obj(fields));
+        }
+        loop {
+            self.ws();
+            let key = self.string()?;
+            if fields.iter().any(|(k, _)| *k == key) {
+                return Err(format!("duplicate key {key:?}"));
+            }
+            self.eat(b':')?;
+            fields.push((key, self.value()?));
+            self.ws();
+            match self.s.get(self.at) {
+                Some(b',') => self.at += 1,
+                Some(b'}') => {
+                    self.at += 1;
+                    return Ok(Json::Obj(fields));
+                }
+                _ => return Err(format!("expected , or }} at {}", self.at)),
+            }
+        }
+    }
+}
