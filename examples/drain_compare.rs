@@ -20,6 +20,7 @@ fn main() -> std::io::Result<()> {
     let mut packets = 50_000usize;
     let mut rounds = 7usize;
     let mut json = false;
+    let mut only: Option<Vec<String>> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -36,14 +37,39 @@ fn main() -> std::io::Result<()> {
                     .unwrap_or_else(|| usage())
             }
             "--json" => json = true,
+            "--only" => {
+                only = Some(
+                    args.next()
+                        .unwrap_or_else(|| usage())
+                        .split(',')
+                        .map(str::to_string)
+                        .collect(),
+                )
+            }
             _ => usage(),
         }
     }
 
     let tx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
-    let mut results: Vec<(Side, Vec<f64>)> = Side::ALL.iter().map(|&s| (s, Vec::new())).collect();
+    // A side's baseline always runs with it, so every ratio has its reference.
+    let wanted = |s: Side| {
+        only.as_ref().is_none_or(|keys| {
+            Side::ALL
+                .iter()
+                .any(|&w| keys.iter().any(|k| k == w.key()) && (w == s || w.baseline() == s))
+        })
+    };
+    let mut results: Vec<(Side, Vec<f64>)> = Side::ALL
+        .iter()
+        .filter(|&&s| wanted(s))
+        .map(|&s| (s, Vec::new()))
+        .collect();
     let mut effective_packets = packets;
     for round in 0..rounds {
+        // Start each round with a different side, so no side always runs
+        // first (or right after the same neighbour).
+        let start = round % results.len();
+        results.rotate_left(start);
         for (side, rates) in results.iter_mut() {
             let (rx, fits) = receiver(*side, packets)?;
             effective_packets = fits;
@@ -57,6 +83,7 @@ fn main() -> std::io::Result<()> {
             }
             rates.push(got as f64 / elapsed.as_secs_f64());
         }
+        results.rotate_right(start);
     }
 
     let median = |v: &Vec<f64>| {
@@ -98,6 +125,7 @@ fn main() -> std::io::Result<()> {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: drain_compare [--packets N] [--rounds N] [--json]");
+    eprintln!("usage: drain_compare [--packets N] [--rounds N] [--only KEY,KEY] [--json]");
+    eprintln!("keys: libc_cmsg batch_cmsg reactor_cmsg batch1_cmsg std_recv_from libc_quiet reactor_quiet");
     std::process::exit(2)
 }

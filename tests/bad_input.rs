@@ -268,31 +268,32 @@ fn unknown_interface_index_is_named_in_the_error() {
     }
 }
 
-/// The IPv4 addresses configured on this host's interfaces, read with
-/// getifaddrs directly (not through the crate).
+/// The IPv4 addresses configured on this host's interfaces, as iproute2
+/// lists them (not through the crate). One line per address:
+/// `1: lo    inet 127.0.0.1/8 scope host lo\       valid_lft forever ...`.
 fn configured_addrs() -> Vec<Ipv4Addr> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs writes a list head into `head`.
-    assert_eq!(unsafe { libc::getifaddrs(&mut head) }, 0);
-    let mut out = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list, not yet freed.
-        let ifa = unsafe { &*cur };
-        // SAFETY: ifa_addr, when not null, points to a sockaddr whose family
-        // is checked before it is read as a sockaddr_in.
-        if !ifa.ifa_addr.is_null()
-            && unsafe { (*ifa.ifa_addr).sa_family } == libc::AF_INET as libc::sa_family_t
-        {
-            // SAFETY: the family is AF_INET.
-            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-            out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: `head` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    out
+    let out = std::process::Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+        .unwrap_or_else(|e| panic!("running `ip -o -4 addr show` (iproute2 needed): {e}"));
+    assert!(
+        out.status.success(),
+        "ip -o -4 addr show: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("ip prints UTF-8");
+    text.lines()
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            words
+                .by_ref()
+                .find(|w| *w == "inet")
+                .and_then(|_| words.next())
+                .and_then(|cidr| cidr.split('/').next())
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no `inet ADDR/LEN` in {line:?}"))
+        })
+        .collect()
 }
 
 #[test]

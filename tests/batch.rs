@@ -10,6 +10,10 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use ipv4_reactor::reactor::pin_current_thread;
 use ipv4_reactor::{
     ControlFlags, ControlMessage, Interface, Message, PacketConn, RecvBatch, RecvCounters,
     SendBatch,
@@ -50,17 +54,25 @@ fn seq_of(payload: &[u8]) -> u64 {
     )
 }
 
-/// Waits (poll) until `conn` is readable or `timeout` passes.
+/// Waits until `conn` is readable or `timeout` passes. A fresh epoll
+/// instance each time: registering a socket that already has data queued
+/// reports it at once, so this answers for the socket's state now (like
+/// poll(2)), not for an edge since some earlier wait.
 fn wait_readable(conn: &PacketConn, timeout: Duration) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: conn.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: one valid pollfd, count 1.
-    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-    r > 0
+    let mut poll = Poll::new().expect("creating an epoll instance");
+    poll.registry()
+        .register(
+            &mut SourceFd(&conn.as_raw_fd()),
+            Token(0),
+            Interest::READABLE,
+        )
+        .expect("registering the socket with epoll");
+    let mut events = Events::with_capacity(1);
+    match poll.poll(&mut events, Some(timeout)) {
+        Ok(()) => !events.is_empty(),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
+        Err(e) => panic!("epoll_wait: {e}"),
+    }
 }
 
 /// An owned copy of one received packet.
@@ -174,44 +186,38 @@ fn loopback_index() -> u32 {
     Interface::loopback().resolve().expect("resolve lo").index
 }
 
-/// Pins the current thread to the CPU it runs on until dropped, so that a
-/// burst of loopback packets goes through one CPU's backlog and stays in
-/// order.
-struct PinGuard {
-    old: Option<libc::cpu_set_t>,
+/// The CPU the calling thread last ran on: field 39 (`processor`) of
+/// `/proc/thread-self/stat`.
+fn current_cpu() -> Option<usize> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // Field 2, the command name, is in parentheses and may hold spaces:
+    // count from the last `)`, after which field 3 comes.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(39 - 3)?.parse().ok()
 }
 
-fn pin_current_thread() -> PinGuard {
-    // SAFETY: cpu_set_t is plain data; the libc calls get valid pointers
-    // and the matching size, and act on the calling thread only (pid 0).
-    unsafe {
-        let mut old: libc::cpu_set_t = std::mem::zeroed();
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        if libc::sched_getaffinity(0, size, &mut old) != 0 {
-            return PinGuard { old: None };
-        }
-        let cpu = libc::sched_getcpu();
-        if cpu < 0 {
-            return PinGuard { old: None };
-        }
-        let mut one: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut one);
-        if libc::sched_setaffinity(0, size, &one) != 0 {
-            return PinGuard { old: None };
-        }
-        PinGuard { old: Some(old) }
-    }
-}
-
-impl Drop for PinGuard {
-    fn drop(&mut self) {
-        if let Some(old) = self.old {
-            // SAFETY: as in `pin_current_thread`.
-            unsafe {
-                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &old);
+/// Runs `f` on a thread of its own, pinned to the CPU that thread starts
+/// on, so that a burst of loopback packets goes through one CPU's backlog
+/// and stays in order. A pin cannot be undone, hence the thread, which ends
+/// with `f`. If the CPU cannot be told or the pin fails, `f` runs unpinned
+/// (and says so). A panic in `f` is resumed on the calling thread.
+fn on_pinned_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(|| {
+            match current_cpu() {
+                Some(cpu) => {
+                    if let Err(e) = pin_current_thread(cpu) {
+                        eprintln!("note: running unpinned: pinning to CPU {cpu} failed: {e}");
+                    }
+                }
+                None => eprintln!("note: running unpinned: the current CPU is unknown"),
             }
-        }
-    }
+            f()
+        });
+        worker
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// Packets dropped at the per-CPU input backlog (all CPUs), from
@@ -257,82 +263,83 @@ fn skip(reason: &str) {
 
 #[test]
 fn recv_batch_returns_sent_packets_in_order_with_sources_and_exact_counters() {
-    let _pin = pin_current_thread();
-    let rx = udp();
-    rx.set_control_flags(ControlFlags::SRC).unwrap();
-    let tx = udp();
-    let dst = addr(&rx);
+    on_pinned_thread(|| {
+        let rx = udp();
+        rx.set_control_flags(ControlFlags::SRC).unwrap();
+        let tx = udp();
+        let dst = addr(&rx);
 
-    // Capacity 4 and 10 packets: at least 3 receive calls.
-    let mut batch = RecvBatch::new(4, 2048, ControlFlags::SRC);
-    assert_eq!(batch.capacity(), 4);
-    assert_eq!(batch.flags(), ControlFlags::SRC);
-    assert_eq!(*batch.counters(), RecvCounters::default());
+        // Capacity 4 and 10 packets: at least 3 receive calls.
+        let mut batch = RecvBatch::new(4, 2048, ControlFlags::SRC);
+        assert_eq!(batch.capacity(), 4);
+        assert_eq!(batch.flags(), ControlFlags::SRC);
+        assert_eq!(*batch.counters(), RecvCounters::default());
 
-    // Nothing sent yet: WouldBlock, not Ok(0).
-    let e = batch.recv(&rx).unwrap_err();
-    assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
-    assert_eq!(*batch.counters(), RecvCounters::default());
+        // Nothing sent yet: WouldBlock, not Ok(0).
+        let e = batch.recv(&rx).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(*batch.counters(), RecvCounters::default());
 
-    let sizes = [1usize, 8, 9, 100, 1000, 1472, 2048, 17, 64, 512];
-    let sent: Vec<Vec<u8>> = sizes
-        .iter()
-        .enumerate()
-        .map(|(i, &len)| {
-            let mut p = seq_payload(i as u64, len.max(8));
-            p.truncate(len);
-            if len < 8 {
-                p = vec![0xA0 + i as u8; len];
-            }
-            p
-        })
-        .collect();
-    for p in &sent {
-        assert_eq!(tx.send_to(p, None, dst).unwrap(), p.len());
-    }
+        let sizes = [1usize, 8, 9, 100, 1000, 1472, 2048, 17, 64, 512];
+        let sent: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                let mut p = seq_payload(i as u64, len.max(8));
+                p.truncate(len);
+                if len < 8 {
+                    p = vec![0xA0 + i as u8; len];
+                }
+                p
+            })
+            .collect();
+        for p in &sent {
+            assert_eq!(tx.send_to(p, None, dst).unwrap(), p.len());
+        }
 
-    let got = recv_n(&mut batch, &rx, sent.len());
-    assert_drained(&mut batch, &rx);
+        let got = recv_n(&mut batch, &rx, sent.len());
+        assert_drained(&mut batch, &rx);
 
-    let tx_addr = addr(&tx);
-    for (i, (g, want)) in got.packets.iter().zip(&sent).enumerate() {
-        assert_eq!(&g.payload, want, "packet {i}: payload or order");
-        assert_eq!(g.src, Some(tx_addr), "packet {i}: source");
-        assert_eq!(g.cm.src, Some(*tx_addr.ip()), "packet {i}: cm.src");
-        assert!(!g.truncated && !g.control_truncated, "packet {i}: {g:?}");
-        assert_eq!(g.drops_before, 0);
-        // No other control message was asked for.
-        let mut only_src = ControlMessage::default();
-        only_src.src = Some(*tx_addr.ip());
-        assert_eq!(g.cm, only_src, "packet {i}: unexpected control data");
-        assert_eq!(g.segments, vec![want.clone()], "packet {i}: one segment");
-    }
-    assert!(
-        got.calls >= 3,
-        "10 packets in batches of 4 need 3 calls, took {}",
-        got.calls
-    );
+        let tx_addr = addr(&tx);
+        for (i, (g, want)) in got.packets.iter().zip(&sent).enumerate() {
+            assert_eq!(&g.payload, want, "packet {i}: payload or order");
+            assert_eq!(g.src, Some(tx_addr), "packet {i}: source");
+            assert_eq!(g.cm.src, Some(*tx_addr.ip()), "packet {i}: cm.src");
+            assert!(!g.truncated && !g.control_truncated, "packet {i}: {g:?}");
+            assert_eq!(g.drops_before, 0);
+            // No other control message was asked for.
+            let mut only_src = ControlMessage::default();
+            only_src.src = Some(*tx_addr.ip());
+            assert_eq!(g.cm, only_src, "packet {i}: unexpected control data");
+            assert_eq!(g.segments, vec![want.clone()], "packet {i}: one segment");
+        }
+        assert!(
+            got.calls >= 3,
+            "10 packets in batches of 4 need 3 calls, took {}",
+            got.calls
+        );
 
-    let mut want = RecvCounters::default();
-    want.packets = sent.len() as u64;
-    want.bytes = sent.iter().map(|p| p.len() as u64).sum();
-    want.batches = got.calls;
-    assert_eq!(*batch.counters(), want);
-    assert!((batch.counters().average_batch() - 10.0 / got.calls as f64).abs() < 1e-9);
+        let mut want = RecvCounters::default();
+        want.packets = sent.len() as u64;
+        want.bytes = sent.iter().map(|p| p.len() as u64).sum();
+        want.batches = got.calls;
+        assert_eq!(*batch.counters(), want);
+        assert!((batch.counters().average_batch() - 10.0 / got.calls as f64).abs() < 1e-9);
 
-    // A second round adds to the counters.
-    for p in &sent[..3] {
-        tx.send_to(p, None, dst).unwrap();
-    }
-    let got2 = recv_n(&mut batch, &rx, 3);
-    for (g, want) in got2.packets.iter().zip(&sent[..3]) {
-        assert_eq!(&g.payload, want);
-    }
-    assert_drained(&mut batch, &rx);
-    want.packets += 3;
-    want.bytes += sent[..3].iter().map(|p| p.len() as u64).sum::<u64>();
-    want.batches += got2.calls;
-    assert_eq!(*batch.counters(), want);
+        // A second round adds to the counters.
+        for p in &sent[..3] {
+            tx.send_to(p, None, dst).unwrap();
+        }
+        let got2 = recv_n(&mut batch, &rx, 3);
+        for (g, want) in got2.packets.iter().zip(&sent[..3]) {
+            assert_eq!(&g.payload, want);
+        }
+        assert_drained(&mut batch, &rx);
+        want.packets += 3;
+        want.bytes += sent[..3].iter().map(|p| p.len() as u64).sum::<u64>();
+        want.batches += got2.calls;
+        assert_eq!(*batch.counters(), want);
+    })
 }
 
 #[test]
@@ -507,108 +514,109 @@ fn small_control_buffer_reports_control_truncation() {
 
 #[test]
 fn all_udp_control_messages_fit_the_default_control_buffer() {
-    let _pin = pin_current_thread();
-    let flags = ControlFlags::ALL;
-    let lo = loopback_index();
-    let rx = udp();
-    rx.set_control_flags(flags).unwrap();
-    assert_eq!(rx.control_flags(), flags);
-    let tx = udp();
-    tx.set_ttl(77).unwrap();
-    tx.set_tos(0x28).unwrap();
-    let dst = addr(&rx);
-    let mut batch = RecvBatch::new(32, 65536, flags);
+    on_pinned_thread(|| {
+        let flags = ControlFlags::ALL;
+        let lo = loopback_index();
+        let rx = udp();
+        rx.set_control_flags(flags).unwrap();
+        assert_eq!(rx.control_flags(), flags);
+        let tx = udp();
+        tx.set_ttl(77).unwrap();
+        tx.set_tos(0x28).unwrap();
+        let dst = addr(&rx);
+        let mut batch = RecvBatch::new(32, 65536, flags);
 
-    // Force drops first, so that every later packet also carries
-    // SO_RXQ_OVFL; the GSO send below adds UDP_GRO: the largest set of
-    // control messages a UDP socket can get.
-    let eff = rx.set_recv_buffer_size(4096).unwrap();
-    assert!(eff < 64 * 1024, "effective receive buffer {eff}");
-    for i in 0..300u64 {
-        tx.send_to(&seq_payload(i, 64), None, dst).unwrap();
-    }
-    // The packets queued before the buffer filled carry no drop count yet.
-    std::thread::sleep(Duration::from_millis(10));
-    let mut burst = 0;
-    loop {
-        match batch.recv(&rx) {
-            Ok(n) => {
-                burst += n;
-                for p in batch.iter() {
-                    assert!(!p.control_truncated(), "{p:?}");
-                    assert_eq!(p.cm.drops, None, "{p:?}");
-                    assert_eq!(p.cm.ttl, Some(77));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => panic!("recv: {e}"),
+        // Force drops first, so that every later packet also carries
+        // SO_RXQ_OVFL; the GSO send below adds UDP_GRO: the largest set of
+        // control messages a UDP socket can get.
+        let eff = rx.set_recv_buffer_size(4096).unwrap();
+        assert!(eff < 64 * 1024, "effective receive buffer {eff}");
+        for i in 0..300u64 {
+            tx.send_to(&seq_payload(i, 64), None, dst).unwrap();
         }
-    }
-    assert!(
-        burst > 0 && burst < 300,
-        "an 8 KiB buffer holds some but not 300 datagrams (got {burst})"
-    );
-    rx.set_recv_buffer_size(1 << 20).unwrap();
-
-    // Now: plain datagrams and one GSO send of 5 x 1000 bytes.
-    let plain: Vec<Vec<u8>> = (0..5u64).map(|i| seq_payload(1000 + i, 300)).collect();
-    for p in &plain {
-        tx.send_to(p, None, dst).unwrap();
-    }
-    let gso = seq_payload(2000, 5000);
-    assert_eq!(tx.send_segments(&gso, 1000, dst).unwrap(), 5000);
-    let before = SystemTime::now() - Duration::from_secs(5);
-    let got = recv_until(&mut batch, &rx, |r| r.bytes() >= 5 * 300 + 5000);
-    let after = SystemTime::now() + Duration::from_secs(5);
-
-    let total_drops = batch.kernel_drops_total();
-    assert!(total_drops > 0);
-    for (i, g) in got.packets.iter().enumerate() {
+        // The packets queued before the buffer filled carry no drop count yet.
+        std::thread::sleep(Duration::from_millis(10));
+        let mut burst = 0;
+        loop {
+            match batch.recv(&rx) {
+                Ok(n) => {
+                    burst += n;
+                    for p in batch.iter() {
+                        assert!(!p.control_truncated(), "{p:?}");
+                        assert_eq!(p.cm.drops, None, "{p:?}");
+                        assert_eq!(p.cm.ttl, Some(77));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
         assert!(
-            !g.control_truncated,
-            "packet {i}: control truncated with ALL: {g:?}"
+            burst > 0 && burst < 300,
+            "an 8 KiB buffer holds some but not 300 datagrams (got {burst})"
         );
-        assert!(!g.truncated, "packet {i}");
-        let cm = &g.cm;
-        assert_eq!(cm.ttl, Some(77), "packet {i}: ttl in {cm}");
-        assert_eq!(cm.tos, Some(0x28), "packet {i}: tos in {cm}");
-        assert_eq!(cm.dst, Some(Ipv4Addr::LOCALHOST), "packet {i}: dst in {cm}");
-        assert_eq!(cm.ifindex, Some(lo), "packet {i}: ifindex in {cm}");
-        assert_eq!(
-            cm.local,
-            Some(Ipv4Addr::LOCALHOST),
-            "packet {i}: local in {cm}"
-        );
-        assert_eq!(cm.src, Some(Ipv4Addr::LOCALHOST), "packet {i}: src in {cm}");
-        assert_eq!(g.src, Some(addr(&tx)));
-        let ts = cm
-            .timestamp
-            .unwrap_or_else(|| panic!("packet {i}: no timestamp in {cm}"));
-        assert!(ts > before && ts < after, "packet {i}: timestamp {ts:?}");
-        assert_eq!(cm.drops, Some(total_drops), "packet {i}: drops in {cm}");
-    }
-    // The plain ones come first and alone; the GSO send comes back whole
-    // (coalesced, with UDP_GRO) or as separate datagrams.
-    for (g, want) in got.packets.iter().zip(&plain) {
-        assert_eq!(&g.payload, want);
-        assert_eq!(g.cm.gro_segment, None);
-    }
-    let rest: Vec<u8> = got.packets[5..]
-        .iter()
-        .flat_map(|g| g.payload.iter().copied())
-        .collect();
-    assert_eq!(rest, gso);
-    let coalesced = got.packets[5..].iter().filter(|g| g.payload.len() > 1000);
-    for g in coalesced {
-        assert_eq!(
-            g.cm.gro_segment,
-            Some(1000),
-            "coalesced buffer without UDP_GRO: {}",
-            g.cm
-        );
-    }
-    assert_eq!(batch.counters().control_truncated, 0);
-    assert_drained(&mut batch, &rx);
+        rx.set_recv_buffer_size(1 << 20).unwrap();
+
+        // Now: plain datagrams and one GSO send of 5 x 1000 bytes.
+        let plain: Vec<Vec<u8>> = (0..5u64).map(|i| seq_payload(1000 + i, 300)).collect();
+        for p in &plain {
+            tx.send_to(p, None, dst).unwrap();
+        }
+        let gso = seq_payload(2000, 5000);
+        assert_eq!(tx.send_segments(&gso, 1000, dst).unwrap(), 5000);
+        let before = SystemTime::now() - Duration::from_secs(5);
+        let got = recv_until(&mut batch, &rx, |r| r.bytes() >= 5 * 300 + 5000);
+        let after = SystemTime::now() + Duration::from_secs(5);
+
+        let total_drops = batch.kernel_drops_total();
+        assert!(total_drops > 0);
+        for (i, g) in got.packets.iter().enumerate() {
+            assert!(
+                !g.control_truncated,
+                "packet {i}: control truncated with ALL: {g:?}"
+            );
+            assert!(!g.truncated, "packet {i}");
+            let cm = &g.cm;
+            assert_eq!(cm.ttl, Some(77), "packet {i}: ttl in {cm}");
+            assert_eq!(cm.tos, Some(0x28), "packet {i}: tos in {cm}");
+            assert_eq!(cm.dst, Some(Ipv4Addr::LOCALHOST), "packet {i}: dst in {cm}");
+            assert_eq!(cm.ifindex, Some(lo), "packet {i}: ifindex in {cm}");
+            assert_eq!(
+                cm.local,
+                Some(Ipv4Addr::LOCALHOST),
+                "packet {i}: local in {cm}"
+            );
+            assert_eq!(cm.src, Some(Ipv4Addr::LOCALHOST), "packet {i}: src in {cm}");
+            assert_eq!(g.src, Some(addr(&tx)));
+            let ts = cm
+                .timestamp
+                .unwrap_or_else(|| panic!("packet {i}: no timestamp in {cm}"));
+            assert!(ts > before && ts < after, "packet {i}: timestamp {ts:?}");
+            assert_eq!(cm.drops, Some(total_drops), "packet {i}: drops in {cm}");
+        }
+        // The plain ones come first and alone; the GSO send comes back whole
+        // (coalesced, with UDP_GRO) or as separate datagrams.
+        for (g, want) in got.packets.iter().zip(&plain) {
+            assert_eq!(&g.payload, want);
+            assert_eq!(g.cm.gro_segment, None);
+        }
+        let rest: Vec<u8> = got.packets[5..]
+            .iter()
+            .flat_map(|g| g.payload.iter().copied())
+            .collect();
+        assert_eq!(rest, gso);
+        let coalesced = got.packets[5..].iter().filter(|g| g.payload.len() > 1000);
+        for g in coalesced {
+            assert_eq!(
+                g.cm.gro_segment,
+                Some(1000),
+                "coalesced buffer without UDP_GRO: {}",
+                g.cm
+            );
+        }
+        assert_eq!(batch.counters().control_truncated, 0);
+        assert_drained(&mut batch, &rx);
+    })
 }
 
 #[test]
@@ -653,60 +661,61 @@ struct DropsOutcome {
 }
 
 fn drops_experiment(rounds: u64, per_round: u64) -> DropsOutcome {
-    let _pin = pin_current_thread();
-    let rx = udp();
-    let effective_rcvbuf = rx.set_recv_buffer_size(4096).unwrap();
-    assert_eq!(effective_rcvbuf, rx.recv_buffer_size().unwrap());
-    rx.set_control_flags(ControlFlags::DROPS).unwrap();
-    let tx = udp();
-    let dst = addr(&rx);
-    let mut batch = RecvBatch::new(64, 2048, ControlFlags::DROPS);
-    let n = rounds * per_round;
-    let mut seen = Vec::new();
-    let mut seq = 0u64;
-    for _ in 0..rounds {
-        // Stalled receiver: send the whole burst without reading.
-        for _ in 0..per_round {
-            tx.send_to(&seq_payload(seq, 64), None, dst).unwrap();
-            seq += 1;
-        }
-        // Drain. Loopback delivery normally finishes inside send_to; give
-        // deferred softirq work a moment anyway.
-        std::thread::sleep(Duration::from_millis(10));
-        loop {
-            match batch.recv(&rx) {
-                Ok(_) => {
-                    for p in batch.iter() {
-                        assert!(!p.control_truncated(), "{p:?}");
-                        seen.push((seq_of(p.payload), p.drops_before));
+    on_pinned_thread(|| {
+        let rx = udp();
+        let effective_rcvbuf = rx.set_recv_buffer_size(4096).unwrap();
+        assert_eq!(effective_rcvbuf, rx.recv_buffer_size().unwrap());
+        rx.set_control_flags(ControlFlags::DROPS).unwrap();
+        let tx = udp();
+        let dst = addr(&rx);
+        let mut batch = RecvBatch::new(64, 2048, ControlFlags::DROPS);
+        let n = rounds * per_round;
+        let mut seen = Vec::new();
+        let mut seq = 0u64;
+        for _ in 0..rounds {
+            // Stalled receiver: send the whole burst without reading.
+            for _ in 0..per_round {
+                tx.send_to(&seq_payload(seq, 64), None, dst).unwrap();
+                seq += 1;
+            }
+            // Drain. Loopback delivery normally finishes inside send_to; give
+            // deferred softirq work a moment anyway.
+            std::thread::sleep(Duration::from_millis(10));
+            loop {
+                match batch.recv(&rx) {
+                    Ok(_) => {
+                        for p in batch.iter() {
+                            assert!(!p.control_truncated(), "{p:?}");
+                            seen.push((seq_of(p.payload), p.drops_before));
+                        }
                     }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("recv: {e}"),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => panic!("recv: {e}"),
             }
         }
-    }
-    // The final datagram carries the drop count of the last burst.
-    // (Late packets of the last burst, if softirq work was deferred, come
-    // before it.)
-    tx.send_to(&seq_payload(n, 64), None, dst).unwrap();
-    let mut tail = recv_until(&mut batch, &rx, |r| {
-        r.packets.last().is_some_and(|p| seq_of(&p.payload) == n)
-    });
-    let fin = tail.packets.pop().expect("final datagram");
-    seen.extend(
-        tail.packets
-            .iter()
-            .map(|p| (seq_of(&p.payload), p.drops_before)),
-    );
-    DropsOutcome {
-        seen,
-        final_drops_before: fin.drops_before,
-        counters: *batch.counters(),
-        kernel_total: batch.kernel_drops_total(),
-        proc_drops: proc_udp_drops(dst),
-        effective_rcvbuf,
-    }
+        // The final datagram carries the drop count of the last burst.
+        // (Late packets of the last burst, if softirq work was deferred, come
+        // before it.)
+        tx.send_to(&seq_payload(n, 64), None, dst).unwrap();
+        let mut tail = recv_until(&mut batch, &rx, |r| {
+            r.packets.last().is_some_and(|p| seq_of(&p.payload) == n)
+        });
+        let fin = tail.packets.pop().expect("final datagram");
+        seen.extend(
+            tail.packets
+                .iter()
+                .map(|p| (seq_of(&p.payload), p.drops_before)),
+        );
+        DropsOutcome {
+            seen,
+            final_drops_before: fin.drops_before,
+            counters: *batch.counters(),
+            kernel_total: batch.kernel_drops_total(),
+            proc_drops: proc_udp_drops(dst),
+            effective_rcvbuf,
+        }
+    })
 }
 
 impl DropsOutcome {

@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
 use ipv4_reactor::{ControlFlags, ControlMessage, Message, PacketConn, RecvBatch, SendBatch};
 
 // ---------------------------------------------------------------------------
@@ -94,15 +97,42 @@ fn udp() -> PacketConn {
     PacketConn::bind_udp(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind UDP on 127.0.0.1")
 }
 
-fn wait_readable(conn: &PacketConn, timeout: Duration) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: conn.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: one valid pollfd, count 1.
-    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+/// Waits for a socket to become readable through an epoll instance made
+/// beforehand: making one, and mio's `Events` (a `Vec`), allocate, so a
+/// wait inside a counted section uses a `Waiter` made outside it. Each wait
+/// registers the socket afresh (a socket with data already queued is
+/// reported at once, as poll(2) would) and deregisters it after.
+struct Waiter {
+    poll: Poll,
+    events: Events,
+}
+
+impl Waiter {
+    fn new() -> Waiter {
+        Waiter {
+            poll: Poll::new().expect("creating an epoll instance"),
+            events: Events::with_capacity(1),
+        }
+    }
+
+    /// Whether `conn` became readable within `timeout`.
+    fn wait_readable(&mut self, conn: &PacketConn, timeout: Duration) -> bool {
+        let fd = conn.as_raw_fd();
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&fd), Token(0), Interest::READABLE)
+            .expect("registering the socket with epoll");
+        let waited = self.poll.poll(&mut self.events, Some(timeout));
+        self.poll
+            .registry()
+            .deregister(&mut SourceFd(&fd))
+            .expect("deregistering the socket from epoll");
+        match waited {
+            Ok(()) => !self.events.is_empty(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
+            Err(e) => panic!("epoll_wait: {e}"),
+        }
+    }
 }
 
 /// What one counted receive saw (plain values: collecting them must not
@@ -125,8 +155,13 @@ struct Seen {
 
 /// Receives until `bytes` payload bytes arrived, touching every part of
 /// every packet, then once more to see `WouldBlock`. Allocation-free
-/// unless the library allocates.
-fn recv_touching(batch: &mut RecvBatch, rx: &PacketConn, bytes: usize) -> Seen {
+/// unless the library allocates (`waiter` was made beforehand).
+fn recv_touching(
+    batch: &mut RecvBatch,
+    rx: &PacketConn,
+    bytes: usize,
+    waiter: &mut Waiter,
+) -> Seen {
     let mut seen = Seen::default();
     let deadline = Instant::now() + PATIENCE;
     while seen.bytes < bytes && Instant::now() < deadline {
@@ -161,7 +196,7 @@ fn recv_touching(batch: &mut RecvBatch, rx: &PacketConn, bytes: usize) -> Seen {
                 black_box(batch.counters().average_batch());
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                wait_readable(rx, Duration::from_millis(100));
+                waiter.wait_readable(rx, Duration::from_millis(100));
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => break,
@@ -175,9 +210,10 @@ fn recv_touching(batch: &mut RecvBatch, rx: &PacketConn, bytes: usize) -> Seen {
 /// Drains `rx` without looking (uncounted), allowing stragglers a moment.
 fn drain(rx: &PacketConn) {
     let mut scratch = RecvBatch::new(64, 65536, ControlFlags::NONE);
+    let mut waiter = Waiter::new();
     loop {
         while scratch.recv(rx).is_ok() {}
-        if !wait_readable(rx, Duration::from_millis(20)) {
+        if !waiter.wait_readable(rx, Duration::from_millis(20)) {
             break;
         }
     }
@@ -227,6 +263,28 @@ fn the_counting_allocator_counts() {
 }
 
 #[test]
+fn waiting_for_readiness_allocates_nothing() {
+    // The wait inside counted receive loops must not count by itself.
+    let rx = udp();
+    let tx = udp();
+    let mut waiter = Waiter::new();
+    // Warm-up, uncounted.
+    assert!(!waiter.wait_readable(&rx, Duration::from_millis(1)));
+    let (ready, n) = count_allocations(|| waiter.wait_readable(&rx, Duration::from_millis(20)));
+    assert!(!ready, "nothing was sent yet");
+    assert_eq!(n, 0, "a wait that timed out allocated {n} times");
+    tx.send_to(b"wake up", None, rx.local_addr().unwrap())
+        .unwrap();
+    let (ready, n) = count_allocations(|| waiter.wait_readable(&rx, PATIENCE));
+    assert!(ready, "a queued datagram makes the socket readable");
+    assert_eq!(n, 0, "a wait that found data allocated {n} times");
+    // Still queued: the next wait sees it again (not only new arrivals).
+    assert!(waiter.wait_readable(&rx, Duration::ZERO));
+    drain(&rx);
+    assert!(!waiter.wait_readable(&rx, Duration::from_millis(20)));
+}
+
+#[test]
 fn recv_batch_allocates_nothing_for_any_flag_combination() {
     let rx = udp();
     let tx = udp();
@@ -243,6 +301,7 @@ fn recv_batch_allocates_nothing_for_any_flag_combination() {
     drain(&rx);
     rx.set_recv_buffer_size(1 << 20).unwrap();
 
+    let mut waiter = Waiter::new();
     let mut combos = 0;
     for flags in all_combinations() {
         rx.set_control_flags(flags).unwrap();
@@ -250,12 +309,13 @@ fn recv_batch_allocates_nothing_for_any_flag_combination() {
 
         // Warm-up, uncounted: the first use of anything lazily set up.
         send_round(&tx, dst, 1);
-        let warm = recv_touching(&mut batch, &rx, ROUND_BYTES);
+        let warm = recv_touching(&mut batch, &rx, ROUND_BYTES, &mut waiter);
         assert_eq!(warm.bytes, ROUND_BYTES, "{flags:?}: warm-up round");
 
         send_round(&tx, dst, 2);
-        wait_readable(&rx, PATIENCE);
-        let (seen, allocations) = count_allocations(|| recv_touching(&mut batch, &rx, ROUND_BYTES));
+        waiter.wait_readable(&rx, PATIENCE);
+        let (seen, allocations) =
+            count_allocations(|| recv_touching(&mut batch, &rx, ROUND_BYTES, &mut waiter));
         assert_eq!(
             allocations, 0,
             "{flags:?}: RecvBatch::recv + iteration allocated {allocations} times"
@@ -333,12 +393,14 @@ fn recv_batch_with_short_control_buffer_and_truncation_allocates_nothing() {
     let tx = udp();
     let dst = rx.local_addr().unwrap();
     let mut batch = RecvBatch::with_control_len(8, 50, flags, 40);
+    let mut waiter = Waiter::new();
     for round in 0..2u8 {
         for i in 0..5u8 {
             tx.send_to(&[round ^ i; 120], None, dst).unwrap();
         }
-        wait_readable(&rx, PATIENCE);
-        let (seen, allocations) = count_allocations(|| recv_touching(&mut batch, &rx, 5 * 50));
+        waiter.wait_readable(&rx, PATIENCE);
+        let (seen, allocations) =
+            count_allocations(|| recv_touching(&mut batch, &rx, 5 * 50, &mut waiter));
         if round == 1 {
             assert_eq!(allocations, 0, "allocated {allocations} times");
         }

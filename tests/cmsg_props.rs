@@ -81,28 +81,31 @@ fn timespec_time((sec, nsec): (i64, i64)) -> Option<SystemTime> {
 
 #[test]
 fn layout_matches_libc_and_the_kernel() {
-    // SAFETY: CMSG_LEN and CMSG_SPACE are pure arithmetic.
-    unsafe {
-        for n in [0usize, 1, 4, 12, 16, 17, 100] {
-            assert_eq!(
-                cmsg_len(n),
-                libc::CMSG_LEN(n as u32) as usize,
-                "CMSG_LEN({n})"
-            );
-            assert_eq!(
-                cmsg_space(n),
-                libc::CMSG_SPACE(n as u32) as usize,
-                "CMSG_SPACE({n})"
-            );
-        }
-    }
     assert_eq!(size_of::<libc::in_pktinfo>(), 12);
-    if cfg!(target_pointer_width = "64") {
-        // The x86-64 sizes of /work/shared/docs/linux-facts.md.
+    // CMSG_LEN and CMSG_SPACE, worked out by hand for 64-bit Linux (a
+    // 16-byte cmsghdr, 8-byte alignment) rather than asked of libc, whose
+    // macros cannot be called from safe code: (data length, CMSG_LEN,
+    // CMSG_SPACE). The named ones are the x86-64 sizes of
+    // /work/shared/docs/linux-facts.md.
+    #[cfg(target_pointer_width = "64")]
+    {
         assert_eq!(HDR, 16);
-        assert_eq!((cmsg_len(12), cmsg_space(12)), (28, 32)); // IP_PKTINFO
-        assert_eq!((cmsg_len(4), cmsg_space(4)), (20, 24)); // IP_TTL, SO_RXQ_OVFL
-        assert_eq!((cmsg_len(1), cmsg_space(1)), (17, 24)); // IP_TOS
+        assert_eq!(ALIGN, 8);
+        let table: [(usize, usize, usize); 9] = [
+            (0, 16, 16),
+            (1, 17, 24),  // IP_TOS
+            (4, 20, 24),  // IP_TTL, SO_RXQ_OVFL, UDP_GRO
+            (12, 28, 32), // IP_PKTINFO
+            (16, 32, 32), // SO_TIMESTAMPNS
+            (17, 33, 40),
+            (48, 64, 64), // SO_TIMESTAMPING
+            (100, 116, 120),
+            (101, 117, 120),
+        ];
+        for (n, len, space) in table {
+            assert_eq!(cmsg_len(n), len, "CMSG_LEN({n})");
+            assert_eq!(cmsg_space(n), space, "CMSG_SPACE({n})");
+        }
     }
     // The values the kernel uses.
     assert_eq!(

@@ -38,6 +38,11 @@ use topology::{Topology, S0};
 
 /// The longest a `mcast_dump` may run (its `--timeout-ms`).
 const DUMP_TIMEOUT_MS: u64 = 30_000;
+/// How long a `mcast_dump` fed by a sender that does not say how many
+/// packets arrive keeps reading after the last one (its `--idle-exit-ms`):
+/// longer than sockperf's pause (about 2 s) between its warm-up messages
+/// and the test proper, and than any scheduling hiccup of a busy VM.
+const DUMP_IDLE_EXIT_MS: u64 = 3_500;
 /// How long a receiving Go peer waits for its packets (its TIMEOUT_MS).
 const GO_RECV_TIMEOUT_MS: u64 = 20_000;
 /// How long the test waits for a child that must end on its own.
@@ -47,8 +52,8 @@ const READY_LIMIT: Duration = Duration::from_secs(30);
 /// How long to wait after a receiver is ready before sending: the first
 /// packets of a fresh flow can be dropped for a few ms after a join.
 const SETTLE: Duration = Duration::from_millis(300);
-/// How long a receiver keeps reading after its sender ended, before it is
-/// told to stop (SIGTERM).
+/// How long socat keeps reading after its sender ended, before it is told
+/// to stop (SIGTERM).
 const DRAIN: Duration = Duration::from_millis(700);
 /// `mcast_dump`'s receive buffer here (SO_RCVBUFFORCE as root, else capped
 /// by rmem_max): room for bursts while a busy VM does not schedule it.
@@ -348,20 +353,23 @@ impl Proc {
         }
     }
 
-    /// Asks the child to stop (SIGTERM: `mcast_dump` then ends its loop and
-    /// prints its summary), then waits as [`Proc::finish`] does.
+    /// Asks the child to stop with SIGTERM (through kill(1); the child
+    /// has not been waited for, so its pid cannot have been reused), then
+    /// waits as [`Proc::finish`] does. For peers that end cleanly on
+    /// SIGTERM (socat); `mcast_dump` does not catch it (it would die
+    /// without its summary) and is ended by `--idle-exit-ms` instead.
     fn terminate(&mut self, limit: Duration) -> Finished {
         if let Ok(None) = self.child.try_wait() {
-            let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
-            // SAFETY: kill(2) with a pid of our own child, which has not
-            // been waited for yet (so the pid cannot have been reused).
-            let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-            assert_eq!(
-                rc,
-                0,
-                "SIGTERM to {}: {}",
+            let pid = self.child.id().to_string();
+            let out = Command::new("kill")
+                .args(["-TERM", &pid])
+                .output()
+                .unwrap_or_else(|e| panic!("running kill -TERM {pid} ({}): {e}", self.name));
+            assert!(
+                out.status.success(),
+                "kill -TERM {pid} ({}): {}",
                 self.name,
-                std::io::Error::last_os_error()
+                String::from_utf8_lossy(&out.stderr)
             );
         }
         self.finish(limit)
@@ -748,7 +756,7 @@ fn go_xnet_sender_across_the_link_to_mcast_dump() {
         topo.command(&topo.rcv, &example("mcast_dump")),
         group,
         "en0",
-        &[],
+        &["--idle-exit-ms", &DUMP_IDLE_EXIT_MS.to_string()],
     );
     assert_eq!(l.ifindex, en0);
 
@@ -767,8 +775,8 @@ fn go_xnet_sender_across_the_link_to_mcast_dump() {
     let src = addr_after(&sent.stderr, &format!("sent {n} from "));
     assert_eq!(*src.ip(), S0, "bound to s0's address");
 
-    thread::sleep(DRAIN);
-    let out = dump_output(&dump.terminate(CHILD_LIMIT));
+    // The dump ends DUMP_IDLE_EXIT_MS after the last packet.
+    let out = dump_output(&dump.finish(CHILD_LIMIT));
     assert_dump_fields(&out.packets, &src.to_string(), group, en0, 2, 0x28);
     assert!(out.packets.iter().all(|p| p["len"].u64() == 64));
     assert_tail_of_feed(&seqs(&out.packets), n);
@@ -788,7 +796,7 @@ fn iperf2_sender_across_the_link_to_mcast_dump() {
         topo.command(&topo.rcv, &example("mcast_dump")),
         group,
         "en0",
-        &[],
+        &["--idle-exit-ms", &DUMP_IDLE_EXIT_MS.to_string()],
     );
 
     // -T: multicast TTL (iperf's default is 1); -S: TOS; -B: the source.
@@ -826,17 +834,22 @@ fn iperf2_sender_across_the_link_to_mcast_dump() {
     let sent = number_between(&text, "] Sent ", " datagrams");
     assert!(sent > 0, "{out:?}");
 
-    thread::sleep(DRAIN);
-    let dump_out = dump_output(&dump.terminate(CHILD_LIMIT));
+    // The dump ends DUMP_IDLE_EXIT_MS after the last packet.
+    let dump_out = dump_output(&dump.finish(CHILD_LIMIT));
     let src = SocketAddrV4::new(S0, port).to_string();
     // iperf's payload starts with its own header, not our sequence number:
-    // check the fields and the count, not gaps.
+    // check the fields and the count, not the order.
     assert_dump_fields(&dump_out.packets, &src, group, en0, 2, 0x28);
     let got = dump_out.packets.len() as u64;
     assert!(
         got > 0 && got >= sent / 2,
         "mcast_dump got {got} of iperf's {sent} datagrams"
     );
+    // Its datagram id fills the upper half of the 8 bytes mcast_dump reads,
+    // so every datagram jumps by 2^32 or more: new baselines, never loss
+    // (`lost` once grew by ~2^32 a datagram and wrapped past u64).
+    let s = &dump_out.summary;
+    assert_eq!((s["gaps"].u64(), s["lost"].u64()), (0, 0), "{s:?}");
 }
 
 #[test]
@@ -852,7 +865,7 @@ fn sockperf_sender_across_the_link_to_mcast_dump() {
         topo.command(&topo.rcv, &example("mcast_dump")),
         group,
         "en0",
-        &[],
+        &["--idle-exit-ms", &DUMP_IDLE_EXIT_MS.to_string()],
     );
 
     // --mc-ttl 3: sockperf's default is 2. sockperf sends a few warm-up
@@ -884,8 +897,8 @@ fn sockperf_sender_across_the_link_to_mcast_dump() {
     let sent = number_between(&text, "Total of ", " messages sent");
     assert!(sent > 0, "{out:?}");
 
-    thread::sleep(DRAIN);
-    let dump_out = dump_output(&dump.terminate(CHILD_LIMIT));
+    // The dump ends DUMP_IDLE_EXIT_MS after the last packet.
+    let dump_out = dump_output(&dump.finish(CHILD_LIMIT));
     let packets = &dump_out.packets;
     let first_src = packets
         .first()

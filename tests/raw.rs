@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use ipv4_reactor::header::{Header, HeaderError, Protocol, MAX_OPTIONS_LEN};
 use ipv4_reactor::icmp::{self, IcmpFilter, IcmpType};
+use ipv4_reactor::netns;
 use ipv4_reactor::reactor::{Context, Reactor};
 use ipv4_reactor::{BpfInstruction, ControlFlags, ControlMessage, Packet, PacketConn, RawConn};
 
@@ -788,23 +789,26 @@ fn write_to_with_cm_dst_keeps_the_header_dst() {
     assert!(got.src.is_loopback(), "source filled in: {}", got.src);
 }
 
-/// Runs `f` on a new thread inside a fresh network namespace (only `lo`),
-/// made with `unshare(CLONE_NEWNET)` on that thread alone.
-fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    thread::spawn(move || {
-        // SAFETY: unshare with CLONE_NEWNET only changes this thread's
-        // network namespace; no memory is involved.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(
-            rc,
-            0,
-            "unshare(CLONE_NEWNET): {}",
-            io::Error::last_os_error()
-        );
-        f()
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+/// A network namespace made by `ip netns add` for one test, deleted when
+/// dropped (also when the test panics).
+struct PrivateNetns(String);
+
+impl Drop for PrivateNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Runs `f` on a new thread inside a fresh network namespace (only `lo`,
+/// down), made with `ip netns add` and entered with
+/// [`netns::in_namespace`]: the sockets `f` makes live there, and so do the
+/// `ip` commands it runs. The namespace is deleted afterwards. A panic in
+/// `f` is resumed on the calling thread.
+fn in_private_netns<T: Send>(test: &str, f: impl FnOnce() -> T + Send) -> T {
+    let name = format!("ipv4r{}-{test}", std::process::id());
+    ip(&["netns", "add", &name]);
+    let _delete = PrivateNetns(name.clone());
+    netns::in_namespace(&name, f).unwrap_or_else(|e| panic!("entering {name}: {e}"))
 }
 
 /// Runs `ip ARGS` (iproute2) in the calling thread's network namespace.
@@ -828,7 +832,7 @@ fn write_to_routes_by_cm_dst() {
     // 127.0.0.3, the header's 127.0.0.2 is unroutable: a write that still
     // arrives was routed by cm.dst. Nothing here can leave the namespace
     // (it has no other interface).
-    in_private_netns(|| {
+    in_private_netns("cmdst", || {
         ip(&["link", "set", "lo", "up"]);
         ip(&[
             "route",

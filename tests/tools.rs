@@ -3,6 +3,7 @@
 //!
 //! Network safety: every `mcast_send` here goes through [`send`], which
 //! always passes `--iface lo` and refuses a `--bind` outside 127.0.0.0/8;
+//! the one test that sends by itself uses a `multicast_sender` on lo;
 //! `mcast_dump` joins on lo only. This file's groups are 239.255.173.x and
 //! 232.173.0.x, one per test; each dump binds port 0 and the test reads the
 //! port the kernel chose from its `listening` line.
@@ -17,6 +18,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use ipv4_reactor::{Interface, PacketConn};
 
 /// How long a dump may run at most (its `--timeout-ms`).
 const DUMP_TIMEOUT_MS: u64 = 20_000;
@@ -502,6 +505,78 @@ fn human_output_has_a_line_per_packet_and_a_summary_table() {
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["packets", "5"]),
         "{out:?}"
     );
+}
+
+/// Payloads whose first 8 bytes are not our sequence number (iperf2 puts a
+/// 32-bit datagram id there, then a timestamp; its last datagrams carry a
+/// negative id) jump by 2^32 or more from one packet to the next. Such a
+/// jump is a new baseline (a restart), not loss: counting it as loss once
+/// made `lost` grow by ~2^32 per packet and wrap past u64. Real gaps around
+/// them are still counted exactly.
+///
+/// Network safety: the test sends from a `multicast_sender` on lo.
+#[test]
+fn foreign_sequence_jumps_are_restarts_not_loss() {
+    let group = Ipv4Addr::new(239, 255, 173, 8);
+    let sec = 1_700_000_000u64; // an iperf2-like timestamp word
+    let seqs: Vec<u64> = [
+        0,
+        1,
+        2,
+        5, // gap: 3 and 4 lost
+        6,
+        (1 << 40) + 5, // far ahead: restart
+        (1 << 40) + 6,
+        (1 << 32) | sec, // iperf2-like ids 1..4 (backwards first: restart)
+        (2 << 32) | sec, // each 2^32 - 1 past the expected: restart
+        (3 << 32) | sec,
+        (4 << 32) | sec,
+        (0xffff_fffb << 32) | sec, // iperf2's final datagram, id -5: restart
+        7,                         // backwards: restart
+        8,
+        10, // gap: 9 lost
+    ]
+    .to_vec();
+    let n = seqs.len() as u64;
+    let (mut dump, port) = start_dump(group, &["--count", &n.to_string()]);
+
+    let tx = PacketConn::multicast_sender(&Interface::loopback()).expect("a sender on lo");
+    let dst = SocketAddrV4::new(group, port);
+    for &seq in &seqs {
+        let mut payload = [0u8; 16];
+        payload[..8].copy_from_slice(&seq.to_be_bytes());
+        assert_eq!(tx.send_to(&payload, None, dst).unwrap(), payload.len());
+        // Paced, so that the packets cannot overtake each other on lo.
+        thread::sleep(Duration::from_millis(2));
+    }
+
+    let out = dump.finish(CHILD_LIMIT);
+    assert!(out.status.success(), "{out:?}");
+    let printed: Vec<u64> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("seq "))
+        .map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(printed, seqs, "{out:?}");
+    let gap_lines: Vec<&str> = out.stdout.lines().filter(|l| l.contains("GAP:")).collect();
+    assert_eq!(gap_lines.len(), 2, "{out:?}");
+    assert!(gap_lines[0].starts_with("seq 5 ") && gap_lines[0].ends_with("GAP: 2 missing"));
+    assert!(gap_lines[1].starts_with("seq 10 ") && gap_lines[1].ends_with("GAP: 1 missing"));
+    // The summary table: "  lost          3 (missing sequence numbers)".
+    let row = |name: &str| -> u64 {
+        out.stdout
+            .lines()
+            .find_map(|l| {
+                let mut words = l.split_whitespace();
+                (words.next() == Some(name)).then(|| words.next()?.parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("no {name:?} row in the summary: {out:?}"))
+    };
+    assert_eq!(row("packets"), n, "{out:?}");
+    assert_eq!(row("lost"), 3, "{out:?}");
+    assert_eq!(row("gaps"), 2, "{out:?}");
+    assert_eq!(row("restarts"), 7, "{out:?}");
 }
 
 /// Argument errors: exit status 2, a message on stderr naming the bad

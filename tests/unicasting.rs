@@ -6,9 +6,8 @@
 mod util;
 
 use std::io::{Read, Write};
-use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use ipv4_reactor::{Conn, ControlFlags, ControlMessage, PacketConn};
@@ -100,9 +99,10 @@ fn tcp_peer_sees_the_tos_on_the_wire() {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut client_data: Option<(u8, u8)> = None; // (tos, ttl)
     let mut server_data: Option<(u8, u8)> = None;
-    let mut buf = [MaybeUninit::<u8>::uninit(); 65536];
+    let mut buf = vec![0u8; 65536];
     while (client_data.is_none() || server_data.is_none()) && Instant::now() < deadline {
-        let n = match raw.recv(&mut buf) {
+        // `Read` for `&Socket`: recv(2) into initialised bytes.
+        let n = match (&raw).read(&mut buf) {
             Ok(n) => n,
             Err(e)
                 if matches!(
@@ -114,12 +114,7 @@ fn tcp_peer_sees_the_tos_on_the_wire() {
             }
             Err(e) => panic!("raw recv: {e}"),
         };
-        // SAFETY: recv initialised the first n bytes.
-        let pkt: Vec<u8> = buf[..n]
-            .iter()
-            .map(|b| unsafe { b.assume_init() })
-            .collect();
-        let Some((tos, ttl, sport, dport, payload_len)) = parse_tcp(&pkt) else {
+        let Some((tos, ttl, sport, dport, payload_len)) = parse_tcp(&buf[..n]) else {
             continue;
         };
         if payload_len == 0 {
@@ -358,18 +353,34 @@ fn packet_conn_converts_from_and_to_std_socket2_and_fds() {
     let owned: OwnedFd = conn.into();
     assert_eq!(owned.as_raw_fd(), fd);
 
-    // Raw descriptors.
-    let raw_fd = PacketConn::from(owned).into_raw_fd();
-    assert_eq!(raw_fd, fd);
-    // SAFETY: raw_fd is an open UDP socket released by into_raw_fd above and
-    // owned by nothing else.
-    let conn = unsafe { PacketConn::from_raw_fd(raw_fd) };
+    // Once more through OwnedFd: every option set along the way is still
+    // there, and the socket still sends and receives.
+    let conn = PacketConn::from(owned);
     assert_eq!(conn.as_raw_fd(), fd);
     assert_eq!(conn.ttl().unwrap(), 21);
     assert_eq!(conn.tos().unwrap(), AF11);
-    assert_talks(&conn, &peer, b"from a raw fd");
+    assert_talks(&conn, &peer, b"after the round trips");
     // And it still receives.
-    assert_talks(&peer, &conn, b"to a raw fd");
+    assert_talks(&peer, &conn, b"to the converted socket");
+
+    // IntoRawFd hands the descriptor over without closing it. Nothing in
+    // safe code can take it back (PacketConn offers no `FromRawFd`, and
+    // std closes no bare number), so this test leaks it on purpose, one
+    // socket until the test process ends, and checks through /proc that
+    // the number is still open and still the same socket.
+    let link = |fd: i32| std::fs::read_link(format!("/proc/self/fd/{fd}"));
+    let socket_before = link(fd).expect("the socket's /proc/self/fd entry");
+    assert!(
+        socket_before.to_string_lossy().starts_with("socket:["),
+        "{socket_before:?}"
+    );
+    let raw_fd = conn.into_raw_fd();
+    assert_eq!(raw_fd, fd);
+    assert_eq!(
+        link(raw_fd).expect("into_raw_fd must not close the descriptor"),
+        socket_before,
+        "the same socket behind the number"
+    );
 }
 
 /// A `SOCK_RAW` socket wrapped through `From<Socket>` / `From<OwnedFd>`

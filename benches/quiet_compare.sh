@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# mcast_dump --quiet against a plain libc recvmmsg loop (examples/libc_dump.rs)
+# doing the same per-packet work, side by side, alternating rounds.
+# Catch-up throughput: the receiver joins, stalls while mcast_send queues N
+# packets on lo, then drains; pps = packets / (last read - first read).
+# Needs root for a receive buffer that holds N packets (SO_RCVBUFFORCE).
+#
+#   bash benches/quiet_compare.sh            (N=150000 ROUNDS=5 by default)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-150000}
+ROUNDS=${ROUNDS:-5}
+GROUP=239.255.66.1
+cargo build --release --quiet --example mcast_dump --example mcast_send --example libc_dump
+bin=${CARGO_TARGET_DIR:-target}/release/examples
+results=$(mktemp)
+trap 'rm -f "$results" "$results".err' EXIT
+
+run_side() { # side
+    local side=$1 port=$((40000 + RANDOM % 20000)) out
+    local common=(--stall-ms 2500 --rcvbuf 268435456 --idle-exit-ms 500)
+    if [ "$side" = dump ]; then
+        "$bin/mcast_dump" "$GROUP:$port" --iface lo --quiet --json "${common[@]}" >"$results.out" 2>"$results.err" &
+    else
+        "$bin/libc_dump" "$GROUP:$port" "${common[@]}" >"$results.out" 2>"$results.err" &
+    fi
+    local pid=$!
+    for _ in $(seq 100); do grep -q '^listening' "$results.err" 2>/dev/null && break; sleep 0.05; done
+    sleep 0.3
+    "$bin/mcast_send" "$GROUP:$port" --iface lo --count "$N" --size 64 --batch 64 >/dev/null
+    wait "$pid"
+    out=$(grep summary "$results.out")
+    echo "$side $out" >>"$results"
+}
+
+for _ in $(seq "$ROUNDS"); do
+    run_side dump
+    run_side libc
+done
+
+python3 - "$results" "$N" <<'PY'
+import json, sys, statistics
+rows = {"dump": [], "libc": []}
+for line in open(sys.argv[1]):
+    side, js = line.split(" ", 1)
+    s = json.loads(js)["summary"]
+    rows[side].append(s)
+n = int(sys.argv[2])
+med = {k: statistics.median(r["pps"] for r in v) for k, v in rows.items()}
+for k, v in rows.items():
+    got = [r["packets"] for r in v]
+    print(f"{k:5} median {med[k]:>10.0f} pps  rounds {[round(r['pps']) for r in v]}  packets {got} of {n}")
+print(f"ratio mcast_dump --quiet / libc loop: {med['dump'] / med['libc']:.3f}")
+PY
