@@ -384,7 +384,7 @@ impl ControlMessage {
         }
     }
 
-    /// The number of control bytes [`encode`](Self::encode) writes for this
+    /// The number of control bytes the encoder writes for this
     /// message when it is sent.
     pub fn encoded_len(&self) -> usize {
         let mut len = 0;

@@ -5,7 +5,7 @@
 //!
 //! Every registered socket has its own [`RecvBatch`]: slots allocated once,
 //! one control buffer per slot, sized from the socket's
-//! [`ControlFlags`](crate::ControlFlags) when it is registered. Readiness is
+//! [`ControlFlags`] when it is registered. Readiness is
 //! edge-triggered, so a ready socket is read until the kernel has nothing
 //! more queued, but at most `budget` packets per turn: a socket stopped by
 //! its budget stays on a ready list and is served again next turn, without
@@ -256,7 +256,7 @@ impl ReactorBuilder {
     }
 
     /// Pins the thread that calls [`Reactor::run`] (or the thread of
-    /// [`Reactor::spawn`]) to this CPU.
+    /// [`ReactorBuilder::spawn`]) to this CPU.
     pub fn pin_to_cpu(mut self, cpu: usize) -> Self {
         self.pin_cpu = Some(cpu);
         self
