@@ -14,7 +14,7 @@ use ipv4_reactor::PacketConn;
 #[path = "../benches/support/drain_sides.rs"]
 mod drain_sides;
 
-use drain_sides::{drain, fill, receiver, Side, PAYLOAD};
+use drain_sides::{fill, receiver, Drainer, Side, PAYLOAD};
 
 fn main() -> std::io::Result<()> {
     let mut packets = 50_000usize;
@@ -59,22 +59,22 @@ fn main() -> std::io::Result<()> {
                 .any(|&w| keys.iter().any(|k| k == w.key()) && (w == s || w.baseline() == s))
         })
     };
-    let mut results: Vec<(Side, Vec<f64>)> = Side::ALL
+    let mut results: Vec<(Side, Vec<f64>, Drainer)> = Side::ALL
         .iter()
         .filter(|&&s| wanted(s))
-        .map(|&s| (s, Vec::new()))
-        .collect();
+        .map(|&s| Ok((s, Vec::new(), Drainer::new(s)?)))
+        .collect::<std::io::Result<_>>()?;
     let mut effective_packets = packets;
     for round in 0..rounds {
         // Start each round with a different side, so no side always runs
         // first (or right after the same neighbour).
         let start = round % results.len();
         results.rotate_left(start);
-        for (side, rates) in results.iter_mut() {
+        for (side, rates, drainer) in results.iter_mut() {
             let (rx, fits) = receiver(*side, packets)?;
             effective_packets = fits;
             fill(&tx, rx.local_addr()?, effective_packets)?;
-            let (got, elapsed) = drain(*side, rx, effective_packets)?;
+            let (got, elapsed) = drainer.drain(rx, effective_packets)?;
             if got != effective_packets {
                 eprintln!(
                     "round {round}: {} got {got} of {effective_packets} packets",
@@ -91,11 +91,19 @@ fn main() -> std::io::Result<()> {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v[v.len() / 2]
     };
-    let base = |s: Side| median(&results.iter().find(|(x, _)| *x == s.baseline()).unwrap().1);
+    let base = |s: Side| {
+        median(
+            &results
+                .iter()
+                .find(|(x, _, _)| *x == s.baseline())
+                .unwrap()
+                .1,
+        )
+    };
     if json {
         let body: Vec<String> = results
             .iter()
-            .map(|(s, r)| {
+            .map(|(s, r, _)| {
                 format!(
                     "\"{}\":{{\"pps\":{:.0},\"ratio\":{:.3}}}",
                     s.key(),
@@ -111,7 +119,7 @@ fn main() -> std::io::Result<()> {
     } else {
         println!("catch-up drain of {effective_packets} queued {PAYLOAD}-byte packets, median of {rounds} alternating rounds");
         println!("{:<44} {:>12} {:>9}", "receive path", "packets/s", "ratio");
-        for (s, r) in &results {
+        for (s, r, _) in &results {
             println!(
                 "{:<44} {:>12.0} {:>9.3}",
                 s.name(),

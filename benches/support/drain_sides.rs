@@ -118,115 +118,155 @@ impl Gaps {
     }
 }
 
-pub fn drain(side: Side, rx: PacketConn, n: usize) -> std::io::Result<(usize, Duration)> {
-    let fd = rx.as_raw_fd();
-    let mut got = 0usize;
-    let mut sink = 0u64;
-    let start;
-    match side {
-        Side::LibcCmsg | Side::LibcQuiet => {
-            let flags = side.flags();
-            let mut d = LibcDrain::new(64, 2048, flags.control_len(), false);
-            let mut gaps = Gaps::default();
-            let mut last_drops = 0u32;
-            start = Instant::now();
-            while got < n {
-                match d.recv(fd, |p, m| {
-                    if side == Side::LibcQuiet {
-                        gaps.on(p, u64::from(m.drops.wrapping_sub(last_drops)));
-                        if m.drops != 0 {
-                            last_drops = m.drops;
+/// The receive state of one side, built once and reused round after round,
+/// as a long-running receiver would: slots, control buffers, the reactor.
+pub struct Drainer {
+    side: Side,
+    libc: Option<LibcDrain>,
+    batch: Option<RecvBatch>,
+    reactor: Option<Reactor>,
+}
+
+impl Drainer {
+    pub fn new(side: Side) -> std::io::Result<Drainer> {
+        let flags = side.flags();
+        let mut d = Drainer {
+            side,
+            libc: None,
+            batch: None,
+            reactor: None,
+        };
+        match side {
+            Side::LibcCmsg | Side::LibcQuiet => {
+                d.libc = Some(LibcDrain::new(64, 2048, flags.control_len(), false))
+            }
+            Side::BatchCmsg => d.batch = Some(RecvBatch::new(64, 2048, flags)),
+            Side::Batch1Cmsg => d.batch = Some(RecvBatch::new(1, 2048, flags)),
+            Side::ReactorCmsg | Side::ReactorQuiet => {
+                d.reactor = Some(
+                    Reactor::builder()
+                        .batch_slots(64)
+                        .budget(usize::MAX)
+                        .build()?,
+                )
+            }
+            Side::StdRecvFrom => {}
+        }
+        Ok(d)
+    }
+
+    /// Drains `n` queued packets from `rx`: (packets read, time from the
+    /// first read to the last).
+    pub fn drain(&mut self, rx: PacketConn, n: usize) -> std::io::Result<(usize, Duration)> {
+        let side = self.side;
+        let fd = rx.as_raw_fd();
+        let mut got = 0usize;
+        let mut sink = 0u64;
+        let start;
+        match side {
+            Side::LibcCmsg | Side::LibcQuiet => {
+                let d = self.libc.as_mut().expect("libc side");
+                let mut gaps = Gaps::default();
+                let mut last_drops = 0u32;
+                start = Instant::now();
+                while got < n {
+                    match d.recv(fd, |p, m| {
+                        if side == Side::LibcQuiet {
+                            gaps.on(p, u64::from(m.drops.wrapping_sub(last_drops)));
+                            if m.drops != 0 {
+                                last_drops = m.drops;
+                            }
+                        } else {
+                            sink +=
+                                p.len() as u64 + m.ttl as u64 + u64::from(m.dst) + m.ifindex as u64;
                         }
-                    } else {
-                        sink += p.len() as u64 + m.ttl as u64 + u64::from(m.dst) + m.ifindex as u64;
+                    }) {
+                        Ok(k) => got += k,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
                     }
-                }) {
-                    Ok(k) => got += k,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e),
+                }
+                sink += gaps.lost + gaps.drops;
+            }
+            Side::BatchCmsg | Side::Batch1Cmsg => {
+                let batch = self.batch.as_mut().expect("batch side");
+                start = Instant::now();
+                while got < n {
+                    match batch.recv(&rx) {
+                        Ok(k) => {
+                            got += k;
+                            for p in batch.iter() {
+                                sink += p.payload.len() as u64
+                                    + u64::from(p.cm.ttl.unwrap_or(0))
+                                    + u64::from(u32::from(
+                                        p.cm.dst.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                                    ))
+                                    + u64::from(p.cm.ifindex.unwrap_or(0));
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
                 }
             }
-            sink += gaps.lost + gaps.drops;
-        }
-        Side::BatchCmsg | Side::Batch1Cmsg => {
-            let slots = if side == Side::Batch1Cmsg { 1 } else { 64 };
-            let mut batch = RecvBatch::new(slots, 2048, side.flags());
-            start = Instant::now();
-            while got < n {
-                match batch.recv(&rx) {
-                    Ok(k) => {
-                        got += k;
-                        for p in batch.iter() {
-                            sink += p.payload.len() as u64
+            Side::StdRecvFrom => {
+                let sock: UdpSocket = rx.into();
+                let mut buf = [0u8; 2048];
+                start = Instant::now();
+                while got < n {
+                    match sock.recv_from(&mut buf) {
+                        Ok((len, src)) => {
+                            got += 1;
+                            sink += len as u64 + u64::from(src.port());
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                let elapsed = start.elapsed();
+                std::hint::black_box(sink);
+                return Ok((got, elapsed));
+            }
+            Side::ReactorCmsg | Side::ReactorQuiet => {
+                let reactor = self.reactor.as_mut().expect("reactor side");
+                let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                let c2 = std::sync::Arc::clone(&counter);
+                let quiet = side == Side::ReactorQuiet;
+                let mut gaps = Gaps::default();
+                let mut local = 0usize;
+                let key = reactor.register(rx, move |p: &Packet<'_>, _ctx: &mut Context<'_>| {
+                    if quiet {
+                        gaps.on(p.payload, u64::from(p.drops_before));
+                    } else {
+                        std::hint::black_box(
+                            p.payload.len() as u64
                                 + u64::from(p.cm.ttl.unwrap_or(0))
                                 + u64::from(u32::from(
                                     p.cm.dst.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
                                 ))
-                                + u64::from(p.cm.ifindex.unwrap_or(0));
-                        }
+                                + u64::from(p.cm.ifindex.unwrap_or(0)),
+                        );
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e),
+                    local += 1;
+                    c2.store(local, std::sync::atomic::Ordering::Relaxed);
+                })?;
+                start = Instant::now();
+                let deadline = start + Duration::from_secs(10);
+                while counter.load(std::sync::atomic::Ordering::Relaxed) < n
+                    && Instant::now() < deadline
+                {
+                    reactor.turn(Some(Duration::ZERO))?;
                 }
+                got = counter.load(std::sync::atomic::Ordering::Relaxed);
+                let elapsed = start.elapsed();
+                reactor.deregister(key)?;
+                return Ok((got, elapsed));
             }
         }
-        Side::StdRecvFrom => {
-            let sock: UdpSocket = rx.into();
-            let mut buf = [0u8; 2048];
-            start = Instant::now();
-            while got < n {
-                match sock.recv_from(&mut buf) {
-                    Ok((len, src)) => {
-                        got += 1;
-                        sink += len as u64 + u64::from(src.port());
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e),
-                }
-            }
-            let elapsed = start.elapsed();
-            std::hint::black_box(sink);
-            return Ok((got, elapsed));
-        }
-        Side::ReactorCmsg | Side::ReactorQuiet => {
-            let mut reactor = Reactor::builder()
-                .batch_slots(64)
-                .budget(usize::MAX)
-                .build()?;
-            let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let c2 = std::sync::Arc::clone(&counter);
-            let quiet = side == Side::ReactorQuiet;
-            let mut gaps = Gaps::default();
-            let mut local = 0usize;
-            reactor.register(rx, move |p: &Packet<'_>, _ctx: &mut Context<'_>| {
-                if quiet {
-                    gaps.on(p.payload, u64::from(p.drops_before));
-                } else {
-                    std::hint::black_box(
-                        p.payload.len() as u64
-                            + u64::from(p.cm.ttl.unwrap_or(0))
-                            + u64::from(u32::from(
-                                p.cm.dst.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
-                            ))
-                            + u64::from(p.cm.ifindex.unwrap_or(0)),
-                    );
-                }
-                local += 1;
-                c2.store(local, std::sync::atomic::Ordering::Relaxed);
-            })?;
-            start = Instant::now();
-            let deadline = start + Duration::from_secs(10);
-            while counter.load(std::sync::atomic::Ordering::Relaxed) < n
-                && Instant::now() < deadline
-            {
-                reactor.turn(Some(Duration::ZERO))?;
-            }
-            got = counter.load(std::sync::atomic::Ordering::Relaxed);
-        }
+        let elapsed = start.elapsed();
+        std::hint::black_box(sink);
+        Ok((got, elapsed))
     }
-    let elapsed = start.elapsed();
-    std::hint::black_box(sink);
-    Ok((got, elapsed))
 }
 
 /// A receiver for `side` on 127.0.0.1 with a receive buffer for `packets`
