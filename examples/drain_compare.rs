@@ -14,7 +14,7 @@ use ipv4_reactor::PacketConn;
 #[path = "../benches/support/drain_sides.rs"]
 mod drain_sides;
 
-use drain_sides::{fill, receiver, Drainer, Side, PAYLOAD};
+use drain_sides::{fill, receiver, thread_cpu_ns, Drainer, Side, PAYLOAD};
 
 fn main() -> std::io::Result<()> {
     let mut packets = 50_000usize;
@@ -59,56 +59,72 @@ fn main() -> std::io::Result<()> {
                 .any(|&w| keys.iter().any(|k| k == w.key()) && (w == s || w.baseline() == s))
         })
     };
-    let mut results: Vec<(Side, Vec<f64>, Drainer)> = Side::ALL
+    struct Row {
+        side: Side,
+        wall: Vec<f64>,
+        cpu: Vec<f64>,
+        drainer: Drainer,
+    }
+    let mut rows: Vec<Row> = Side::ALL
         .iter()
         .filter(|&&s| wanted(s))
-        .map(|&s| Ok((s, Vec::new(), Drainer::new(s)?)))
+        .map(|&side| {
+            Ok(Row {
+                side,
+                wall: Vec::new(),
+                cpu: Vec::new(),
+                drainer: Drainer::new(side)?,
+            })
+        })
         .collect::<std::io::Result<_>>()?;
     let mut effective_packets = packets;
     for round in 0..rounds {
         // Start each round with a different side, so no side always runs
         // first (or right after the same neighbour).
-        let start = round % results.len();
-        results.rotate_left(start);
-        for (side, rates, drainer) in results.iter_mut() {
-            let (rx, fits) = receiver(*side, packets)?;
+        let start = round % rows.len();
+        rows.rotate_left(start);
+        for row in rows.iter_mut() {
+            let (rx, fits) = receiver(row.side, packets)?;
             effective_packets = fits;
             fill(&tx, rx.local_addr()?, effective_packets)?;
-            let (got, elapsed) = drainer.drain(rx, effective_packets)?;
+            let cpu_before = thread_cpu_ns();
+            let (got, elapsed) = row.drainer.drain(rx, effective_packets)?;
+            let cpu = thread_cpu_ns().saturating_sub(cpu_before).max(1);
             if got != effective_packets {
                 eprintln!(
                     "round {round}: {} got {got} of {effective_packets} packets",
-                    side.name()
+                    row.side.name()
                 );
             }
-            rates.push(got as f64 / elapsed.as_secs_f64());
+            row.wall.push(got as f64 / elapsed.as_secs_f64());
+            row.cpu.push(got as f64 * 1e9 / cpu as f64);
         }
-        results.rotate_right(start);
+        rows.rotate_right(start);
     }
 
-    let median = |v: &Vec<f64>| {
-        let mut v = v.clone();
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v[v.len() / 2]
     };
-    let base = |s: Side| {
-        median(
-            &results
-                .iter()
-                .find(|(x, _, _)| *x == s.baseline())
-                .unwrap()
-                .1,
+    let base = |s: Side| rows.iter().find(|r| r.side == s.baseline()).unwrap();
+    let ratios = |r: &Row| {
+        let b = base(r.side);
+        (
+            median(&r.wall),
+            median(&r.wall) / median(&b.wall),
+            median(&r.cpu),
+            median(&r.cpu) / median(&b.cpu),
         )
     };
     if json {
-        let body: Vec<String> = results
+        let body: Vec<String> = rows
             .iter()
-            .map(|(s, r, _)| {
+            .map(|r| {
+                let (wall, wall_ratio, cpu, cpu_ratio) = ratios(r);
                 format!(
-                    "\"{}\":{{\"pps\":{:.0},\"ratio\":{:.3}}}",
-                    s.key(),
-                    median(r),
-                    median(r) / base(*s)
+                    "\"{}\":{{\"pps\":{wall:.0},\"ratio\":{wall_ratio:.3},\"pps_per_cpu\":{cpu:.0},\"cpu_ratio\":{cpu_ratio:.3}}}",
+                    r.side.key()
                 )
             })
             .collect();
@@ -118,16 +134,22 @@ fn main() -> std::io::Result<()> {
         );
     } else {
         println!("catch-up drain of {effective_packets} queued {PAYLOAD}-byte packets, median of {rounds} alternating rounds");
-        println!("{:<44} {:>12} {:>9}", "receive path", "packets/s", "ratio");
-        for (s, r, _) in &results {
+        println!(
+            "{:<44} {:>10} {:>7} {:>12} {:>7}",
+            "receive path", "pkts/s", "ratio", "pkts/cpu-s", "ratio"
+        );
+        for r in &rows {
+            let (wall, wall_ratio, cpu, cpu_ratio) = ratios(r);
             println!(
-                "{:<44} {:>12.0} {:>9.3}",
-                s.name(),
-                median(r),
-                median(r) / base(*s)
+                "{:<44} {wall:>10.0} {wall_ratio:>7.3} {cpu:>12.0} {cpu_ratio:>7.3}",
+                r.side.name()
             );
         }
-        println!("(ratio: against the libc loop doing the same per-packet work)");
+        println!(
+            "(ratios: against the libc loop doing the same per-packet work; pkts/s by the wall"
+        );
+        println!(" clock from first to last read, pkts/cpu-s by the receiving thread's CPU time,");
+        println!(" which leaves out time spent waiting for a CPU on a shared machine)");
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use ipv4_reactor::baseline::LibcDrain;
-use ipv4_reactor::reactor::{Context, Reactor};
+use ipv4_reactor::reactor::{ChannelSink, Context, Overflow, Reactor};
 use ipv4_reactor::{ControlFlags, Message, Packet, PacketConn, RecvBatch, SendBatch};
 
 pub const PAYLOAD: usize = 64;
@@ -19,6 +19,7 @@ pub enum Side {
     LibcCmsg,
     BatchCmsg,
     ReactorCmsg,
+    ReactorChannelCmsg,
     Batch1Cmsg,
     StdRecvFrom,
     LibcQuiet,
@@ -26,10 +27,11 @@ pub enum Side {
 }
 
 impl Side {
-    pub const ALL: [Side; 7] = [
+    pub const ALL: [Side; 8] = [
         Side::LibcCmsg,
         Side::BatchCmsg,
         Side::ReactorCmsg,
+        Side::ReactorChannelCmsg,
         Side::Batch1Cmsg,
         Side::StdRecvFrom,
         Side::LibcQuiet,
@@ -41,6 +43,7 @@ impl Side {
             Side::LibcCmsg => "libc recvmmsg(64), PKTINFO+TTL decoded",
             Side::BatchCmsg => "RecvBatch(64), PKTINFO+TTL decoded",
             Side::ReactorCmsg => "Reactor callback, PKTINFO+TTL decoded",
+            Side::ReactorChannelCmsg => "Reactor channel sink, PKTINFO+TTL",
             Side::Batch1Cmsg => "RecvBatch(1), PKTINFO+TTL decoded",
             Side::StdRecvFrom => "std UdpSocket::recv_from, no cmsg",
             Side::LibcQuiet => "libc recvmmsg(64), drops only + seq gaps",
@@ -53,6 +56,7 @@ impl Side {
             Side::LibcCmsg => "libc_cmsg",
             Side::BatchCmsg => "batch_cmsg",
             Side::ReactorCmsg => "reactor_cmsg",
+            Side::ReactorChannelCmsg => "reactor_channel_cmsg",
             Side::Batch1Cmsg => "batch1_cmsg",
             Side::StdRecvFrom => "std_recv_from",
             Side::LibcQuiet => "libc_quiet",
@@ -150,6 +154,11 @@ impl Drainer {
                         .build()?,
                 )
             }
+            // At most a channel's worth per turn: the consumer runs between
+            // turns on the same thread.
+            Side::ReactorChannelCmsg => {
+                d.reactor = Some(Reactor::builder().batch_slots(64).budget(1024).build()?)
+            }
             Side::StdRecvFrom => {}
         }
         Ok(d)
@@ -227,6 +236,31 @@ impl Drainer {
                 std::hint::black_box(sink);
                 return Ok((got, elapsed));
             }
+            Side::ReactorChannelCmsg => {
+                // The channel's whole cost, without a second thread: the
+                // consumer drains the channel after each turn.
+                let reactor = self.reactor.as_mut().expect("reactor side");
+                let (channel, packets) = ChannelSink::bounded(4096, 2048, Overflow::Block);
+                let key = reactor.register(rx, channel)?;
+                start = Instant::now();
+                let deadline = start + Duration::from_secs(10);
+                while got < n && Instant::now() < deadline {
+                    reactor.turn(Some(Duration::ZERO))?;
+                    while let Ok(p) = packets.try_recv() {
+                        got += 1;
+                        sink += p.len() as u64
+                            + u64::from(p.cm.ttl.unwrap_or(0))
+                            + u64::from(u32::from(
+                                p.cm.dst.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                            ))
+                            + u64::from(p.cm.ifindex.unwrap_or(0));
+                    }
+                }
+                let elapsed = start.elapsed();
+                reactor.deregister(key)?;
+                std::hint::black_box(sink);
+                return Ok((got, elapsed));
+            }
             Side::ReactorCmsg | Side::ReactorQuiet => {
                 let reactor = self.reactor.as_mut().expect("reactor side");
                 let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -281,4 +315,14 @@ pub fn receiver(side: Side, packets: usize) -> std::io::Result<(PacketConn, usiz
     rx.set_nonblocking(true)?;
     // About 1 KiB of buffer per queued 64-byte packet on lo.
     Ok((rx, packets.min(rcvbuf / 1100)))
+}
+
+/// CPU time of the calling thread, in nanoseconds (the first field of
+/// `/proc/thread-self/schedstat`). On a shared VM it leaves out the time
+/// the thread waited for a CPU, which wall-clock rates do not.
+pub fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
