@@ -241,9 +241,9 @@ impl RecvBatch {
         let want_drops = cflags.contains(ControlFlags::DROPS);
         let mut bytes = 0u64;
         for i in 0..n {
-            let (payload, control, msg_flags, _) = self.slots.slot(i);
+            let payload = self.slots.payload(i);
             let meta = &mut self.meta[i];
-            meta.flags = RecvFlags::from_msg_flags(msg_flags);
+            meta.flags = RecvFlags::from_msg_flags(self.slots.msg_flags(i));
             meta.start = 0;
             if strip {
                 meta.start = crate::packet::ip_header_len(payload).unwrap_or(payload.len()) as u32;
@@ -253,7 +253,7 @@ impl RecvBatch {
             // deltas; the rest of the control data is decoded when the
             // packet is read.
             if want_drops {
-                if let Some(cur) = crate::control::find_drops(control) {
+                if let Some(cur) = crate::control::find_drops(self.slots.control(i)) {
                     let prev = self.last_drops.unwrap_or(0);
                     meta.drops_before = cur.wrapping_sub(prev);
                     self.last_drops = Some(cur);
@@ -290,12 +290,16 @@ impl RecvBatch {
         if i >= self.len {
             return None;
         }
-        let (payload, control, _, src) = self.slots.slot(i);
         let meta = &self.meta[i];
-        let mut cm = ControlMessage::decode(control, self.decode_flags);
-        if self.want_src {
+        let mut cm = ControlMessage::decode(self.slots.control(i), self.decode_flags);
+        let src = if self.want_src {
+            let src = self.slots.src(i);
             cm.src = src.map(|s| *s.ip());
-        }
+            src
+        } else {
+            None
+        };
+        let payload = self.slots.payload(i);
         Some(Packet {
             payload: &payload[meta.start as usize..],
             cm,
@@ -317,7 +321,7 @@ impl RecvBatch {
         if i >= self.len {
             return &[];
         }
-        self.slots.slot(i).1
+        self.slots.control(i)
     }
 
     /// Counters since the batch was made.

@@ -320,67 +320,79 @@ impl ControlMessage {
     /// not found keep their value).
     #[inline]
     pub fn decode_into(&mut self, control: &[u8], flags: ControlFlags) {
-        for (level, kind, data) in CmsgIter::new(control) {
-            match (level, kind) {
-                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
-                    if let Some((ifindex, spec_dst, addr)) = sys::parse_pktinfo(data) {
-                        if flags.contains(ControlFlags::DST) {
-                            self.dst = Some(addr);
-                        }
-                        if flags.contains(ControlFlags::INTERFACE) {
-                            self.ifindex = Some(ifindex);
-                        }
-                        if flags.contains(ControlFlags::LOCAL) {
-                            self.local = Some(spec_dst);
-                        }
-                    }
+        sys::for_each_cmsg(control, |level, kind, data| {
+            if level == libc::IPPROTO_IP {
+                self.decode_ip(kind, data, flags);
+            } else if level == libc::SOL_SOCKET {
+                self.decode_socket(kind, data, flags);
+            } else if level == libc::IPPROTO_UDP
+                && kind == sys::UDP_GRO
+                && flags.contains(ControlFlags::GRO)
+            {
+                if let Some(v) = data.first_chunk::<4>() {
+                    self.gro_segment = u16::try_from(i32::from_ne_bytes(*v))
+                        .ok()
+                        .filter(|&s| s > 0);
                 }
-                (libc::IPPROTO_IP, libc::IP_TTL) if flags.contains(ControlFlags::TTL) => {
-                    // Linux sends an int; a 1-byte value (BSD style) is accepted too.
-                    match data.len() {
-                        4.. => {
-                            let v = i32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
-                            self.ttl = u8::try_from(v).ok();
-                        }
-                        1..=3 => self.ttl = Some(data[0]),
-                        _ => {}
-                    }
-                }
-                (libc::IPPROTO_IP, libc::IP_TOS) if flags.contains(ControlFlags::TOS) => {
-                    if let Some(&tos) = data.first() {
-                        self.tos = Some(tos);
-                    }
-                }
-                (libc::SOL_SOCKET, sys::SO_TIMESTAMPNS)
-                    if flags.contains(ControlFlags::TIMESTAMP) =>
-                {
-                    if let Some(ts) = timespec_time(data) {
-                        self.timestamp = Some(ts);
-                    }
-                }
-                (libc::SOL_SOCKET, sys::SO_RXQ_OVFL)
-                    if flags.contains(ControlFlags::DROPS) && data.len() >= 4 =>
-                {
-                    self.drops = Some(u32::from_ne_bytes([data[0], data[1], data[2], data[3]]));
-                }
-                (libc::SOL_SOCKET, sys::SO_TIMESTAMPING)
-                    if flags.contains(ControlFlags::TIMESTAMPING) =>
-                {
-                    let t = sys::TIMESPEC_LEN;
-                    let software = data.get(..t).and_then(timespec_time);
-                    if self.timestamp.is_none() || !flags.contains(ControlFlags::TIMESTAMP) {
-                        self.timestamp = software.or(self.timestamp);
-                    }
-                    self.hw_timestamp = data.get(2 * t..3 * t).and_then(timespec_time);
-                }
-                (libc::IPPROTO_UDP, sys::UDP_GRO)
-                    if flags.contains(ControlFlags::GRO) && data.len() >= 4 =>
-                {
-                    let v = i32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
-                    self.gro_segment = u16::try_from(v).ok().filter(|&s| s > 0);
-                }
-                _ => {}
             }
+        });
+    }
+
+    #[inline]
+    fn decode_ip(&mut self, kind: i32, data: &[u8], flags: ControlFlags) {
+        match kind {
+            libc::IP_PKTINFO => {
+                if let Some((ifindex, spec_dst, addr)) = sys::parse_pktinfo(data) {
+                    if flags.contains(ControlFlags::DST) {
+                        self.dst = Some(addr);
+                    }
+                    if flags.contains(ControlFlags::INTERFACE) {
+                        self.ifindex = Some(ifindex);
+                    }
+                    if flags.contains(ControlFlags::LOCAL) {
+                        self.local = Some(spec_dst);
+                    }
+                }
+            }
+            libc::IP_TTL if flags.contains(ControlFlags::TTL) => {
+                // Linux sends an int; a 1-byte value (BSD style) is accepted too.
+                if let Some(v) = data.first_chunk::<4>() {
+                    self.ttl = u8::try_from(i32::from_ne_bytes(*v)).ok();
+                } else if let Some(&v) = data.first() {
+                    self.ttl = Some(v);
+                }
+            }
+            libc::IP_TOS if flags.contains(ControlFlags::TOS) => {
+                if let Some(&tos) = data.first() {
+                    self.tos = Some(tos);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[inline]
+    fn decode_socket(&mut self, kind: i32, data: &[u8], flags: ControlFlags) {
+        match kind {
+            sys::SO_TIMESTAMPNS if flags.contains(ControlFlags::TIMESTAMP) => {
+                if let Some(ts) = timespec_time(data) {
+                    self.timestamp = Some(ts);
+                }
+            }
+            sys::SO_RXQ_OVFL if flags.contains(ControlFlags::DROPS) => {
+                if let Some(v) = data.first_chunk::<4>() {
+                    self.drops = Some(u32::from_ne_bytes(*v));
+                }
+            }
+            sys::SO_TIMESTAMPING if flags.contains(ControlFlags::TIMESTAMPING) => {
+                let t = sys::TIMESPEC_LEN;
+                let software = data.get(..t).and_then(timespec_time);
+                if self.timestamp.is_none() || !flags.contains(ControlFlags::TIMESTAMP) {
+                    self.timestamp = software.or(self.timestamp);
+                }
+                self.hw_timestamp = data.get(2 * t..3 * t).and_then(timespec_time);
+            }
+            _ => {}
         }
     }
 
@@ -442,10 +454,15 @@ fn timespec_time(data: &[u8]) -> Option<SystemTime> {
 /// first: the kernel puts socket-level messages before IP-level ones).
 #[inline]
 pub(crate) fn find_drops(control: &[u8]) -> Option<u32> {
-    CmsgIter::new(control).find_map(|(level, kind, data)| {
-        (level == libc::SOL_SOCKET && kind == sys::SO_RXQ_OVFL && data.len() >= 4)
-            .then(|| u32::from_ne_bytes([data[0], data[1], data[2], data[3]]))
-    })
+    let mut drops = None;
+    sys::for_each_cmsg(control, |level, kind, data| {
+        if level == libc::SOL_SOCKET && kind == sys::SO_RXQ_OVFL {
+            if let Some(v) = data.first_chunk::<4>() {
+                drops.get_or_insert(u32::from_ne_bytes(*v));
+            }
+        }
+    });
+    drops
 }
 
 /// Writes one control message at the start of `buf` (which has room for
@@ -466,43 +483,6 @@ pub(crate) fn put_cmsg(
     let data_at = sys::cmsg_align(sys::CMSG_HDR);
     buf[data_at..data_at + data.len()].copy_from_slice(data);
     space
-}
-
-/// Walks a control buffer: `(level, type, data)` for each well-formed
-/// message, stopping at the first malformed header.
-struct CmsgIter<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> CmsgIter<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        CmsgIter { buf }
-    }
-}
-
-impl<'a> Iterator for CmsgIter<'a> {
-    type Item = (libc::c_int, libc::c_int, &'a [u8]);
-
-    #[inline]
-    fn next(&mut self) -> Option<Self::Item> {
-        let w = std::mem::size_of::<usize>();
-        let hdr = sys::CMSG_HDR;
-        if self.buf.len() < hdr {
-            return None;
-        }
-        let len = usize::from_ne_bytes(self.buf[..w].try_into().ok()?);
-        let level = i32::from_ne_bytes(self.buf[w..w + 4].try_into().ok()?);
-        let kind = i32::from_ne_bytes(self.buf[w + 4..w + 8].try_into().ok()?);
-        let data_at = sys::cmsg_align(hdr);
-        if len < data_at || len > self.buf.len() {
-            self.buf = &[];
-            return None;
-        }
-        let data = &self.buf[data_at..len];
-        let next = sys::cmsg_align(len).min(self.buf.len());
-        self.buf = &self.buf[next..];
-        Some((level, kind, data))
-    }
 }
 
 impl fmt::Display for ControlMessage {

@@ -145,23 +145,37 @@ impl RecvSlots {
         Ok(n as usize)
     }
 
-    /// Slot `i` as filled by the last `recv`: payload bytes, control bytes,
-    /// `msg_flags` and source address (if asked for).
+    /// The payload bytes slot `i` received in the last `recv`.
     #[inline]
-    pub(crate) fn slot(&self, i: usize) -> (&[u8], &[u8], libc::c_int, Option<SocketAddrV4>) {
-        let h = &self.hdrs[i];
-        let len = (h.msg_len as usize).min(self.payload_size);
+    pub(crate) fn payload(&self, i: usize) -> &[u8] {
+        let len = (self.hdrs[i].msg_len as usize).min(self.payload_size);
         let start = i * self.payload_size;
-        let payload = &self.payload[start..start + len];
+        &self.payload[start..start + len]
+    }
+
+    /// The control bytes the kernel wrote for slot `i`.
+    #[inline]
+    pub(crate) fn control(&self, i: usize) -> &[u8] {
         #[allow(clippy::unnecessary_cast)] // socklen_t on some C libraries
-        let clen = (h.msg_hdr.msg_controllen as usize).min(self.control_size);
-        let cstart = i * self.control_size;
-        let control = &as_bytes(&self.control)[cstart..cstart + clen];
-        let src = (self.want_name
+        let clen = (self.hdrs[i].msg_hdr.msg_controllen as usize).min(self.control_size);
+        let start = i * self.control_size;
+        &as_bytes(&self.control)[start..start + clen]
+    }
+
+    /// `msg_flags` of slot `i` (`MSG_TRUNC`, `MSG_CTRUNC`).
+    #[inline]
+    pub(crate) fn msg_flags(&self, i: usize) -> libc::c_int {
+        self.hdrs[i].msg_hdr.msg_flags
+    }
+
+    /// The source address of slot `i`, when asked for and present.
+    #[inline]
+    pub(crate) fn src(&self, i: usize) -> Option<SocketAddrV4> {
+        let h = &self.hdrs[i];
+        (self.want_name
             && h.msg_hdr.msg_namelen as usize >= size_of::<libc::sockaddr_in>()
             && self.names[i].sin_family == libc::AF_INET as libc::sa_family_t)
-            .then(|| from_sockaddr_in(&self.names[i]));
-        (payload, control, h.msg_hdr.msg_flags, src)
+            .then(|| from_sockaddr_in(&self.names[i]))
     }
 }
 

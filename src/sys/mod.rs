@@ -342,6 +342,7 @@ pub(crate) fn pktinfo_bytes(
 }
 
 /// Splits an `in_pktinfo`: (ifindex, spec_dst, addr).
+#[inline]
 pub(crate) fn parse_pktinfo(data: &[u8]) -> Option<(u32, Ipv4Addr, Ipv4Addr)> {
     if data.len() < size_of::<libc::in_pktinfo>() {
         return None;
@@ -353,6 +354,7 @@ pub(crate) fn parse_pktinfo(data: &[u8]) -> Option<(u32, Ipv4Addr, Ipv4Addr)> {
 }
 
 /// Parses a `struct timespec` (two native longs on 64-bit Linux).
+#[inline]
 pub(crate) fn parse_timespec(data: &[u8]) -> Option<(i64, i64)> {
     const W: usize = size_of::<libc::time_t>();
     const N: usize = size_of::<libc::c_long>();
@@ -494,5 +496,38 @@ pub(crate) fn ipv4_addrs_on(fd: BorrowedFd<'_>) -> io::Result<Vec<(String, Ipv4A
             }
         }
         return Ok(out);
+    }
+}
+
+/// Walks a control buffer as the kernel laid it out and calls `f(level,
+/// type, data)` for each well-formed message, stopping at the first header
+/// whose length does not fit what is left. The C way (`CMSG_NXTHDR`), with
+/// each length checked before anything is read past it.
+#[inline]
+pub(crate) fn for_each_cmsg(control: &[u8], mut f: impl FnMut(libc::c_int, libc::c_int, &[u8])) {
+    const W: usize = size_of::<usize>();
+    let data_at = cmsg_align(CMSG_HDR);
+    let base = control.as_ptr();
+    let total = control.len();
+    let mut at = 0usize;
+    while total - at >= CMSG_HDR {
+        // SAFETY: `at + CMSG_HDR <= total`, so the header lies inside
+        // `control`; the reads are unaligned-safe.
+        let (len, level, kind) = unsafe {
+            let p = base.add(at);
+            (
+                std::ptr::read_unaligned(p.cast::<usize>()),
+                std::ptr::read_unaligned(p.add(W).cast::<libc::c_int>()),
+                std::ptr::read_unaligned(p.add(W + 4).cast::<libc::c_int>()),
+            )
+        };
+        if len < data_at || len > total - at {
+            return;
+        }
+        // SAFETY: `data_at <= len <= total - at`: the data lies inside
+        // `control`, which outlives the call.
+        let data = unsafe { std::slice::from_raw_parts(base.add(at + data_at), len - data_at) };
+        f(level, kind, data);
+        at += cmsg_align(len).min(total - at);
     }
 }
