@@ -241,14 +241,15 @@ impl RecvBatch {
         let want_drops = cflags.contains(ControlFlags::DROPS);
         let mut bytes = 0u64;
         for i in 0..n {
-            let payload = self.slots.payload(i);
+            let msg_flags = self.slots.msg_flags(i);
             let meta = &mut self.meta[i];
-            meta.flags = RecvFlags::from_msg_flags(self.slots.msg_flags(i));
+            meta.flags = RecvFlags::from_msg_flags(msg_flags);
             meta.start = 0;
-            if strip {
-                meta.start = crate::packet::ip_header_len(payload).unwrap_or(payload.len()) as u32;
-            }
             meta.drops_before = 0;
+            if strip {
+                meta.start = crate::packet::ip_header_len(self.slots.payload(i))
+                    .unwrap_or(self.slots.payload_len(i)) as u32;
+            }
             // The drop counter is needed now, in arrival order, for the
             // deltas; the rest of the control data is decoded when the
             // packet is read.
@@ -260,9 +261,11 @@ impl RecvBatch {
                     self.counters.kernel_drops += u64::from(meta.drops_before);
                 }
             }
-            self.counters.truncated += u64::from(meta.flags.truncated);
-            self.counters.control_truncated += u64::from(meta.flags.control_truncated);
-            bytes += (payload.len() - meta.start as usize) as u64;
+            if msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+                self.counters.truncated += u64::from(meta.flags.truncated);
+                self.counters.control_truncated += u64::from(meta.flags.control_truncated);
+            }
+            bytes += (self.slots.payload_len(i) - meta.start as usize) as u64;
         }
         self.len = n;
         if n > 0 {
@@ -310,8 +313,11 @@ impl RecvBatch {
     }
 
     /// The packets of the last receive, in arrival order.
-    pub fn iter(&self) -> impl Iterator<Item = Packet<'_>> + '_ {
-        (0..self.len).filter_map(move |i| self.get(i))
+    pub fn iter(&self) -> Packets<'_> {
+        Packets {
+            batch: self,
+            next: 0,
+        }
     }
 
     /// The raw control bytes the kernel wrote for packet `i` of the last
@@ -343,6 +349,31 @@ impl RecvBatch {
         self.last_drops.unwrap_or(0)
     }
 }
+
+/// The packets of a [`RecvBatch`]'s last receive; see [`RecvBatch::iter`].
+#[derive(Debug, Clone)]
+pub struct Packets<'a> {
+    batch: &'a RecvBatch,
+    next: usize,
+}
+
+impl<'a> Iterator for Packets<'a> {
+    type Item = Packet<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Packet<'a>> {
+        let p = self.batch.get(self.next)?;
+        self.next += 1;
+        Some(p)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.batch.len.saturating_sub(self.next);
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for Packets<'_> {}
 
 /// One message for [`SendBatch::send`].
 #[derive(Debug, Clone, Copy)]

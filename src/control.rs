@@ -309,7 +309,7 @@ impl ControlMessage {
     /// let cm = ControlMessage::decode(&[1, 2, 3], ControlFlags::ALL);
     /// assert!(cm.is_empty());
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn decode(control: &[u8], flags: ControlFlags) -> ControlMessage {
         let mut cm = ControlMessage::default();
         cm.decode_into(control, flags);
@@ -318,7 +318,7 @@ impl ControlMessage {
 
     /// Like [`decode`](Self::decode), writing into `self` (fields that are
     /// not found keep their value).
-    #[inline]
+    #[inline(always)]
     pub fn decode_into(&mut self, control: &[u8], flags: ControlFlags) {
         sys::for_each_cmsg(control, |level, kind, data| {
             if level == libc::IPPROTO_IP {

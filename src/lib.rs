@@ -175,7 +175,7 @@ pub mod baseline {
     pub use crate::sys::baseline::{BaselineMeta, LibcDrain};
 }
 
-pub use batch::{Message, Packet, RecvBatch, RecvCounters, SendBatch};
+pub use batch::{Message, Packet, Packets, RecvBatch, RecvCounters, SendBatch};
 pub use bpf::{BpfInstruction, BPF_MAX_INSTRUCTIONS};
 pub use conn::Conn;
 pub use control::{ControlFlags, ControlMessage, RecvFlags};

@@ -148,9 +148,14 @@ impl RecvSlots {
     /// The payload bytes slot `i` received in the last `recv`.
     #[inline]
     pub(crate) fn payload(&self, i: usize) -> &[u8] {
-        let len = (self.hdrs[i].msg_len as usize).min(self.payload_size);
         let start = i * self.payload_size;
-        &self.payload[start..start + len]
+        &self.payload[start..start + self.payload_len(i)]
+    }
+
+    /// How many payload bytes slot `i` received (at most the slot's size).
+    #[inline]
+    pub(crate) fn payload_len(&self, i: usize) -> usize {
+        (self.hdrs[i].msg_len as usize).min(self.payload_size)
     }
 
     /// The control bytes the kernel wrote for slot `i`.
