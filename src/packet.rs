@@ -77,24 +77,7 @@ impl PacketConn {
     /// options, so the payload starts at the protocol's own header; writes
     /// get their IP header from the kernel. Needs CAP_NET_RAW.
     pub fn ip4(protocol: u8, local: Ipv4Addr) -> io::Result<PacketConn> {
-        let socket = Socket::new(
-            Domain::IPV4,
-            Type::RAW,
-            Some(Protocol::from(i32::from(protocol))),
-        )
-        .map_err(|e| {
-            let hint = if e.raw_os_error() == Some(libc::EPERM) {
-                " (raw sockets need CAP_NET_RAW)"
-            } else {
-                ""
-            };
-            Error::os(format!("creating a raw ip4:{protocol} socket{hint}"), e)
-        })?;
-        let addr = SocketAddrV4::new(local, 0);
-        socket
-            .bind(&addr.into())
-            .map_err(|e| Error::os(format!("binding raw socket to {local}"), e))?;
-        Ok(PacketConn::wrap(socket, true))
+        Ok(PacketConn::wrap(raw_socket(protocol, local, false)?, true))
     }
 
     /// Starts building the receiver a market-data consumer wants first:
@@ -479,6 +462,41 @@ impl PacketConn {
     pub fn set_prefer_busy_poll(&self, on: bool) -> io::Result<()> {
         options::set_prefer_busy_poll(self.as_fd(), on)
     }
+}
+
+/// A bound raw IPv4 socket for `protocol`, with `IP_HDRINCL` when
+/// `header_included`; the error names the protocol and, on `EPERM`, the
+/// capability needed.
+pub(crate) fn raw_socket(
+    protocol: u8,
+    local: Ipv4Addr,
+    header_included: bool,
+) -> io::Result<Socket> {
+    let socket = Socket::new(
+        Domain::IPV4,
+        Type::RAW,
+        Some(Protocol::from(i32::from(protocol))),
+    )
+    .map_err(|e| {
+        let hint = if e.raw_os_error() == Some(libc::EPERM) {
+            " (raw sockets need CAP_NET_RAW)"
+        } else {
+            ""
+        };
+        Error::os(
+            format!("creating a raw socket for protocol {protocol}{hint}"),
+            e,
+        )
+    })?;
+    if header_included {
+        socket
+            .set_header_included_v4(true)
+            .map_err(|e| Error::os("setting IP_HDRINCL", e))?;
+    }
+    socket
+        .bind(&SocketAddrV4::new(local, 0).into())
+        .map_err(|e| Error::os(format!("binding raw socket to {local}"), e))?;
+    Ok(socket)
 }
 
 /// The length of the IPv4 header at the start of `packet`, checked.

@@ -6,8 +6,6 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use socket2::{Domain, Protocol, Socket, Type};
-
 use crate::control::{ControlMessage, RecvFlags, MAX_CONTROL_LEN};
 use crate::error::Error;
 use crate::header::{Header, HeaderError, MAX_HEADER_LEN};
@@ -51,28 +49,7 @@ impl RawConn {
     /// (`0.0.0.0` for any). It receives a copy of every packet of that
     /// protocol addressed to this host.
     pub fn new(protocol: u8, local: Ipv4Addr) -> io::Result<RawConn> {
-        let socket = Socket::new(
-            Domain::IPV4,
-            Type::RAW,
-            Some(Protocol::from(i32::from(protocol))),
-        )
-        .map_err(|e| {
-            let hint = if e.raw_os_error() == Some(libc::EPERM) {
-                " (raw sockets need CAP_NET_RAW)"
-            } else {
-                ""
-            };
-            Error::os(
-                format!("creating a raw socket for protocol {protocol}{hint}"),
-                e,
-            )
-        })?;
-        socket
-            .set_header_included_v4(true)
-            .map_err(|e| Error::os("setting IP_HDRINCL", e))?;
-        socket
-            .bind(&SocketAddrV4::new(local, 0).into())
-            .map_err(|e| Error::os(format!("binding raw socket to {local}"), e))?;
+        let socket = crate::packet::raw_socket(protocol, local, true)?;
         Ok(RawConn {
             conn: PacketConn::from_raw_with_header(socket),
         })
