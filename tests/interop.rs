@@ -21,6 +21,7 @@
 //!
 //! Groups: 239.255.180.x, one per test.
 
+mod procs;
 mod topology;
 
 use std::fmt;
@@ -34,6 +35,10 @@ use std::sync::{mpsc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use procs::{
+    examples_path, kill_if_running, parse_dump_output, seqs, strings, wait_for_stderr_line,
+    DumpOutput, Json,
+};
 use topology::{Topology, S0};
 
 /// The longest a `mcast_dump` may run (its `--timeout-ms`).
@@ -81,18 +86,7 @@ fn examples_dir() -> &'static PathBuf {
             out.status.success(),
             "cargo build --examples failed: {out:?}"
         );
-        let target = match std::env::var_os("CARGO_TARGET_DIR") {
-            Some(dir) => {
-                let dir = PathBuf::from(dir);
-                if dir.is_absolute() {
-                    dir
-                } else {
-                    manifest.join(dir)
-                }
-            }
-            None => manifest.join("target"),
-        };
-        target.join("debug").join("examples")
+        examples_path(&manifest)
     })
 }
 
@@ -286,29 +280,15 @@ impl Proc {
 
     /// Waits for a stderr line that `matches`; `what` describes it.
     fn wait_for(&mut self, what: &str, matches: impl Fn(&str) -> bool, limit: Duration) -> String {
-        let until = Instant::now() + limit;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.stderr_lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.stderr.push(line.clone());
-                    if matches(&line) {
-                        return line;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                    "{} printed no {what} line within {limit:?}; stderr so far:\n{}",
-                    self.name,
-                    self.stderr.join("\n")
-                ),
-                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
-                    "{} ended before printing a {what} line ({:?}); stderr:\n{}",
-                    self.name,
-                    self.child.try_wait(),
-                    self.stderr.join("\n")
-                ),
-            }
-        }
+        wait_for_stderr_line(
+            &self.name,
+            &mut self.child,
+            &self.stderr_lines,
+            &mut self.stderr,
+            what,
+            matches,
+            limit,
+        )
     }
 
     /// Waits for the child to end on its own (killing it and failing the
@@ -378,10 +358,7 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
     }
 }
 
@@ -439,10 +416,6 @@ fn number_between(text: &str, before: &str, after: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {before:?}N{after:?} in {text:?}"))
 }
 
-fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| s.to_string()).collect()
-}
-
 // ---------------------------------------------------------------------
 // mcast_dump and mcast_send.
 
@@ -494,13 +467,6 @@ fn start_dump(mut cmd: Command, group: Ipv4Addr, iface: &str, extra: &[&str]) ->
     )
 }
 
-/// The JSON lines a `--json` dump printed: per-packet objects, then the
-/// summary (checked to be last and alone).
-struct DumpOutput {
-    packets: Vec<Json>,
-    summary: Json,
-}
-
 impl fmt::Debug for DumpOutput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -512,46 +478,15 @@ impl fmt::Debug for DumpOutput {
     }
 }
 
+/// The JSON lines a `--json` dump printed, checked (see [`DumpOutput`]),
+/// with one line per packet the summary counts.
 fn dump_output(out: &Finished) -> DumpOutput {
     assert!(out.status.success(), "mcast_dump failed: {out:?}");
     let text = out.stdout_text();
-    let mut lines: Vec<Json> = text
-        .lines()
-        .map(|l| Json::parse(l).unwrap_or_else(|e| panic!("{e}: line {l:?} of {out:?}")))
-        .collect();
-    let last = lines.pop().unwrap_or_else(|| panic!("no output: {out:?}"));
-    assert_eq!(last.keys(), ["summary"], "the last line is the summary");
-    let summary = last["summary"].clone();
-    assert_eq!(
-        summary.keys(),
-        [
-            "packets",
-            "bytes",
-            "gaps",
-            "lost",
-            "kernel_drops",
-            "truncated",
-            "elapsed_s",
-            "pps"
-        ],
-        "summary keys"
-    );
-    for p in &lines {
-        assert_eq!(
-            p.keys(),
-            [
-                "seq",
-                "len",
-                "src",
-                "dst",
-                "ifindex",
-                "ttl",
-                "tos",
-                "truncated"
-            ],
-            "packet keys"
-        );
-    }
+    let DumpOutput {
+        packets: lines,
+        summary,
+    } = parse_dump_output(&text, out);
     assert_eq!(
         summary["packets"].u64(),
         lines.len() as u64,
@@ -581,10 +516,6 @@ fn assert_dump_fields(
         assert_eq!(p["tos"].u64(), tos, "{p:?}");
         assert_eq!(p["truncated"], Json::Bool(false), "{p:?}");
     }
-}
-
-fn seqs(packets: &[Json]) -> Vec<u64> {
-    packets.iter().map(|p| p["seq"].u64()).collect()
 }
 
 /// Runs `mcast_send ARGS --json` to its end through `cmd`; returns the
@@ -1059,240 +990,5 @@ fn tcpdump_sees_tos_and_ttl_of_mcast_send_on_the_wire() {
         assert!(header.ends_with("length 92)"), "20 + 8 + 64: {header:?}");
         let next = lines.get(i + 1).map(|l| l.trim());
         assert_eq!(next, Some(udp.as_str()), "{out:?}");
-    }
-}
-
-// ---------------------------------------------------------------------
-// Just enough JSON to check the tools' output strictly: objects keep their
-// key order, numbers keep their text (so integers compare exactly).
-
-#[derive(Debug, Clone, PartialEq)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(String),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
-}
-
-impl Json {
-    fn parse(text: &str) -> Result<Json, String> {
-        let mut p = Parser {
-            s: text.as_bytes(),
-            at: 0,
-        };
-        let v = p.value()?;
-        p.ws();
-        if p.at != p.s.len() {
-            return Err(format!("trailing bytes at {} in {text:?}", p.at));
-        }
-        Ok(v)
-    }
-
-    fn get(&self, key: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        match self {
-            Json::Obj(fields) => fields.iter().map(|(k, _)| k.as_str()).collect(),
-            _ => panic!("not an object: {self:?}"),
-        }
-    }
-
-    fn u64(&self) -> u64 {
-        match self {
-            Json::Num(n) => n
-                .parse()
-                .unwrap_or_else(|_| panic!("not a whole number: {n}")),
-            _ => panic!("not a number: {self:?}"),
-        }
-    }
-
-    fn str(&self) -> &str {
-        match self {
-            Json::Str(s) => s,
-            _ => panic!("not a string: {self:?}"),
-        }
-    }
-}
-
-impl std::ops::Index<&str> for Json {
-    type Output = Json;
-    fn index(&self, key: &str) -> &Json {
-        self.get(key)
-            .unwrap_or_else(|| panic!("no key {key:?} in {self:?}"))
-    }
-}
-
-struct Parser<'a> {
-    s: &'a [u8],
-    at: usize,
-}
-
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while self.s.get(self.at).is_some_and(|c| c.is_ascii_whitespace()) {
-            self.at += 1;
-        }
-    }
-
-    fn eat(&mut self, c: u8) -> Result<(), String> {
-        self.ws();
-        if self.s.get(self.at) == Some(&c) {
-            self.at += 1;
-            Ok(())
-        } else {
-            Err(format!("expected {:?} at {}", c as char, self.at))
-        }
-    }
-
-    fn value(&mut self) -> Result<Json, String> {
-        self.ws();
-        match self.s.get(self.at) {
-            Some(b'{') => self.object(),
-            Some(b'[') => self.array(),
-            Some(b'"') => self.string().map(Json::Str),
-            Some(b't') => self.literal("true", Json::Bool(true)),
-            Some(b'f') => self.literal("false", Json::Bool(false)),
-            Some(b'n') => self.literal("null", Json::Null),
-            Some(c) if *c == b'-' || c.is_ascii_digit() => self.number(),
-            _ => Err(format!("unexpected input at {}", self.at)),
-        }
-    }
-
-    fn literal(&mut self, word: &str, v: Json) -> Result<Json, String> {
-        if self.s[self.at..].starts_with(word.as_bytes()) {
-            self.at += word.len();
-            Ok(v)
-        } else {
-            Err(format!("bad literal at {}", self.at))
-        }
-    }
-
-    fn number(&mut self) -> Result<Json, String> {
-        let start = self.at;
-        let digits = |p: &mut Self| {
-            let from = p.at;
-            while p.s.get(p.at).is_some_and(u8::is_ascii_digit) {
-                p.at += 1;
-            }
-            p.at > from
-        };
-        if self.s.get(self.at) == Some(&b'-') {
-            self.at += 1;
-        }
-        if !digits(self) {
-            return Err(format!("bad number at {start}"));
-        }
-        if self.s.get(self.at) == Some(&b'.') {
-            self.at += 1;
-            if !digits(self) {
-                return Err(format!("bad fraction at {start}"));
-            }
-        }
-        if matches!(self.s.get(self.at), Some(b'e' | b'E')) {
-            self.at += 1;
-            if matches!(self.s.get(self.at), Some(b'+' | b'-')) {
-                self.at += 1;
-            }
-            if !digits(self) {
-                return Err(format!("bad exponent at {start}"));
-            }
-        }
-        let text = std::str::from_utf8(&self.s[start..self.at]).map_err(|e| e.to_string())?;
-        Ok(Json::Num(text.to_string()))
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        self.eat(b'"')?;
-        let mut out = String::new();
-        loop {
-            let rest = std::str::from_utf8(&self.s[self.at..]).map_err(|e| e.to_string())?;
-            let mut chars = rest.chars();
-            let c = chars.next().ok_or("unterminated string")?;
-            self.at += c.len_utf8();
-            match c {
-                '"' => return Ok(out),
-                '\\' => {
-                    let e = *self.s.get(self.at).ok_or("unterminated escape")?;
-                    self.at += 1;
-                    match e {
-                        b'"' => out.push('"'),
-                        b'\\' => out.push('\\'),
-                        b'/' => out.push('/'),
-                        b'b' => out.push('\u{8}'),
-                        b'f' => out.push('\u{c}'),
-                        b'n' => out.push('\n'),
-                        b'r' => out.push('\r'),
-                        b't' => out.push('\t'),
-                        b'u' => {
-                            let hex = self.s.get(self.at..self.at + 4).ok_or("short \\u escape")?;
-                            let hex = std::str::from_utf8(hex).map_err(|e| e.to_string())?;
-                            let code = u32::from_str_radix(hex, 16).map_err(|e| e.to_string())?;
-                            out.push(char::from_u32(code).ok_or("surrogate in \\u escape")?);
-                            self.at += 4;
-                        }
-                        _ => return Err(format!("bad escape at {}", self.at)),
-                    }
-                }
-                c if u32::from(c) < 0x20 => return Err("control character in string".into()),
-                c => out.push(c),
-            }
-        }
-    }
-
-    fn array(&mut self) -> Result<Json, String> {
-        self.eat(b'[')?;
-        let mut items = Vec::new();
-        self.ws();
-        if self.s.get(self.at) == Some(&b']') {
-            self.at += 1;
-            return Ok(Json::Arr(items));
-        }
-        loop {
-            items.push(self.value()?);
-            self.ws();
-            match self.s.get(self.at) {
-                Some(b',') => self.at += 1,
-                Some(b']') => {
-                    self.at += 1;
-                    return Ok(Json::Arr(items));
-                }
-                _ => return Err(format!("expected , or ] at {}", self.at)),
-            }
-        }
-    }
-
-    fn object(&mut self) -> Result<Json, String> {
-        self.eat(b'{')?;
-        let mut fields = Vec::new();
-        self.ws();
-        if self.s.get(self.at) == Some(&b'}') {
-            self.at += 1;
-            return Ok(Json::Obj(fields));
-        }
-        loop {
-            self.ws();
-            let key = self.string()?;
-            if fields.iter().any(|(k, _)| *k == key) {
-                return Err(format!("duplicate key {key:?}"));
-            }
-            self.eat(b':')?;
-            fields.push((key, self.value()?));
-            self.ws();
-            match self.s.get(self.at) {
-                Some(b',') => self.at += 1,
-                Some(b'}') => {
-                    self.at += 1;
-                    return Ok(Json::Obj(fields));
-                }
-                _ => return Err(format!("expected , or }} at {}", self.at)),
-            }
-        }
     }
 }
