@@ -137,6 +137,45 @@
 //! `rp_filter` drops feeds whose source routes back through another
 //! interface.
 //!
+//! # Batches
+//!
+//! A feed at hundreds of thousands of packets a second wants one system
+//! call per batch, not per packet. [`RecvBatch`] receives up to N packets
+//! per `recvmmsg` into slots allocated once, each with its own control
+//! buffer, and reports per packet what a consumer must never miss: a cut
+//! payload, lost control data, the socket's kernel drops since the previous
+//! packet. [`SendBatch`] sends N per `sendmmsg`. Neither allocates per call.
+//!
+//! ```
+//! use ipv4_reactor::{ControlFlags, Message, PacketConn, RecvBatch, SendBatch};
+//!
+//! let flags = ControlFlags::DROPS | ControlFlags::TTL;
+//! let rx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
+//! rx.set_control_flags(flags)?;
+//! rx.set_nonblocking(true)?;
+//! let tx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
+//! let payloads: Vec<[u8; 8]> = (0..10u64).map(u64::to_be_bytes).collect();
+//! let msgs: Vec<Message<'_>> = payloads.iter().map(|p| Message::new(p, rx.local_addr().unwrap())).collect();
+//! SendBatch::new(64).send_all(&tx, &msgs)?;
+//!
+//! let mut batch = RecvBatch::new(64, 2048, flags);
+//! let n = batch.recv(&rx)?;
+//! for p in batch.iter() {
+//!     assert!(!p.truncated() && !p.control_truncated());
+//!     assert_eq!(p.drops_before, 0);
+//! }
+//! assert_eq!(n, 10);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # The reactor
+//!
+//! [`reactor::Reactor`] owns packet sockets on one thread, drains each in
+//! batches with a fairness budget and hands every packet to a handler
+//! (borrowed, no copy) or to a [`reactor::ChannelSink`] (copied once into a
+//! pooled buffer for another thread); a [`reactor::Handle`] steers it from
+//! other threads. See the [`reactor`] module for the whole chapter.
+//!
 //! # Errors
 //!
 //! Every call returns `std::io::Result`. Bad arguments (a unicast group, a
