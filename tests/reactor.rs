@@ -1354,3 +1354,41 @@ fn changing_control_flags_does_not_count_old_drops_again() {
         "no packet was dropped after the flag change, yet the drop count moved"
     );
 }
+
+#[test]
+fn handler_time_is_measured_only_when_asked() {
+    for measure in [true, false] {
+        let mut reactor = Reactor::builder()
+            .measure_handler_time(measure)
+            .build()
+            .unwrap();
+        let rx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let dst = rx.local_addr().unwrap();
+        let key = reactor
+            .register(rx, |_p: &Packet<'_>, _ctx: &mut Context<'_>| {
+                // A handler that takes 2 ms per packet.
+                std::thread::sleep(Duration::from_millis(2));
+            })
+            .unwrap();
+        let tx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        for i in 0..5u8 {
+            tx.send_to(&[i], None, dst).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while reactor.socket_counters(key).unwrap().recv.packets < 5 {
+            assert!(Instant::now() < deadline, "the 5 packets never came");
+            reactor.turn(Some(Duration::from_millis(50))).unwrap();
+        }
+        let c = reactor.socket_counters(key).unwrap();
+        if measure {
+            assert!(
+                c.handler_time >= Duration::from_millis(10),
+                "5 packets x 2 ms, measured {:?}",
+                c.handler_time
+            );
+            assert_eq!(reactor.counters().total.handler_time, c.handler_time);
+        } else {
+            assert_eq!(c.handler_time, Duration::ZERO);
+        }
+    }
+}

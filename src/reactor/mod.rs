@@ -154,6 +154,9 @@ pub struct SocketCounters {
     pub recv_errors: u64,
     /// Times the socket stopped at its budget with packets still queued.
     pub budget_stops: u64,
+    /// Time spent in the handler, when the reactor measures it
+    /// ([`ReactorBuilder::measure_handler_time`]); zero otherwise.
+    pub handler_time: Duration,
 }
 
 /// Counters of a reactor.
@@ -197,6 +200,7 @@ pub struct ReactorBuilder {
     busy_poll: Option<u32>,
     pin_cpu: Option<usize>,
     panic_policy: PanicPolicy,
+    measure_handler_time: bool,
 }
 
 impl Default for ReactorBuilder {
@@ -210,6 +214,7 @@ impl Default for ReactorBuilder {
             busy_poll: None,
             pin_cpu: None,
             panic_policy: PanicPolicy::default(),
+            measure_handler_time: false,
         }
     }
 }
@@ -259,6 +264,13 @@ impl ReactorBuilder {
     /// [`ReactorBuilder::spawn`]) to this CPU.
     pub fn pin_to_cpu(mut self, cpu: usize) -> Self {
         self.pin_cpu = Some(cpu);
+        self
+    }
+
+    /// Measures the time spent in handlers, per socket
+    /// ([`SocketCounters::handler_time`]): two clock reads per batch.
+    pub fn measure_handler_time(mut self, on: bool) -> Self {
+        self.measure_handler_time = on;
         self
     }
 
@@ -444,6 +456,7 @@ impl Reactor {
         self.retired.overflow_drops += entry.counters.overflow_drops;
         self.retired.recv_errors += entry.counters.recv_errors;
         self.retired.budget_stops += entry.counters.budget_stops;
+        self.retired.handler_time += entry.counters.handler_time;
         self.counters.sockets = self.entries.len();
         Some(entry)
     }
@@ -482,6 +495,7 @@ impl Reactor {
             c.total.overflow_drops += e.counters.overflow_drops;
             c.total.recv_errors += e.counters.recv_errors;
             c.total.budget_stops += e.counters.budget_stops;
+            c.total.handler_time += e.counters.handler_time;
         }
         c
     }
@@ -574,7 +588,12 @@ impl Reactor {
             let Some(entry) = self.entries.get_mut(key) else {
                 continue;
             };
-            let outcome = drain(entry, Key(key), self.config.budget);
+            let outcome = drain(
+                entry,
+                Key(key),
+                self.config.budget,
+                self.config.measure_handler_time,
+            );
             delivered += outcome.packets;
             if let Some(payload) = outcome.panic {
                 self.counters.handler_panics += 1;
@@ -625,7 +644,7 @@ struct Outcome {
 }
 
 /// Reads one socket until nothing is queued or its budget is spent.
-fn drain(entry: &mut Entry, key: Key, budget: usize) -> Outcome {
+fn drain(entry: &mut Entry, key: Key, budget: usize, measure: bool) -> Outcome {
     let Entry {
         conn,
         batch,
@@ -653,12 +672,19 @@ fn drain(entry: &mut Entry, key: Key, budget: usize) -> Outcome {
             let want = batch.capacity().min(budget - out.packets);
             match batch.recv_with(ctx.conn, want, libc::MSG_DONTWAIT) {
                 Ok(n) => {
+                    let started = measure.then(std::time::Instant::now);
                     for pkt in batch.iter() {
                         out.packets += 1;
                         handler.on_packet(&pkt, &mut ctx);
                         if ctx.deregister {
-                            return;
+                            break;
                         }
+                    }
+                    if let Some(t) = started {
+                        counters.handler_time += t.elapsed();
+                    }
+                    if ctx.deregister {
+                        return;
                     }
                     // Fewer than asked: the queue was empty when the call
                     // returned, and any later packet raises a new edge.
