@@ -90,12 +90,13 @@ fn one_socket_joined_on_two_interfaces_tells_them_apart() {
     assert_eq!(got[0].1.ifindex, Some(en1));
 }
 
-#[test]
-fn multicast_ttl_zero_stays_on_the_host_and_one_crosses_the_link() {
-    let Some(topo) = Topology::new("ttl") else {
-        return;
-    };
-    let group = Ipv4Addr::new(239, 255, 90, 2);
+/// A receiver of `group` across the link (on en0), one on the sending host
+/// itself (on s0, same port), and a sender on s0; returns them with the
+/// destination, after the joins settled.
+fn both_sides(
+    topo: &Topology,
+    group: Ipv4Addr,
+) -> (PacketConn, PacketConn, PacketConn, SocketAddrV4) {
     let remote = in_ns(&topo.rcv, || {
         PacketConn::multicast_receiver(SocketAddrV4::new(group, 0), Interface::name("en0"))
             .nonblocking(false)
@@ -112,6 +113,16 @@ fn multicast_ttl_zero_stays_on_the_host_and_one_crosses_the_link() {
     let tx = sender(&topo, "s0");
     std::thread::sleep(SETTLE);
     let dst = SocketAddrV4::new(group, port);
+    (remote, local, tx, dst)
+}
+
+#[test]
+fn multicast_ttl_zero_stays_on_the_host_and_one_crosses_the_link() {
+    let Some(topo) = Topology::new("ttl") else {
+        return;
+    };
+    let group = Ipv4Addr::new(239, 255, 90, 2);
+    let (remote, local, tx, dst) = both_sides(&topo, group);
 
     tx.set_multicast_ttl(0).unwrap();
     tx.send_to(b"ttl0", None, dst).unwrap();
@@ -353,22 +364,7 @@ fn multicast_loop_off_keeps_own_packets_from_local_receivers() {
         return;
     };
     let group = Ipv4Addr::new(239, 255, 90, 4);
-    let remote = in_ns(&topo.rcv, || {
-        PacketConn::multicast_receiver(SocketAddrV4::new(group, 0), Interface::name("en0"))
-            .nonblocking(false)
-            .build()
-    })
-    .unwrap();
-    let port = remote.local_addr().unwrap().port();
-    let local = in_ns(&topo.snd, || {
-        PacketConn::multicast_receiver(SocketAddrV4::new(group, port), Interface::name("s0"))
-            .nonblocking(false)
-            .build()
-    })
-    .unwrap();
-    let tx = sender(&topo, "s0");
-    std::thread::sleep(SETTLE);
-    let dst = SocketAddrV4::new(group, port);
+    let (remote, local, tx, dst) = both_sides(&topo, group);
 
     tx.set_multicast_loop(false).unwrap();
     assert!(!tx.multicast_loop().unwrap());
