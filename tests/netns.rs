@@ -110,7 +110,7 @@ fn both_sides(
             .build()
     })
     .unwrap();
-    let tx = sender(&topo, "s0");
+    let tx = sender(topo, "s0");
     std::thread::sleep(SETTLE);
     let dst = SocketAddrV4::new(group, port);
     (remote, local, tx, dst)
