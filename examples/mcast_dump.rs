@@ -100,13 +100,7 @@ fn parse_args() -> Options {
     while let Some(arg) = args.next() {
         let flag = match arg {
             Arg::Positional(p) => {
-                if group.is_some() {
-                    usage_error(
-                        TOOL,
-                        format_args!("unexpected argument {p:?}: GROUP:PORT was already given"),
-                    );
-                }
-                group = Some(common::parse_group_port(TOOL, &p, true));
+                common::take_group_port(TOOL, &mut group, &p, true);
                 continue;
             }
             Arg::Flag(f) => f,

@@ -93,13 +93,7 @@ fn parse_args() -> Options {
     while let Some(arg) = args.next() {
         let flag = match arg {
             Arg::Positional(p) => {
-                if dst.is_some() {
-                    usage_error(
-                        TOOL,
-                        format_args!("unexpected argument {p:?}: GROUP:PORT was already given"),
-                    );
-                }
-                dst = Some(common::parse_group_port(TOOL, &p, false));
+                common::take_group_port(TOOL, &mut dst, &p, false);
                 continue;
             }
             Arg::Flag(f) => f,

@@ -142,6 +142,18 @@ impl Args {
     }
 }
 
+/// Takes the one positional `GROUP:PORT` argument into `slot`; a second one
+/// is a usage error.
+pub fn take_group_port(tool: &str, slot: &mut Option<SocketAddrV4>, s: &str, allow_port_0: bool) {
+    if slot.is_some() {
+        usage_error(
+            tool,
+            format_args!("unexpected argument {s:?}: GROUP:PORT was already given"),
+        );
+    }
+    *slot = Some(parse_group_port(tool, s, allow_port_0));
+}
+
 /// `GROUP:PORT` with a multicast group. A port of 0 is allowed only when
 /// `allow_port_0` (a receiver lets the kernel pick).
 pub fn parse_group_port(tool: &str, s: &str, allow_port_0: bool) -> SocketAddrV4 {
