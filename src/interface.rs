@@ -112,11 +112,7 @@ impl Interface {
                 if name.is_empty() || name.len() >= libc::IF_NAMESIZE || name.contains('\0') {
                     return Err(Error::InvalidInterfaceName(name.clone()).into());
                 }
-                let index = sys::if_index_on(socket, name)
-                    .map_err(|e| {
-                        Error::os(format!("looking up interface {name} (SIOCGIFINDEX)"), e)
-                    })?
-                    .ok_or_else(|| Error::UnknownInterfaceName(name.clone()))?;
+                let index = index_of(socket, name)?;
                 Ok(InterfaceInfo {
                     index,
                     name: name.clone(),
@@ -132,11 +128,7 @@ impl Interface {
                     .ok_or(Error::UnknownInterfaceAddr(*addr))?;
                 // An alias label "eth0:1" belongs to interface "eth0".
                 let name = label.split(':').next().unwrap_or(&label).to_string();
-                let index = sys::if_index_on(socket, &name)
-                    .map_err(|e| {
-                        Error::os(format!("looking up interface {name} (SIOCGIFINDEX)"), e)
-                    })?
-                    .ok_or_else(|| Error::UnknownInterfaceName(name.clone()))?;
+                let index = index_of(socket, &name)?;
                 Ok(InterfaceInfo {
                     index,
                     name,
@@ -145,6 +137,13 @@ impl Interface {
             }
         }
     }
+}
+
+/// The index of the interface named `name` in the socket's namespace.
+fn index_of(socket: BorrowedFd<'_>, name: &str) -> io::Result<u32> {
+    sys::if_index_on(socket, name)
+        .map_err(|e| Error::os(format!("looking up interface {name} (SIOCGIFINDEX)"), e))?
+        .ok_or_else(|| Error::UnknownInterfaceName(name.to_string()).into())
 }
 
 impl InterfaceInfo {

@@ -182,7 +182,7 @@ pub fn send_feed(
     result
 }
 
-pub fn send_feed_inner(
+fn send_feed_inner(
     lo: &Interface,
     group: SocketAddrV4,
     rate: u64,
