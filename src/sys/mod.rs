@@ -74,12 +74,37 @@ pub(crate) fn setsockopt<T: Copy>(
     name: libc::c_int,
     value: T,
 ) -> io::Result<()> {
+    setsockopt_bytes(fd, level, name, (&value as *const T).cast(), size_of::<T>())
+}
+
+/// Sets an option whose C struct has padding between its fields
+/// (`group_req`, `group_source_req`): the struct is built in zeroed
+/// storage by `fill`, so the bytes no field covers reach the kernel as
+/// zeros rather than as whatever the stack held.
+fn setsockopt_padded<T: Copy>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    fill: impl FnOnce(*mut T),
+) -> io::Result<()> {
+    let mut value = MaybeUninit::<T>::zeroed();
+    fill(value.as_mut_ptr());
+    setsockopt_bytes(fd, level, name, value.as_ptr().cast(), size_of::<T>())
+}
+
+fn setsockopt_bytes(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: *const libc::c_void,
+    len: usize,
+) -> io::Result<()> {
     syscall!(setsockopt(
         fd.as_raw_fd(),
         level,
         name,
-        (&value as *const T).cast(),
-        size_of::<T>() as libc::socklen_t,
+        value,
+        len as libc::socklen_t
     ))
     .map(drop)
 }
@@ -169,11 +194,14 @@ pub(crate) fn group_op(
     ifindex: u32,
     group: Ipv4Addr,
 ) -> io::Result<()> {
-    let req = libc::group_req {
-        gr_interface: ifindex,
-        gr_group: sockaddr_storage(group),
-    };
-    setsockopt(fd, libc::IPPROTO_IP, op, req)
+    setsockopt_padded(fd, libc::IPPROTO_IP, op, |req: *mut libc::group_req| {
+        // SAFETY: `req` points to a zeroed, aligned, writable group_req;
+        // each field is written in place through its own address.
+        unsafe {
+            std::ptr::addr_of_mut!((*req).gr_interface).write(ifindex);
+            std::ptr::addr_of_mut!((*req).gr_group).write(sockaddr_storage(group));
+        }
+    })
 }
 
 /// `MCAST_{JOIN,LEAVE}_SOURCE_GROUP`, `MCAST_{BLOCK,UNBLOCK}_SOURCE`.
@@ -184,12 +212,20 @@ pub(crate) fn group_source_op(
     group: Ipv4Addr,
     source: Ipv4Addr,
 ) -> io::Result<()> {
-    let req = libc::group_source_req {
-        gsr_interface: ifindex,
-        gsr_group: sockaddr_storage(group),
-        gsr_source: sockaddr_storage(source),
-    };
-    setsockopt(fd, libc::IPPROTO_IP, op, req)
+    setsockopt_padded(
+        fd,
+        libc::IPPROTO_IP,
+        op,
+        |req: *mut libc::group_source_req| {
+            // SAFETY: as in `group_op`: zeroed, aligned, writable storage, each
+            // field written in place.
+            unsafe {
+                std::ptr::addr_of_mut!((*req).gsr_interface).write(ifindex);
+                std::ptr::addr_of_mut!((*req).gsr_group).write(sockaddr_storage(group));
+                std::ptr::addr_of_mut!((*req).gsr_source).write(sockaddr_storage(source));
+            }
+        },
+    )
 }
 
 /// `IP_MULTICAST_IF` with an `ip_mreqn` (interface index and address).
