@@ -222,3 +222,9 @@ pub use error::{Error, Limit};
 pub use interface::{Interface, InterfaceInfo};
 pub use packet::{PacketConn, ReceiverBuilder};
 pub use raw::RawConn;
+
+/// Every Rust snippet of README.md, compiled and run as a doc-test by
+/// `cargo test`, so that the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
