@@ -1119,6 +1119,10 @@ impl Header {
 
     /// Reads the fields of a view into a `Header`. The total length is not
     /// checked here.
+    ///
+    /// Never panics for a view that passed [`HeaderView::check`] (one from
+    /// [`HeaderView::new_checked`]). On an unchecked view it panics where
+    /// [`HeaderView::options`] does.
     pub fn from_view<T: AsRef<[u8]>>(view: &HeaderView<T>) -> Header {
         Header {
             version: view.version(),
