@@ -3,7 +3,10 @@
 //! - [`HeaderView`] is a view over the bytes of a header. Once
 //!   [`HeaderView::new_checked`] has accepted a buffer, no accessor can panic.
 //!   Setters write fields in place, and [`HeaderView::fill_checksum`] computes
-//!   the checksum.
+//!   the checksum. The setters that could undo the check
+//!   ([`HeaderView::set_version`], [`HeaderView::set_ihl`],
+//!   [`HeaderView::set_header_len`]) check their value and return an error
+//!   instead, so the view stays checked whatever is written through it.
 //! - [`Header`] is an owned header. [`Header::parse`] checks a buffer and
 //!   reads it into a `Header`. [`Header::emit`] writes a `Header` out, with
 //!   padded options and a correct checksum.
@@ -117,8 +120,9 @@ fn padded(len: usize) -> usize {
 ///
 /// It converts into an [`io::Error`]. Errors about bad bytes, and
 /// `BadVersion`, get [`io::ErrorKind::InvalidData`]. The errors that only
-/// [`Header::emit`] and [`Header::set_payload_len`] return (a bad [`Header`]
-/// or a short output buffer) get [`io::ErrorKind::InvalidInput`].
+/// [`Header::emit`], [`Header::set_payload_len`] and the [`HeaderView`]
+/// length setters return (a bad [`Header`], a short output buffer, a bad
+/// header length) get [`io::ErrorKind::InvalidInput`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HeaderError {
@@ -173,6 +177,15 @@ pub enum HeaderError {
         /// Header length, in bytes.
         header_len: usize,
     },
+    /// A header length that [`HeaderView::set_ihl`] or
+    /// [`HeaderView::set_header_len`] refused: not a multiple of 4 from 20 to
+    /// 60 (IHL 5 to 15), or past the end of the view's buffer.
+    BadHeaderLen {
+        /// The header length asked for, in bytes (IHL × 4 for `set_ihl`).
+        header_len: usize,
+        /// Bytes in the view's buffer.
+        buffer_len: usize,
+    },
 }
 
 impl HeaderError {
@@ -182,7 +195,8 @@ impl HeaderError {
             HeaderError::OptionsTooLong(_)
             | HeaderError::BufferTooSmall { .. }
             | HeaderError::FragOffsetTooLarge(_)
-            | HeaderError::PayloadTooLong { .. } => io::ErrorKind::InvalidInput,
+            | HeaderError::PayloadTooLong { .. }
+            | HeaderError::BadHeaderLen { .. } => io::ErrorKind::InvalidInput,
             _ => io::ErrorKind::InvalidData,
         }
     }
@@ -243,6 +257,26 @@ impl fmt::Display for HeaderError {
                 "payload of {payload_len} bytes after a {header_len}-byte header exceeds the \
                  IPv4 maximum total length of 65535"
             ),
+            HeaderError::BadHeaderLen {
+                header_len,
+                buffer_len,
+            } => {
+                write!(f, "cannot set the IPv4 header length to {header_len} bytes")?;
+                if header_len.is_multiple_of(4) {
+                    write!(f, " (IHL {})", header_len / 4)?;
+                }
+                write!(f, " in a {buffer_len}-byte buffer: ")?;
+                if !header_len.is_multiple_of(4)
+                    || !(MIN_HEADER_LEN..=MAX_HEADER_LEN).contains(header_len)
+                {
+                    write!(
+                        f,
+                        "it must be a multiple of 4 from {MIN_HEADER_LEN} to {MAX_HEADER_LEN}"
+                    )
+                } else {
+                    f.write_str("it would go past the end of the buffer")
+                }
+            }
         }
     }
 }
@@ -524,14 +558,43 @@ impl fmt::Display for Protocol {
 ///
 /// [`HeaderView::new_checked`] checks that the buffer holds a whole IPv4
 /// header: at least 20 bytes, version 4, IHL of at least 5, and IHL × 4 bytes
-/// within the buffer. After that no accessor can panic.
+/// within the buffer (see [`HeaderView::check`]). After that no accessor or
+/// setter can panic.
 ///
-/// A view made with [`HeaderView::new_unchecked`] has not been checked. Its
-/// accessors and setters panic if the buffer is too short for the field they
-/// touch (20 bytes for the fixed fields, the IHL × 4 bytes for the options).
+/// The setters cannot undo the check either. The bytes it looks at are the
+/// version and the IHL. [`HeaderView::set_version`] only writes 4, and
+/// [`HeaderView::set_ihl`] and [`HeaderView::set_header_len`] only write a
+/// header length from 20 to 60 bytes that fits in the buffer. Anything else
+/// is an error, and the buffer is left as it was. Every other setter writes
+/// bytes the check does not look at, and so does
+/// [`HeaderView::options_mut`]. So a view that passed the check keeps
+/// passing it.
 ///
 /// The total length is not checked, and the checksum is not enforced. Use
 /// [`HeaderView::verify_checksum`], or [`Header::parse`] for the full checks.
+/// [`HeaderView::payload`] stops at the end of the buffer whatever the total
+/// length says, so [`HeaderView::set_total_len`] takes any value.
+///
+/// # Unchecked views
+///
+/// [`HeaderView::new_unchecked`] promises nothing about the buffer. It is for
+/// writing a header into a fresh buffer, or for bytes already checked. On
+/// such a view:
+///
+/// - the fixed-field accessors and setters panic if the buffer is shorter
+///   than the byte they touch (all are in the first 20 bytes);
+/// - [`HeaderView::options`], [`HeaderView::options_mut`],
+///   [`HeaderView::payload`], [`HeaderView::verify_checksum`] and
+///   [`HeaderView::fill_checksum`] use the IHL as it is. They panic if the
+///   IHL × 4 header bytes go past the end of the buffer, and the option
+///   accessors also panic if the IHL is below 5;
+/// - [`HeaderView::set_ihl`] and [`HeaderView::set_header_len`] never panic:
+///   they check their value against the buffer first.
+///
+/// Once [`HeaderView::check`] returns `Ok` for a view, however it was made,
+/// the view is as good as one from `new_checked`, and stays so. The check
+/// trusts the buffer type: `as_ref` and `as_mut` must give the same bytes
+/// each time, as they do for slices, arrays and `Vec`.
 ///
 /// ```
 /// use ipv4_reactor::header::{HeaderView, Protocol};
@@ -560,8 +623,9 @@ pub struct HeaderView<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> HeaderView<T> {
-    /// Wraps a buffer without checking it. See the type's documentation for
-    /// when accessors panic.
+    /// Wraps a buffer without checking it. See
+    /// [unchecked views](HeaderView#unchecked-views) for when accessors
+    /// panic, and [`HeaderView::check`] to check the buffer later.
     pub const fn new_unchecked(buffer: T) -> HeaderView<T> {
         HeaderView { buffer }
     }
@@ -576,7 +640,7 @@ impl<T: AsRef<[u8]>> HeaderView<T> {
 
     /// Checks that the buffer holds at least 20 bytes, that the version is 4,
     /// that the IHL is at least 5, and that the IHL × 4 header bytes are within
-    /// the buffer.
+    /// the buffer. Once this holds, no setter of the view can make it fail.
     ///
     /// # Errors
     ///
@@ -739,22 +803,59 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> HeaderView<T> {
         self.buffer.as_mut()[range].copy_from_slice(&value.to_be_bytes());
     }
 
-    /// Sets the version field (low 4 bits of `version`).
-    pub fn set_version(&mut self, version: u8) {
+    /// Sets the version field to `version`, which must be 4.
+    ///
+    /// # Errors
+    ///
+    /// [`HeaderError::BadVersion`] if `version` is not 4. The buffer is left
+    /// as it was.
+    ///
+    /// # Panics
+    ///
+    /// On an unchecked view with an empty buffer.
+    pub fn set_version(&mut self, version: u8) -> Result<(), HeaderError> {
+        if version != 4 {
+            return Err(HeaderError::BadVersion(version));
+        }
         let b = &mut self.buffer.as_mut()[field::VER_IHL];
         *b = (*b & 0x0f) | (version << 4);
+        Ok(())
     }
 
-    /// Sets the IHL field (low 4 bits of `ihl`), in 32-bit words.
-    pub fn set_ihl(&mut self, ihl: u8) {
-        let b = &mut self.buffer.as_mut()[field::VER_IHL];
-        *b = (*b & 0xf0) | (ihl & 0x0f);
+    /// Sets the IHL field: the header length in 32-bit words, from 5 to 15,
+    /// and at most the buffer length / 4. The option bytes
+    /// ([`HeaderView::options`]) follow it.
+    ///
+    /// # Errors
+    ///
+    /// [`HeaderError::BadHeaderLen`] (with `header_len` = `ihl` × 4) if `ihl`
+    /// is outside 5 to 15 or the header would go past the end of the buffer.
+    /// The buffer is left as it was. Never panics, even on an unchecked view.
+    pub fn set_ihl(&mut self, ihl: u8) -> Result<(), HeaderError> {
+        self.set_header_len(usize::from(ihl) * 4)
     }
 
-    /// Sets the IHL field from a header length in bytes (`len / 4`, low 4
-    /// bits). `len` should be a multiple of 4 from 20 to 60.
-    pub fn set_header_len(&mut self, len: usize) {
-        self.set_ihl(((len / 4) & 0x0f) as u8);
+    /// Sets the IHL field from a header length in bytes: a multiple of 4 from
+    /// 20 to 60, and at most the buffer length.
+    ///
+    /// # Errors
+    ///
+    /// [`HeaderError::BadHeaderLen`] if `len` is not such a length. The
+    /// buffer is left as it was. Never panics, even on an unchecked view.
+    pub fn set_header_len(&mut self, len: usize) -> Result<(), HeaderError> {
+        let buf = self.buffer.as_mut();
+        if !len.is_multiple_of(4)
+            || !(MIN_HEADER_LEN..=MAX_HEADER_LEN).contains(&len)
+            || len > buf.len()
+        {
+            return Err(HeaderError::BadHeaderLen {
+                header_len: len,
+                buffer_len: buf.len(),
+            });
+        }
+        let b = &mut buf[field::VER_IHL];
+        *b = (*b & 0xf0) | (len / 4) as u8;
+        Ok(())
     }
 
     /// Sets the type-of-service byte.
@@ -774,7 +875,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> HeaderView<T> {
         self.set_tos(tos);
     }
 
-    /// Sets the total length field.
+    /// Sets the total length field. Any value is accepted: the view does not
+    /// depend on it (see [`HeaderView::payload`]), and [`Header::parse`]
+    /// reports a bad one.
     pub fn set_total_len(&mut self, len: u16) {
         self.write_u16(field::LENGTH, len);
     }
@@ -823,7 +926,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> HeaderView<T> {
         self.buffer.as_mut()[field::DST_ADDR].copy_from_slice(&addr.octets());
     }
 
-    /// The option bytes, writable. The IHL field sets how many there are.
+    /// The option bytes, writable. The IHL field sets how many there are;
+    /// change it with [`HeaderView::set_header_len`].
     pub fn options_mut(&mut self) -> &mut [u8] {
         let end = self.header_len();
         &mut self.buffer.as_mut()[field::OPTIONS..end]
@@ -1015,6 +1119,10 @@ impl Header {
 
     /// Reads the fields of a view into a `Header`. The total length is not
     /// checked here.
+    ///
+    /// Never panics for a view that passed [`HeaderView::check`] (one from
+    /// [`HeaderView::new_checked`]). On an unchecked view it panics where
+    /// [`HeaderView::options`] does.
     pub fn from_view<T: AsRef<[u8]>>(view: &HeaderView<T>) -> Header {
         Header {
             version: view.version(),
@@ -1125,9 +1233,11 @@ impl Header {
                 got,
             });
         };
+        // `out` is exactly `header_len` bytes, a multiple of 4 from 20 to
+        // 60, so these two cannot fail.
         let mut view = HeaderView::new_unchecked(out);
-        view.set_version(4);
-        view.set_header_len(header_len);
+        view.set_version(4)?;
+        view.set_header_len(header_len)?;
         view.set_tos(self.tos);
         view.set_total_len(self.total_len);
         view.set_id(self.id);
@@ -1563,8 +1673,8 @@ mod tests {
     fn view_setters() {
         let mut buf = [0u8; 24];
         let mut v = HeaderView::new_unchecked(&mut buf[..]);
-        v.set_version(4);
-        v.set_ihl(6);
+        v.set_version(4).unwrap();
+        v.set_ihl(6).unwrap();
         v.set_dscp(46);
         v.set_ecn(0b11);
         v.set_total_len(24);
@@ -1591,6 +1701,185 @@ mod tests {
         let (h, info) = Header::parse(&buf).unwrap();
         assert!(info.checksum_ok);
         assert_eq!(h.protocol, Protocol::Unknown(253));
+    }
+
+    /// Calls every accessor and in-place writer of a view that
+    /// `new_checked` accepted, then checks that it still passes `check`.
+    fn assert_still_checked<T: AsRef<[u8]> + AsMut<[u8]>>(v: &mut HeaderView<T>) {
+        let hl = v.header_len();
+        assert_eq!(v.options().len(), hl - MIN_HEADER_LEN);
+        assert_eq!(v.options_mut().len(), hl - MIN_HEADER_LEN);
+        assert!(v.payload().len() <= v.as_bytes().len() - hl);
+        let _ = v.verify_checksum();
+        v.fill_checksum();
+        assert!(v.verify_checksum());
+        let _ = Header::from_view(v);
+        assert_eq!(v.check(), Ok(()));
+    }
+
+    // Regression tests for issue 11 point 3: before the length setters were
+    // checked, these panicked in `options`, `fill_checksum`, `payload` and
+    // `verify_checksum`, or left a view that `check` rejected.
+
+    #[test]
+    fn set_ihl_past_the_buffer_keeps_checked_view() {
+        let mut buf = plain(); // 28 bytes
+        let before = buf.clone();
+        let mut v = HeaderView::new_checked(&mut buf[..]).unwrap();
+        for ihl in [8, 15] {
+            assert_eq!(
+                v.set_ihl(ihl),
+                Err(HeaderError::BadHeaderLen {
+                    header_len: usize::from(ihl) * 4,
+                    buffer_len: 28
+                })
+            );
+            assert_eq!(v.as_bytes(), &before[..], "unchanged on error");
+            assert_still_checked(&mut v);
+            assert_eq!(v.ihl(), 5);
+        }
+        assert_eq!(v.set_ihl(7), Ok(()), "28 bytes hold a 28-byte header");
+        assert_still_checked(&mut v);
+        assert_eq!(v.payload(), &[] as &[u8]);
+    }
+
+    #[test]
+    fn set_ihl_below_five_keeps_checked_view() {
+        let mut buf = with_options(); // IHL 6
+        let before = buf.clone();
+        let mut v = HeaderView::new_checked(&mut buf[..]).unwrap();
+        for ihl in 0..5 {
+            assert_eq!(
+                v.set_ihl(ihl),
+                Err(HeaderError::BadHeaderLen {
+                    header_len: usize::from(ihl) * 4,
+                    buffer_len: 28
+                })
+            );
+            assert_eq!(v.as_bytes(), &before[..], "unchanged on error");
+            assert_still_checked(&mut v);
+            assert_eq!(v.ihl(), 6);
+        }
+    }
+
+    #[test]
+    fn set_ihl_above_fifteen_is_not_masked() {
+        let mut buf = [0u8; 100];
+        buf[0] = 0x45;
+        let mut v = HeaderView::new_checked(&mut buf[..]).unwrap();
+        // 0x16 used to be cut to its low 4 bits, IHL 6; 0x10 to IHL 0.
+        for ihl in [0x16, 0x10, 0xff] {
+            assert_eq!(
+                v.set_ihl(ihl),
+                Err(HeaderError::BadHeaderLen {
+                    header_len: usize::from(ihl) * 4,
+                    buffer_len: 100
+                })
+            );
+            assert_still_checked(&mut v);
+            assert_eq!(v.ihl(), 5);
+        }
+    }
+
+    #[test]
+    fn set_header_len_past_the_buffer_keeps_checked_view() {
+        let mut buf = plain(); // 28 bytes
+        let mut v = HeaderView::new_checked(&mut buf[..]).unwrap();
+        let err = v.set_header_len(60).unwrap_err();
+        assert_eq!(
+            err,
+            HeaderError::BadHeaderLen {
+                header_len: 60,
+                buffer_len: 28
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "cannot set the IPv4 header length to 60 bytes (IHL 15) in a 28-byte buffer: \
+             it would go past the end of the buffer"
+        );
+        assert_eq!(io::Error::from(err).kind(), io::ErrorKind::InvalidInput);
+        assert_still_checked(&mut v);
+        assert_eq!(v.header_len(), 20);
+    }
+
+    #[test]
+    fn set_header_len_out_of_range_keeps_checked_view() {
+        let mut buf = [0u8; 100];
+        buf[0] = 0x46;
+        let mut v = HeaderView::new_checked(&mut buf[..]).unwrap();
+        // 64 / 4 = 16 used to wrap to IHL 0; 22 and 61 used to be rounded
+        // down; 16 and 0 are below the minimum.
+        for len in [64, 22, 61, 16, 0, usize::MAX] {
+            assert_eq!(
+                v.set_header_len(len),
+                Err(HeaderError::BadHeaderLen {
+                    header_len: len,
+                    buffer_len: 100
+                })
+            );
+            assert_still_checked(&mut v);
+            assert_eq!(v.header_len(), 24, "after set_header_len({len})");
+        }
+        let err = v.set_header_len(22).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "cannot set the IPv4 header length to 22 bytes in a 100-byte buffer: \
+             it must be a multiple of 4 from 20 to 60"
+        );
+        let err = v.set_ihl(3).unwrap_err().to_string();
+        assert!(
+            err.contains("12 bytes (IHL 3) in a 100-byte buffer"),
+            "{err}"
+        );
+        for len in (20..=60).step_by(4) {
+            assert_eq!(v.set_header_len(len), Ok(()));
+            assert_still_checked(&mut v);
+            assert_eq!(v.header_len(), len);
+        }
+    }
+
+    #[test]
+    fn set_version_keeps_checked_view() {
+        let mut buf = plain();
+        let mut v = HeaderView::new_checked(&mut buf[..]).unwrap();
+        for version in [6, 0, 0x14, 0xff] {
+            assert_eq!(
+                v.set_version(version),
+                Err(HeaderError::BadVersion(version))
+            );
+            assert_still_checked(&mut v);
+            assert_eq!(v.version(), 4);
+        }
+        assert_eq!(v.set_version(4), Ok(()));
+        assert!(Header::parse(&buf).is_ok());
+    }
+
+    #[test]
+    fn unchecked_view_length_setters_never_panic() {
+        // Too short for any header: refused before anything is written.
+        for len in 0..20 {
+            let mut buf = vec![0u8; len];
+            let mut v = HeaderView::new_unchecked(&mut buf[..]);
+            assert_eq!(
+                v.set_header_len(20),
+                Err(HeaderError::BadHeaderLen {
+                    header_len: 20,
+                    buffer_len: len
+                })
+            );
+            assert!(v.set_ihl(5).is_err());
+        }
+        // A zeroed buffer: version 0, IHL 0. Setting both makes it check.
+        let mut buf = [0u8; 24];
+        let mut v = HeaderView::new_unchecked(&mut buf[..]);
+        assert_eq!(v.check(), Err(HeaderError::BadVersion(0)));
+        v.set_version(4).unwrap();
+        assert_eq!(v.check(), Err(HeaderError::BadIhl(0)));
+        assert!(v.set_ihl(7).is_err());
+        v.set_ihl(6).unwrap();
+        assert_eq!(v.check(), Ok(()));
+        assert_still_checked(&mut v);
     }
 
     #[test]

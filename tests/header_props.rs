@@ -1,5 +1,6 @@
-//! Property tests for `ipv4_reactor::header`: parsing never panics, and emit
-//! then parse reproduces every field.
+//! Property tests for `ipv4_reactor::header`: parsing never panics, emit
+//! then parse reproduces every field, and no sequence of setters breaks a
+//! checked `HeaderView`.
 
 use std::net::Ipv4Addr;
 
@@ -113,6 +114,236 @@ fn valid_header() -> impl Strategy<Value = (Header, usize)> {
         )
 }
 
+/// One call of a `HeaderView` setter, with its argument.
+#[derive(Debug, Clone)]
+enum SetOp {
+    Version(u8),
+    Ihl(u8),
+    HeaderLen(usize),
+    Tos(u8),
+    Dscp(u8),
+    Ecn(u8),
+    TotalLen(u16),
+    Id(u16),
+    Flags(u8),
+    FragOffset(u16),
+    Ttl(u8),
+    Protocol(u8),
+    Checksum(u16),
+    Src(u32),
+    Dst(u32),
+    /// Writes these bytes at the start of `options_mut`, as many as fit.
+    Options(Vec<u8>),
+    FillChecksum,
+}
+
+/// Setter calls, with the length setters often given values in or near the
+/// valid range and sometimes anything at all.
+fn set_op() -> impl Strategy<Value = SetOp> {
+    prop_oneof![
+        prop_oneof![Just(4u8), any::<u8>()].prop_map(SetOp::Version),
+        prop_oneof![0u8..20, any::<u8>()].prop_map(SetOp::Ihl),
+        prop_oneof![
+            (5usize..=15).prop_map(|ihl| ihl * 4),
+            0usize..80,
+            any::<usize>()
+        ]
+        .prop_map(SetOp::HeaderLen),
+        any::<u8>().prop_map(SetOp::Tos),
+        any::<u8>().prop_map(SetOp::Dscp),
+        any::<u8>().prop_map(SetOp::Ecn),
+        prop_oneof![0u16..100, any::<u16>()].prop_map(SetOp::TotalLen),
+        any::<u16>().prop_map(SetOp::Id),
+        any::<u8>().prop_map(SetOp::Flags),
+        any::<u16>().prop_map(SetOp::FragOffset),
+        any::<u8>().prop_map(SetOp::Ttl),
+        any::<u8>().prop_map(SetOp::Protocol),
+        any::<u16>().prop_map(SetOp::Checksum),
+        any::<u32>().prop_map(SetOp::Src),
+        any::<u32>().prop_map(SetOp::Dst),
+        proptest::collection::vec(any::<u8>(), 0..=MAX_OPTIONS_LEN).prop_map(SetOp::Options),
+        Just(SetOp::FillChecksum),
+    ]
+}
+
+/// Random bytes of 20 to 80 that `new_checked` accepts: any IHL that fits,
+/// and often a total length that fits too.
+fn checked_bytes() -> impl Strategy<Value = Vec<u8>> {
+    (20usize..=80)
+        .prop_flat_map(|len| {
+            (
+                proptest::collection::vec(any::<u8>(), len),
+                5..=(len / 4).min(15) as u8,
+                prop::option::of(0..=len as u16),
+            )
+        })
+        .prop_map(|(mut bytes, ihl, total)| {
+            bytes[0] = 0x40 | ihl;
+            if let Some(total) = total {
+                bytes[2..4].copy_from_slice(&total.to_be_bytes());
+            }
+            bytes
+        })
+}
+
+/// Applies `op` to a checked view and checks its result against what the
+/// setter promises. A refused value leaves the bytes as they were.
+fn apply(view: &mut HeaderView<&mut [u8]>, op: &SetOp) -> Result<(), TestCaseError> {
+    let before = view.as_bytes().to_vec();
+    let buffer_len = before.len();
+    let refused = |view: &HeaderView<&mut [u8]>| -> Result<(), TestCaseError> {
+        prop_assert_eq!(
+            view.as_bytes(),
+            &before[..],
+            "a refused value changed the bytes"
+        );
+        Ok(())
+    };
+    match *op {
+        SetOp::Version(v) => match view.set_version(v) {
+            Ok(()) => prop_assert_eq!(v, 4),
+            Err(e) => {
+                prop_assert_ne!(v, 4);
+                prop_assert_eq!(e, HeaderError::BadVersion(v));
+                refused(view)?;
+            }
+        },
+        SetOp::Ihl(ihl) => {
+            let len = usize::from(ihl) * 4;
+            let fits = (5..=15).contains(&ihl) && len <= buffer_len;
+            match view.set_ihl(ihl) {
+                Ok(()) => {
+                    prop_assert!(fits, "IHL {} accepted in {} bytes", ihl, buffer_len);
+                    prop_assert_eq!(view.ihl(), ihl);
+                }
+                Err(e) => {
+                    prop_assert!(!fits);
+                    prop_assert_eq!(
+                        e,
+                        HeaderError::BadHeaderLen {
+                            header_len: len,
+                            buffer_len
+                        }
+                    );
+                    refused(view)?;
+                }
+            }
+        }
+        SetOp::HeaderLen(len) => {
+            let fits = len % 4 == 0 && (20..=60).contains(&len) && len <= buffer_len;
+            match view.set_header_len(len) {
+                Ok(()) => {
+                    prop_assert!(fits, "{} accepted in {} bytes", len, buffer_len);
+                    prop_assert_eq!(view.header_len(), len);
+                }
+                Err(e) => {
+                    prop_assert!(!fits);
+                    prop_assert_eq!(
+                        e,
+                        HeaderError::BadHeaderLen {
+                            header_len: len,
+                            buffer_len
+                        }
+                    );
+                    refused(view)?;
+                }
+            }
+        }
+        SetOp::Tos(v) => {
+            view.set_tos(v);
+            prop_assert_eq!(view.tos(), v);
+        }
+        SetOp::Dscp(v) => {
+            let ecn = view.ecn();
+            view.set_dscp(v);
+            prop_assert_eq!(view.dscp(), v & 0x3f);
+            prop_assert_eq!(view.ecn(), ecn);
+        }
+        SetOp::Ecn(v) => {
+            let dscp = view.dscp();
+            view.set_ecn(v);
+            prop_assert_eq!(view.ecn(), v & 0b11);
+            prop_assert_eq!(view.dscp(), dscp);
+        }
+        SetOp::TotalLen(v) => {
+            view.set_total_len(v);
+            prop_assert_eq!(view.total_len(), v);
+        }
+        SetOp::Id(v) => {
+            view.set_id(v);
+            prop_assert_eq!(view.id(), v);
+        }
+        SetOp::Flags(v) => {
+            let off = view.frag_offset();
+            view.set_flags(Flags::from_bits_truncate(v));
+            prop_assert_eq!(view.flags(), Flags::from_bits_truncate(v));
+            prop_assert_eq!(view.frag_offset(), off);
+        }
+        SetOp::FragOffset(v) => {
+            let flags = view.flags();
+            view.set_frag_offset(v);
+            prop_assert_eq!(view.frag_offset(), v & MAX_FRAG_OFFSET);
+            prop_assert_eq!(view.flags(), flags);
+        }
+        SetOp::Ttl(v) => {
+            view.set_ttl(v);
+            prop_assert_eq!(view.ttl(), v);
+        }
+        SetOp::Protocol(v) => {
+            view.set_protocol(Protocol::from(v));
+            prop_assert_eq!(u8::from(view.protocol()), v);
+        }
+        SetOp::Checksum(v) => {
+            view.set_checksum(v);
+            prop_assert_eq!(view.checksum(), v);
+        }
+        SetOp::Src(v) => {
+            view.set_src(Ipv4Addr::from(v));
+            prop_assert_eq!(view.src(), Ipv4Addr::from(v));
+        }
+        SetOp::Dst(v) => {
+            view.set_dst(Ipv4Addr::from(v));
+            prop_assert_eq!(view.dst(), Ipv4Addr::from(v));
+        }
+        SetOp::Options(ref bytes) => {
+            let opts = view.options_mut();
+            let n = bytes.len().min(opts.len());
+            opts[..n].copy_from_slice(&bytes[..n]);
+            prop_assert_eq!(&view.options()[..n], &bytes[..n]);
+        }
+        SetOp::FillChecksum => {
+            view.fill_checksum();
+            prop_assert!(view.verify_checksum());
+        }
+    }
+    Ok(())
+}
+
+/// Calls every accessor of a view that must still be checked.
+fn assert_view_works(view: &HeaderView<&mut [u8]>) -> Result<(), TestCaseError> {
+    prop_assert_eq!(view.check(), Ok(()));
+    prop_assert_eq!(view.version(), 4);
+    let hl = view.header_len();
+    prop_assert!((MIN_HEADER_LEN..=view.as_bytes().len()).contains(&hl));
+    prop_assert_eq!(view.options().len(), hl - MIN_HEADER_LEN);
+    let end = usize::from(view.total_len()).clamp(hl, view.as_bytes().len());
+    prop_assert_eq!(view.payload(), &view.as_bytes()[hl..end]);
+    prop_assert_eq!(
+        view.verify_checksum(),
+        checksum(&view.as_bytes()[..hl]) == 0
+    );
+    let _ = (view.tos(), view.id(), view.flags(), view.frag_offset());
+    let _ = (view.ttl(), view.protocol(), view.checksum());
+    let _ = (
+        view.src(),
+        view.dst(),
+        view.dont_fragment(),
+        view.more_fragments(),
+    );
+    let _ = Header::from_view(view);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -196,6 +427,94 @@ proptest! {
         };
         let (_, info) = Header::parse(&buf).unwrap();
         prop_assert!(!info.checksum_ok);
+    }
+
+    /// Issue 11 point 3: no setter sequence can make a checked view panic or
+    /// fail its check, and `Header::parse` stays consistent with the view.
+    #[test]
+    fn setters_never_break_a_checked_view(
+        mut bytes in checked_bytes(),
+        ops in proptest::collection::vec(set_op(), 0..40),
+        finish in any::<bool>(),
+    ) {
+        let buffer_len = bytes.len();
+        {
+            let mut view = HeaderView::new_checked(&mut bytes[..]).unwrap();
+            for op in &ops {
+                apply(&mut view, op)?;
+                assert_view_works(&view)?;
+            }
+            if finish {
+                // Make the bytes a whole, valid datagram.
+                view.set_total_len(buffer_len as u16);
+                view.fill_checksum();
+                assert_view_works(&view)?;
+            }
+        }
+
+        // The bytes are still a checked view, and parse agrees with it
+        // (exercise_view checks every field and each parse error).
+        let view = HeaderView::new_checked(&bytes[..]).unwrap();
+        exercise_view(&bytes);
+        let hl = view.header_len();
+        let total = usize::from(view.total_len());
+        let parsed = Header::parse(&bytes);
+        prop_assert_eq!(parsed.is_ok(), (hl..=buffer_len).contains(&total));
+        if finish {
+            let (h, info) = parsed.unwrap();
+            prop_assert!(info.checksum_ok);
+            prop_assert_eq!(info.payload_len, buffer_len - hl);
+            prop_assert_eq!(&h, &Header::from_view(&view));
+            // The parsed header emits the same header bytes.
+            prop_assert_eq!(&h.to_bytes().unwrap()[..], &bytes[..hl]);
+        }
+    }
+
+    /// On a view from `new_unchecked` over any bytes, the length setters
+    /// never panic, and once `check` passes every setter keeps it passing.
+    #[test]
+    fn unchecked_view_length_setters_never_panic(
+        mut bytes in proptest::collection::vec(any::<u8>(), 0..80),
+        ops in proptest::collection::vec(set_op(), 0..40),
+    ) {
+        let buffer_len = bytes.len();
+        let mut view = HeaderView::new_unchecked(&mut bytes[..]);
+        let mut checked = view.check().is_ok();
+        for op in &ops {
+            if checked {
+                apply(&mut view, op)?;
+                assert_view_works(&view)?;
+                continue;
+            }
+            match *op {
+                SetOp::Ihl(ihl) => {
+                    let ok = view.set_ihl(ihl).is_ok();
+                    prop_assert_eq!(
+                        ok,
+                        (5..=15).contains(&ihl) && usize::from(ihl) * 4 <= buffer_len
+                    );
+                }
+                SetOp::HeaderLen(len) => {
+                    let ok = view.set_header_len(len).is_ok();
+                    prop_assert_eq!(
+                        ok,
+                        len % 4 == 0 && (20..=60).contains(&len) && len <= buffer_len
+                    );
+                }
+                SetOp::Version(v) if buffer_len > 0 => {
+                    prop_assert_eq!(view.set_version(v).is_ok(), v == 4);
+                }
+                // The other setters touch fixed fields: fine on 20 bytes.
+                ref op if buffer_len >= MIN_HEADER_LEN && !matches!(
+                    op,
+                    SetOp::Options(_) | SetOp::FillChecksum
+                ) => {
+                    apply(&mut view, op)?;
+                }
+                _ => {}
+            }
+            checked = view.check().is_ok();
+        }
     }
 
     #[test]
