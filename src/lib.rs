@@ -186,6 +186,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![deny(unsafe_op_in_unsafe_fn)]
+// `unsafe` lives in `sys` alone, which allows it for itself.
+#![deny(unsafe_code)]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!(
@@ -205,6 +207,7 @@ mod options;
 mod packet;
 mod raw;
 pub mod reactor;
+#[allow(unsafe_code)]
 mod sys;
 
 /// A plain libc `recvmmsg` loop for benchmarks to compare against; not

@@ -27,21 +27,18 @@ macro_rules! syscall {
 }
 pub(crate) use syscall;
 
-// Option numbers that are the same on every Linux architecture this crate
-// builds for (x86-64, aarch64 and the other "generic" socket.h users).
-pub(crate) const SO_RXQ_OVFL: libc::c_int = 40;
-pub(crate) const SO_BUSY_POLL: libc::c_int = 46;
-pub(crate) const SO_PREFER_BUSY_POLL: libc::c_int = 69;
-pub(crate) const SO_TIMESTAMPNS: libc::c_int = 35;
-pub(crate) const SO_TIMESTAMPING: libc::c_int = 37;
+// Option numbers from libc, which has them per architecture.
+pub(crate) use libc::{
+    SO_BUSY_POLL, SO_PREFER_BUSY_POLL, SO_RXQ_OVFL, SO_TIMESTAMPING, SO_TIMESTAMPNS, UDP_GRO,
+    UDP_SEGMENT,
+};
 /// Receive timestamps in software and from the device (raw hardware clock).
 pub(crate) const TIMESTAMPING_RX: libc::c_int = (libc::SOF_TIMESTAMPING_RX_SOFTWARE
     | libc::SOF_TIMESTAMPING_SOFTWARE
     | libc::SOF_TIMESTAMPING_RX_HARDWARE
     | libc::SOF_TIMESTAMPING_RAW_HARDWARE)
     as libc::c_int;
-pub(crate) const UDP_GRO: libc::c_int = 104;
-pub(crate) const UDP_SEGMENT: libc::c_int = 103;
+/// `ICMP_FILTER` (level `SOL_RAW`) from `<linux/icmp.h>`, which libc lacks.
 pub(crate) const ICMP_FILTER: libc::c_int = 1;
 
 /// `sizeof(struct cmsghdr)`.
