@@ -66,7 +66,7 @@ impl Conn {
     }
 
     /// Sets `IP_TTL`: 1 to 255 (0 is an error).
-    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+    pub fn set_ttl(&self, ttl: u8) -> io::Result<()> {
         options::set_ttl(self.as_fd(), ttl)
     }
 }

@@ -76,8 +76,8 @@ pub enum Error {
     UnknownInterfaceAddr(Ipv4Addr),
     /// An interface name that cannot be an interface name (empty, too long or with NUL).
     InvalidInterfaceName(String),
-    /// A TTL outside 1..=255 (the kernel answers `EINVAL` to 0).
-    InvalidTtl(u32),
+    /// A TTL of 0 (the kernel answers `EINVAL`; a TTL is 1 to 255).
+    InvalidTtl(u8),
     /// Some other argument is out of its range; the text says which and why.
     InvalidArgument(String),
     /// The kernel refused a join because a membership limit was reached.

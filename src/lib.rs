@@ -195,7 +195,6 @@ compile_error!(
 );
 
 mod batch;
-mod bpf;
 mod conn;
 mod control;
 pub mod error;
@@ -218,13 +217,16 @@ pub mod baseline {
 }
 
 pub use batch::{Message, Packet, Packets, RecvBatch, RecvCounters, SendBatch};
-pub use bpf::{BpfInstruction, BPF_MAX_INSTRUCTIONS};
 pub use conn::Conn;
 pub use control::{ControlFlags, ControlMessage, RecvFlags};
 pub use error::{Error, Limit};
 pub use interface::{Interface, InterfaceInfo};
+pub use options::BPF_MAX_INSTRUCTIONS;
 pub use packet::{PacketConn, ReceiverBuilder};
 pub use raw::RawConn;
+/// One classic BPF instruction (`struct sock_filter`), for
+/// [`PacketConn::attach_filter`]: socket2's type, re-exported.
+pub use socket2::SockFilter;
 
 /// Every Rust snippet of README.md, compiled and run as a doc-test by
 /// `cargo test`, so that the README cannot drift from the API.

@@ -1,21 +1,29 @@
 //! Socket options shared by the endpoint types, as functions over a file
 //! descriptor. Each checks its arguments before any system call and adds
 //! context to the kernel's errors.
+//!
+//! One home per option: socket2 where it has the option (through a
+//! [`SockRef`] over the descriptor), the crate's own `sys` code only for
+//! what socket2 lacks (`ip_mreqn`, joins and source filters by interface
+//! index, `SO_RCVBUFFORCE`, `SO_PREFER_BUSY_POLL`, the control-message
+//! switches).
 
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::BorrowedFd;
+
+use socket2::SockRef;
 
 use crate::control::ControlFlags;
 use crate::error::{Error, Limit};
 use crate::interface::{Interface, InterfaceInfo};
 use crate::sys;
 
-pub(crate) fn check_ttl(ttl: u32) -> io::Result<()> {
-    if (1..=255).contains(&ttl) {
-        Ok(())
-    } else {
+pub(crate) fn check_ttl(ttl: u8) -> io::Result<()> {
+    if ttl == 0 {
         Err(Error::InvalidTtl(ttl).into())
+    } else {
+        Ok(())
     }
 }
 
@@ -40,85 +48,79 @@ fn set_int(fd: BorrowedFd<'_>, level: i32, name: i32, value: i32, what: &str) ->
         .map_err(|e| Error::os(format!("setting {what} to {value}"), e))
 }
 
-fn get_int(fd: BorrowedFd<'_>, level: i32, name: i32, what: &str) -> io::Result<i32> {
-    sys::getsockopt_int(fd, level, name).map_err(|e| Error::os(format!("reading {what}"), e))
+fn reading(what: &'static str) -> impl FnOnce(io::Error) -> io::Error {
+    move |e| Error::os(format!("reading {what}"), e)
+}
+
+fn setting(
+    what: &'static str,
+    value: impl std::fmt::Display,
+) -> impl FnOnce(io::Error) -> io::Error {
+    move |e| Error::os(format!("setting {what} to {value}"), e)
 }
 
 pub(crate) fn tos(fd: BorrowedFd<'_>) -> io::Result<u8> {
-    get_int(fd, libc::IPPROTO_IP, libc::IP_TOS, "IP_TOS").map(|v| v as u8)
+    SockRef::from(&fd)
+        .tos_v4()
+        .map(|v| v as u8)
+        .map_err(reading("IP_TOS"))
 }
 
 pub(crate) fn set_tos(fd: BorrowedFd<'_>, tos: u8) -> io::Result<()> {
-    set_int(fd, libc::IPPROTO_IP, libc::IP_TOS, tos.into(), "IP_TOS")
+    SockRef::from(&fd)
+        .set_tos_v4(tos.into())
+        .map_err(setting("IP_TOS", tos))
 }
 
 pub(crate) fn ttl(fd: BorrowedFd<'_>) -> io::Result<u8> {
-    get_int(fd, libc::IPPROTO_IP, libc::IP_TTL, "IP_TTL").map(|v| v as u8)
+    SockRef::from(&fd)
+        .ttl_v4()
+        .map(|v| v as u8)
+        .map_err(reading("IP_TTL"))
 }
 
-pub(crate) fn set_ttl(fd: BorrowedFd<'_>, ttl: u32) -> io::Result<()> {
+pub(crate) fn set_ttl(fd: BorrowedFd<'_>, ttl: u8) -> io::Result<()> {
     check_ttl(ttl)?;
-    set_int(fd, libc::IPPROTO_IP, libc::IP_TTL, ttl as i32, "IP_TTL")
+    SockRef::from(&fd)
+        .set_ttl_v4(ttl.into())
+        .map_err(setting("IP_TTL", ttl))
 }
 
 pub(crate) fn multicast_ttl(fd: BorrowedFd<'_>) -> io::Result<u8> {
-    get_int(
-        fd,
-        libc::IPPROTO_IP,
-        libc::IP_MULTICAST_TTL,
-        "IP_MULTICAST_TTL",
-    )
-    .map(|v| v as u8)
+    SockRef::from(&fd)
+        .multicast_ttl_v4()
+        .map(|v| v as u8)
+        .map_err(reading("IP_MULTICAST_TTL"))
 }
 
 pub(crate) fn set_multicast_ttl(fd: BorrowedFd<'_>, ttl: u8) -> io::Result<()> {
-    set_int(
-        fd,
-        libc::IPPROTO_IP,
-        libc::IP_MULTICAST_TTL,
-        ttl.into(),
-        "IP_MULTICAST_TTL",
-    )
+    SockRef::from(&fd)
+        .set_multicast_ttl_v4(ttl.into())
+        .map_err(setting("IP_MULTICAST_TTL", ttl))
 }
 
 pub(crate) fn multicast_loop(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    get_int(
-        fd,
-        libc::IPPROTO_IP,
-        libc::IP_MULTICAST_LOOP,
-        "IP_MULTICAST_LOOP",
-    )
-    .map(|v| v != 0)
+    SockRef::from(&fd)
+        .multicast_loop_v4()
+        .map_err(reading("IP_MULTICAST_LOOP"))
 }
 
 pub(crate) fn set_multicast_loop(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    set_int(
-        fd,
-        libc::IPPROTO_IP,
-        libc::IP_MULTICAST_LOOP,
-        on.into(),
-        "IP_MULTICAST_LOOP",
-    )
+    SockRef::from(&fd)
+        .set_multicast_loop_v4(on)
+        .map_err(setting("IP_MULTICAST_LOOP", on))
 }
 
 pub(crate) fn multicast_all(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    get_int(
-        fd,
-        libc::IPPROTO_IP,
-        libc::IP_MULTICAST_ALL,
-        "IP_MULTICAST_ALL",
-    )
-    .map(|v| v != 0)
+    SockRef::from(&fd)
+        .multicast_all_v4()
+        .map_err(reading("IP_MULTICAST_ALL"))
 }
 
 pub(crate) fn set_multicast_all(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    set_int(
-        fd,
-        libc::IPPROTO_IP,
-        libc::IP_MULTICAST_ALL,
-        on.into(),
-        "IP_MULTICAST_ALL",
-    )
+    SockRef::from(&fd)
+        .set_multicast_all_v4(on)
+        .map_err(setting("IP_MULTICAST_ALL", on))
 }
 
 /// Sets `IP_MULTICAST_IF` with both the index and the interface's address,
@@ -311,7 +313,9 @@ pub(crate) fn apply_control_flags(
 
 /// `SO_RCVBUF` as the kernel reports it (twice what was asked, capped).
 pub(crate) fn recv_buffer_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
-    get_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, "SO_RCVBUF").map(|v| v as usize)
+    SockRef::from(&fd)
+        .recv_buffer_size()
+        .map_err(reading("SO_RCVBUF"))
 }
 
 /// Sets the receive buffer; with `force`, `SO_RCVBUFFORCE` (needs
@@ -336,20 +340,26 @@ pub(crate) fn set_recv_buffer_size(
             }
         })?;
     } else {
-        set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, value, "SO_RCVBUF")?;
+        SockRef::from(&fd)
+            .set_recv_buffer_size(bytes)
+            .map_err(setting("SO_RCVBUF", bytes))?;
     }
     recv_buffer_size(fd)
 }
 
 pub(crate) fn busy_poll(fd: BorrowedFd<'_>) -> io::Result<u32> {
-    get_int(fd, libc::SOL_SOCKET, sys::SO_BUSY_POLL, "SO_BUSY_POLL").map(|v| v as u32)
+    SockRef::from(&fd)
+        .busy_poll()
+        .map_err(reading("SO_BUSY_POLL"))
 }
 
 pub(crate) fn set_busy_poll(fd: BorrowedFd<'_>, micros: u32) -> io::Result<()> {
-    let value = i32::try_from(micros).map_err(|_| {
-        crate::error::invalid(format!("busy poll time {micros} us is out of range"))
-    })?;
-    sys::setsockopt(fd, libc::SOL_SOCKET, sys::SO_BUSY_POLL, value).map_err(|e| {
+    if i32::try_from(micros).is_err() {
+        return Err(crate::error::invalid(format!(
+            "busy poll time {micros} us is out of range"
+        )));
+    }
+    SockRef::from(&fd).set_busy_poll(micros).map_err(|e| {
         let hint = if e.raw_os_error() == Some(libc::EPERM) {
             " (raising it needs CAP_NET_ADMIN)"
         } else {
@@ -367,4 +377,36 @@ pub(crate) fn set_prefer_busy_poll(fd: BorrowedFd<'_>, on: bool) -> io::Result<(
         on.into(),
         "SO_PREFER_BUSY_POLL",
     )
+}
+
+/// The kernel's limit on classic BPF program length (`BPF_MAXINSNS`).
+pub const BPF_MAX_INSTRUCTIONS: usize = 4096;
+
+/// Attaches a classic BPF program (`SO_ATTACH_FILTER`) through socket2,
+/// after checking its length (the kernel's `EINVAL` would not say why).
+pub(crate) fn attach_filter(fd: BorrowedFd<'_>, program: &[socket2::SockFilter]) -> io::Result<()> {
+    if program.is_empty() {
+        return Err(crate::error::invalid(
+            "a BPF program needs at least one instruction",
+        ));
+    }
+    if program.len() > BPF_MAX_INSTRUCTIONS {
+        return Err(crate::error::invalid(format!(
+            "a BPF program has at most {BPF_MAX_INSTRUCTIONS} instructions, got {}",
+            program.len()
+        )));
+    }
+    SockRef::from(&fd).attach_filter(program).map_err(|e| {
+        Error::os(
+            format!("attaching a BPF program of {} instructions", program.len()),
+            e,
+        )
+    })
+}
+
+/// Detaches the BPF program (`SO_DETACH_FILTER`).
+pub(crate) fn detach_filter(fd: BorrowedFd<'_>) -> io::Result<()> {
+    SockRef::from(&fd)
+        .detach_filter()
+        .map_err(|e| Error::os("detaching the BPF program", e))
 }

@@ -177,7 +177,7 @@ impl PacketConn {
     }
 
     /// Sets `IP_TTL` for outgoing unicast packets: 1 to 255 (0 is an error).
-    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+    pub fn set_ttl(&self, ttl: u8) -> io::Result<()> {
         options::set_ttl(self.as_fd(), ttl)
     }
 
@@ -416,16 +416,37 @@ impl PacketConn {
             .map_err(|e| Error::os("setting ICMP_FILTER (raw ICMP sockets only)", e))
     }
 
-    /// Attaches a classic BPF program (`SO_ATTACH_FILTER`): packets for
-    /// which it returns 0 are dropped before they are queued. An empty
-    /// program is an error.
-    pub fn attach_filter(&self, program: &[crate::BpfInstruction]) -> io::Result<()> {
-        crate::bpf::attach(self.as_fd(), program)
+    /// Attaches a classic BPF program (`SO_ATTACH_FILTER`, Go's `SetBPF`):
+    /// packets for which it returns 0 are dropped before they are queued.
+    /// An empty program, or one longer than [`BPF_MAX_INSTRUCTIONS`], is an
+    /// error.
+    ///
+    /// [`BPF_MAX_INSTRUCTIONS`]: crate::BPF_MAX_INSTRUCTIONS
+    ///
+    /// A program that keeps only UDP payloads whose first byte is even (the
+    /// filter sees the packet from the UDP header on; byte 8 is the first
+    /// payload byte):
+    ///
+    /// ```
+    /// use ipv4_reactor::SockFilter as I;
+    /// let keep_even_first_byte = [
+    ///     I::new(0x30, 0, 0, 8),           // ldb [8]
+    ///     I::new(0x45, 1, 0, 1),           // jset #1, drop, keep
+    ///     I::new(0x06, 0, 0, 0xffff_ffff), // keep: ret #-1
+    ///     I::new(0x06, 0, 0, 0),           // drop: ret #0
+    /// ];
+    /// let rx = ipv4_reactor::PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
+    /// rx.attach_filter(&keep_even_first_byte)?;
+    /// rx.detach_filter()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn attach_filter(&self, program: &[socket2::SockFilter]) -> io::Result<()> {
+        options::attach_filter(self.as_fd(), program)
     }
 
     /// Detaches the BPF program (`SO_DETACH_FILTER`).
     pub fn detach_filter(&self) -> io::Result<()> {
-        crate::bpf::detach(self.as_fd())
+        options::detach_filter(self.as_fd())
     }
 
     /// The effective receive buffer (`SO_RCVBUF` as the kernel reports it:

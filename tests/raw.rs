@@ -26,7 +26,7 @@ use ipv4_reactor::header::{Header, HeaderError, Protocol, MAX_OPTIONS_LEN};
 use ipv4_reactor::icmp::{self, IcmpFilter, IcmpType};
 use ipv4_reactor::netns;
 use ipv4_reactor::reactor::{Context, Reactor};
-use ipv4_reactor::{BpfInstruction, ControlFlags, ControlMessage, Packet, PacketConn, RawConn};
+use ipv4_reactor::{ControlFlags, ControlMessage, Packet, PacketConn, RawConn, SockFilter};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -333,11 +333,11 @@ fn icmp_filter_rejects_types_32_and_above() {
 
 /// Keeps UDP datagrams whose first payload byte is even. A UDP socket's
 /// filter sees the packet from the UDP header on: payload byte 0 is at 8.
-const KEEP_EVEN_FIRST_BYTE: [BpfInstruction; 4] = [
-    BpfInstruction::new(0x30, 0, 0, 8),           // ldb [8]
-    BpfInstruction::new(0x45, 1, 0, 1),           // jset #1, drop, keep
-    BpfInstruction::new(0x06, 0, 0, 0xffff_ffff), // keep: ret #-1
-    BpfInstruction::new(0x06, 0, 0, 0),           // drop: ret #0
+const KEEP_EVEN_FIRST_BYTE: [SockFilter; 4] = [
+    SockFilter::new(0x30, 0, 0, 8),           // ldb [8]
+    SockFilter::new(0x45, 1, 0, 1),           // jset #1, drop, keep
+    SockFilter::new(0x06, 0, 0, 0xffff_ffff), // keep: ret #-1
+    SockFilter::new(0x06, 0, 0, 0),           // drop: ret #0
 ];
 
 /// Sends datagrams with first bytes 0..20 and then an end marker (first
@@ -376,7 +376,7 @@ fn bpf_filter_keeps_only_even_first_bytes() {
 
     // Attaching again works, and so does replacing a program.
     rx.attach_filter(&KEEP_EVEN_FIRST_BYTE).unwrap();
-    rx.attach_filter(&[BpfInstruction::new(0x06, 0, 0, 0xffff_ffff)])
+    rx.attach_filter(&[SockFilter::new(0x06, 0, 0, 0xffff_ffff)])
         .unwrap();
     assert_eq!(send_0_to_19_and_collect(&tx, &rx), all);
 }
@@ -388,16 +388,18 @@ fn bpf_bad_programs_are_errors_not_panics() {
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     assert!(err.to_string().contains("at least one"), "{err}");
 
-    let too_long = vec![BpfInstruction::new(0x06, 0, 0, 0); ipv4_reactor::BPF_MAX_INSTRUCTIONS + 1];
+    let too_long: Vec<SockFilter> = (0..=ipv4_reactor::BPF_MAX_INSTRUCTIONS)
+        .map(|_| SockFilter::new(0x06, 0, 0, 0))
+        .collect();
     let err = rx.attach_filter(&too_long).unwrap_err();
     assert!(err.to_string().contains("4097"), "{err}");
 
     // The kernel's verifier refuses these; the error says what was done.
-    let no_return = [BpfInstruction::new(0x30, 0, 0, 8)]; // ldb [8], no ret
+    let no_return = [SockFilter::new(0x30, 0, 0, 8)]; // ldb [8], no ret
     assert!(rx.attach_filter(&no_return).is_err());
     let jump_out = [
-        BpfInstruction::new(0x15, 9, 9, 0), // jeq #0, +9, +9: past the end
-        BpfInstruction::new(0x06, 0, 0, 0),
+        SockFilter::new(0x15, 9, 9, 0), // jeq #0, +9, +9: past the end
+        SockFilter::new(0x06, 0, 0, 0),
     ];
     let err = rx.attach_filter(&jump_out).unwrap_err();
     assert!(err.to_string().contains("BPF"), "{err}");

@@ -29,8 +29,7 @@ pub(crate) use syscall;
 
 // Option numbers from libc, which has them per architecture.
 pub(crate) use libc::{
-    SO_BUSY_POLL, SO_PREFER_BUSY_POLL, SO_RXQ_OVFL, SO_TIMESTAMPING, SO_TIMESTAMPNS, UDP_GRO,
-    UDP_SEGMENT,
+    SO_PREFER_BUSY_POLL, SO_RXQ_OVFL, SO_TIMESTAMPING, SO_TIMESTAMPNS, UDP_GRO, UDP_SEGMENT,
 };
 /// Receive timestamps in software and from the device (raw hardware clock).
 pub(crate) const TIMESTAMPING_RX: libc::c_int = (libc::SOF_TIMESTAMPING_RX_SOFTWARE
@@ -135,18 +134,6 @@ pub(crate) fn getsockopt<T: Copy>(
     getsockopt_len(fd, level, name).map(|(v, _)| v)
 }
 
-/// Reads an `int` option that the kernel may answer with one byte (as it
-/// does for `IP_TOS`, `IP_MULTICAST_TTL` and `IP_MULTICAST_LOOP` when asked
-/// with a short buffer); asked with 4 bytes it answers 4.
-pub(crate) fn getsockopt_int(
-    fd: BorrowedFd<'_>,
-    level: libc::c_int,
-    name: libc::c_int,
-) -> io::Result<i32> {
-    let (value, len) = getsockopt_len::<libc::c_int>(fd, level, name)?;
-    Ok(if len == 1 { value & 0xff } else { value })
-}
-
 pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     let mut flag: libc::c_int = on.into();
     syscall!(ioctl(fd.as_raw_fd(), libc::FIONBIO, &mut flag)).map(drop)
@@ -240,25 +227,6 @@ pub(crate) fn set_multicast_if(fd: BorrowedFd<'_>, ifindex: u32, addr: Ipv4Addr)
 pub(crate) fn multicast_if_addr(fd: BorrowedFd<'_>) -> io::Result<Ipv4Addr> {
     let addr: libc::in_addr = getsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_IF)?;
     Ok(Ipv4Addr::from(u32::from_be(addr.s_addr)))
-}
-
-/// Attaches (`Some`) or detaches (`None`) a classic BPF program.
-pub(crate) fn set_bpf(fd: BorrowedFd<'_>, program: Option<&[libc::sock_filter]>) -> io::Result<()> {
-    match program {
-        Some(code) => {
-            let prog = libc::sock_fprog {
-                len: code.len() as libc::c_ushort,
-                filter: code.as_ptr() as *mut libc::sock_filter,
-            };
-            setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, prog)
-        }
-        None => setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_DETACH_FILTER,
-            0 as libc::c_int,
-        ),
-    }
 }
 
 /// What one `recvmsg` returned.
