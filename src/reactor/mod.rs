@@ -68,7 +68,10 @@
 
 mod sink;
 
-pub use sink::{ChannelSink, Context, Handler, Overflow, OwnedPacket, PacketReceiver};
+pub use sink::{
+    ChannelSink, Context, Handler, Overflow, OwnedPacket, PacketReceiver, MAX_SINK_CAPACITY,
+    MAX_SINK_PAYLOAD, MAX_SINK_POOL_BYTES,
+};
 
 use std::any::Any;
 use std::cell::Cell;
@@ -92,6 +95,11 @@ use crate::interface::Interface;
 use crate::packet::PacketConn;
 
 const WAKER: Token = Token(usize::MAX);
+
+/// The most reactors a [`ReactorPool`] runs (one thread each), and one past
+/// the largest CPU number that [`ReactorBuilder::pin_to_cpu`] can pin to
+/// (`CPU_SETSIZE`).
+pub const MAX_POOL_REACTORS: usize = 1024;
 
 /// Pins the calling thread to one CPU (`sched_setaffinity(2)` on the
 /// calling thread only), as [`ReactorBuilder::pin_to_cpu`] does for the
@@ -899,20 +907,50 @@ pub struct ReactorPool {
 }
 
 impl ReactorPool {
-    /// Starts `n` reactors with the same settings; with
+    /// Starts `n` reactors with the same settings (0 is taken as 1); with
     /// [`ReactorBuilder::pin_to_cpu`] set to `c`, reactor `i` is pinned to
     /// CPU `c + i`.
+    ///
+    /// Errors: `InvalidInput`, before any thread starts, for more than
+    /// [`MAX_POOL_REACTORS`] reactors or, when pinned, a CPU `c + n - 1` of
+    /// [`MAX_POOL_REACTORS`] or more; otherwise the first reactor that fails
+    /// to start, after the ones already started were stopped and joined.
     pub fn spawn(n: usize, builder: ReactorBuilder) -> io::Result<ReactorPool> {
+        let n = n.max(1);
+        if n > MAX_POOL_REACTORS {
+            return Err(crate::error::invalid(format!(
+                "a pool of {n} reactors is too many: at most {MAX_POOL_REACTORS} (one thread each)"
+            )));
+        }
+        if let Some(c) = builder.pin_cpu {
+            match c.checked_add(n - 1) {
+                Some(last) if last < MAX_POOL_REACTORS => {}
+                _ => {
+                    return Err(crate::error::invalid(format!(
+                        "a pool of {n} reactors pinned from CPU {c} needs CPUs up to {c} + {}: CPU numbers stop below {MAX_POOL_REACTORS}",
+                        n - 1
+                    )))
+                }
+            }
+        }
         let mut pool = ReactorPool {
-            handles: Vec::new(),
-            threads: Vec::new(),
+            handles: Vec::with_capacity(n),
+            threads: Vec::with_capacity(n),
         };
-        for i in 0..n.max(1) {
+        for i in 0..n {
             let mut b = builder.clone();
             b.pin_cpu = builder.pin_cpu.map(|c| c + i);
-            let (handle, join) = b.spawn()?;
-            pool.handles.push(handle);
-            pool.threads.push(join);
+            match b.spawn() {
+                Ok((handle, join)) => {
+                    pool.handles.push(handle);
+                    pool.threads.push(join);
+                }
+                Err(e) => {
+                    // Do not leave the ones already running without a handle.
+                    let _ = pool.shutdown();
+                    return Err(e);
+                }
+            }
         }
         Ok(pool)
     }

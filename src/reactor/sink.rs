@@ -3,6 +3,7 @@
 //! buffer and sends it over a crossbeam channel.
 
 use std::fmt;
+use std::io;
 use std::net::SocketAddrV4;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,6 +117,21 @@ pub enum Overflow {
     Block,
 }
 
+/// The largest channel capacity [`ChannelSink::bounded`] accepts.
+pub const MAX_SINK_CAPACITY: usize = 1 << 20;
+
+/// The largest payload size [`ChannelSink::bounded`] accepts: the most an
+/// IPv4 datagram can hold.
+pub const MAX_SINK_PAYLOAD: usize = 65_535;
+
+/// The most buffer bytes [`ChannelSink::bounded`] may set aside for its
+/// pool (`(capacity + 256) * payload_size`): 4 GiB.
+pub const MAX_SINK_POOL_BYTES: u64 = 1 << 32;
+
+/// Buffers the pool holds beyond the channel's capacity, for packets the
+/// consumer still holds.
+const POOL_MARGIN: usize = 256;
+
 /// A free list of payload buffers shared by a sink and its packets.
 #[derive(Debug)]
 struct BufferPool {
@@ -215,7 +231,7 @@ impl Drop for OwnedPacket {
 /// use ipv4_reactor::PacketConn;
 ///
 /// let mut reactor = Reactor::builder().build()?;
-/// let (sink, packets) = ChannelSink::bounded(1024, 2048, Overflow::DropNewest);
+/// let (sink, packets) = ChannelSink::bounded(1024, 2048, Overflow::DropNewest)?;
 /// let rx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
 /// let dst = rx.local_addr()?;
 /// reactor.register(rx, sink)?;
@@ -234,38 +250,72 @@ pub struct ChannelSink {
     pool: Arc<BufferPool>,
     overflow: Overflow,
     dropped: Arc<AtomicU64>,
+    disconnected: Arc<AtomicU64>,
 }
 
 /// The consumer's end of a [`ChannelSink`].
 pub type PacketReceiver = Receiver<OwnedPacket>;
 
 impl ChannelSink {
-    /// A sink whose channel holds `capacity` packets, with a pool of
-    /// buffers of `payload_size` bytes (one per channel slot plus a margin
-    /// for packets the consumer still holds).
+    /// A sink whose channel holds `capacity` packets (0 is taken as 1), with
+    /// a pool of buffers of `payload_size` bytes (one per channel slot plus
+    /// 256 for packets the consumer still holds), allocated here.
+    ///
+    /// Errors (`InvalidInput`, nothing allocated): `capacity` above
+    /// [`MAX_SINK_CAPACITY`], `payload_size` above [`MAX_SINK_PAYLOAD`], or
+    /// a pool of more than [`MAX_SINK_POOL_BYTES`].
     pub fn bounded(
         capacity: usize,
         payload_size: usize,
         overflow: Overflow,
-    ) -> (ChannelSink, PacketReceiver) {
+    ) -> io::Result<(ChannelSink, PacketReceiver)> {
+        if capacity > MAX_SINK_CAPACITY {
+            return Err(crate::error::invalid(format!(
+                "ChannelSink capacity {capacity} is too large: at most {MAX_SINK_CAPACITY} packets"
+            )));
+        }
+        if payload_size > MAX_SINK_PAYLOAD {
+            return Err(crate::error::invalid(format!(
+                "ChannelSink payload size {payload_size} is too large: an IPv4 datagram holds at most {MAX_SINK_PAYLOAD} bytes"
+            )));
+        }
         let capacity = capacity.max(1);
+        let buffers = capacity + POOL_MARGIN;
+        let pool_bytes = buffers as u64 * payload_size as u64;
+        if pool_bytes > MAX_SINK_POOL_BYTES {
+            return Err(crate::error::invalid(format!(
+                "a ChannelSink of {capacity} packets of {payload_size} bytes would set aside {pool_bytes} bytes of buffers, more than {MAX_SINK_POOL_BYTES} bytes: use a smaller capacity or payload size"
+            )));
+        }
         let (tx, rx) = crossbeam_channel::bounded(capacity);
-        let pool = Arc::new(BufferPool::new(capacity + 256, payload_size));
-        (
+        let pool = Arc::new(BufferPool::new(buffers, payload_size));
+        Ok((
             ChannelSink {
                 tx,
                 pool,
                 overflow,
                 dropped: Arc::new(AtomicU64::new(0)),
+                disconnected: Arc::new(AtomicU64::new(0)),
             },
             rx,
-        )
+        ))
     }
 
-    /// Packets dropped because the channel was full (with
-    /// [`Overflow::DropNewest`]), across every socket feeding this sink.
+    /// Packets this sink dropped, across every socket feeding it: those
+    /// that found the channel full ([`Overflow::DropNewest`]), those that
+    /// found the receiver gone ([`ChannelSink::disconnected_drops`]). Each is also counted in its socket's
+    /// [`SocketCounters::overflow_drops`](super::SocketCounters).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Of [`ChannelSink::dropped`], the packets that found the receiver
+    /// ([`PacketReceiver`]) dropped. The first such packet also deregisters
+    /// and closes its socket (whatever the [`Overflow`]): the packets after
+    /// it in the same batch, and those still queued in the kernel, go with
+    /// the socket and are not counted here.
+    pub fn disconnected_drops(&self) -> u64 {
+        self.disconnected.load(Ordering::Relaxed)
     }
 
     /// Buffers the pool has allocated in all: it grows only while the
@@ -291,22 +341,30 @@ impl Handler for ChannelSink {
         match self.overflow {
             Overflow::DropNewest => match self.tx.try_send(owned) {
                 Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    ctx.count_overflow(1);
-                }
-                Err(TrySendError::Disconnected(_)) => {
-                    // Nobody is listening any more: stop reading this socket.
-                    ctx.count_overflow(1);
-                    ctx.deregister();
-                }
+                Err(TrySendError::Full(_)) => self.drop_one(ctx),
+                Err(TrySendError::Disconnected(_)) => self.receiver_gone(ctx),
             },
             Overflow::Block => {
                 if self.tx.send(owned).is_err() {
-                    ctx.count_overflow(1);
-                    ctx.deregister();
+                    self.receiver_gone(ctx);
                 }
             }
         }
+    }
+}
+
+impl ChannelSink {
+    fn drop_one(&self, ctx: &mut Context<'_>) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        ctx.count_overflow(1);
+    }
+
+    /// Nobody is listening any more: count the packet and stop reading
+    /// this socket.
+    #[cold]
+    fn receiver_gone(&self, ctx: &mut Context<'_>) {
+        self.disconnected.fetch_add(1, Ordering::Relaxed);
+        self.drop_one(ctx);
+        ctx.deregister();
     }
 }
