@@ -80,12 +80,12 @@ use std::fmt;
 use std::io;
 use std::net::Ipv4Addr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
@@ -95,6 +95,15 @@ use crate::interface::Interface;
 use crate::packet::PacketConn;
 
 const WAKER: Token = Token(usize::MAX);
+
+/// How long [`Handle`] calls wait for the reactor to run them, unless the
+/// handle was given another timeout ([`Handle::with_call_timeout`]) or the
+/// call is [`Handle::call_timeout`]: 5 seconds. A turning reactor answers
+/// within one turn, which takes microseconds to milliseconds; a call that
+/// waits this long finds a reactor that is blocked (a full
+/// [`Overflow::Block`] sink, a handler that does not return) or that
+/// nothing turns, and fails with `TimedOut`.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The most reactors a [`ReactorPool`] runs (one thread each), and one past
 /// the largest CPU number that [`ReactorBuilder::pin_to_cpu`] can pin to
@@ -179,6 +188,9 @@ pub struct ReactorCounters {
     pub commands: u64,
     /// Handler panics caught.
     pub handler_panics: u64,
+    /// Panics of [`Handle::call`] closures caught (the caller got an error
+    /// with the panic message).
+    pub command_panics: u64,
     /// Sockets registered now.
     pub sockets: usize,
     /// The sum over every socket ever registered.
@@ -301,6 +313,8 @@ impl ReactorBuilder {
             shared: Arc::new(Shared {
                 stop: AtomicBool::new(false),
                 id: NEXT_REACTOR_ID.fetch_add(1, Ordering::Relaxed),
+                phase: AtomicU8::new(PHASE_NEW),
+                home: AtomicU64::new(0),
             }),
             waker,
             cmd_tx,
@@ -344,11 +358,75 @@ static NEXT_REACTOR_ID: AtomicU64 = AtomicU64::new(1);
 thread_local! {
     /// The id of the reactor turning on this thread, 0 when none.
     static TURNING: Cell<u64> = const { Cell::new(0) };
+    /// A number naming this thread (ThreadId has no stable number).
+    static THREAD_TOKEN: u64 = NEXT_THREAD_TOKEN.fetch_add(1, Ordering::Relaxed);
 }
+
+static NEXT_THREAD_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+fn thread_token() -> u64 {
+    THREAD_TOKEN.with(|t| *t)
+}
+
+/// Marks the thread as turning a reactor, and restores the previous mark
+/// when the turn ends, also when it unwinds.
+struct TurningMark(u64);
+
+impl TurningMark {
+    fn enter(id: u64) -> TurningMark {
+        TurningMark(TURNING.with(|t| t.replace(id)))
+    }
+}
+
+impl Drop for TurningMark {
+    fn drop(&mut self) {
+        TURNING.with(|t| t.set(self.0));
+    }
+}
+
+/// Never turned yet: a call waits (bounded) for the first turn.
+const PHASE_NEW: u8 = 0;
+/// `run` is running, or the user turns the reactor: a call waits (bounded).
+const PHASE_SERVING: u8 = 1;
+/// `run` returned: a call fails at once.
+const PHASE_HALTED: u8 = 2;
 
 struct Shared {
     stop: AtomicBool,
     id: u64,
+    /// One of the `PHASE_*` values.
+    phase: AtomicU8,
+    /// [`thread_token`] of the thread that turned the reactor last, 0
+    /// before the first turn: a call from that thread outside a turn would
+    /// wait for itself.
+    home: AtomicU64,
+}
+
+impl Shared {
+    fn halted(&self) -> bool {
+        self.phase.load(Ordering::SeqCst) == PHASE_HALTED
+    }
+}
+
+/// Marks the reactor halted when `run` returns (or unwinds), and fails the
+/// calls still queued: nothing would run them.
+struct HaltOnExit {
+    shared: Arc<Shared>,
+    commands: Receiver<Command>,
+}
+
+impl Drop for HaltOnExit {
+    fn drop(&mut self) {
+        self.shared.phase.store(PHASE_HALTED, Ordering::SeqCst);
+        // Pairs with the fence in Handle::call_timeout: either the caller
+        // sees the halt, or this loop sees its command.
+        fence(Ordering::SeqCst);
+        // Dropping a command drops its reply sender: the caller's wait ends
+        // with an error.
+        while let Ok(cmd) = self.commands.try_recv() {
+            drop(cmd);
+        }
+    }
 }
 
 type Command = Box<dyn FnOnce(&mut Reactor) + Send>;
@@ -404,6 +482,7 @@ impl Reactor {
             tx: self.cmd_tx.clone(),
             waker: Arc::clone(&self.waker),
             shared: Arc::clone(&self.shared),
+            timeout: DEFAULT_CALL_TIMEOUT,
         }
     }
 
@@ -526,7 +605,15 @@ impl Reactor {
 
     /// Runs until a handler or a handle stops it. With
     /// [`PanicPolicy::Stop`], a handler panic ends it with an error.
+    ///
+    /// Once `run` has returned, [`Handle`] calls fail at once (`BrokenPipe`,
+    /// "the reactor has stopped"), and calls still queued fail too, until
+    /// `run` or [`Reactor::turn`] is called again.
     pub fn run(&mut self) -> io::Result<()> {
+        let _halt = HaltOnExit {
+            shared: Arc::clone(&self.shared),
+            commands: self.cmd_rx.clone(),
+        };
         if let (Some(cpu), false) = (self.config.pin_cpu, self.pinned) {
             crate::sys::pin_current_thread(cpu)?;
             self.pinned = true;
@@ -544,11 +631,22 @@ impl Reactor {
     /// all when sockets are left on the ready list or in spin mode), runs
     /// pending handle commands, then serves ready sockets within their
     /// budgets. Returns the packets delivered.
+    ///
+    /// A program that drives the reactor with `turn` in its own loop gets
+    /// [`Handle`] calls from other threads answered on its turns; a call
+    /// from the thread that turns it, between turns, fails at once (nothing
+    /// could answer it), and one from another thread while the loop no
+    /// longer turns fails after the handle's timeout.
     pub fn turn(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
-        let prev = TURNING.with(|t| t.replace(self.shared.id));
-        let result = self.turn_inner(timeout);
-        TURNING.with(|t| t.set(prev));
-        result
+        let me = thread_token();
+        if self.shared.home.load(Ordering::Relaxed) != me {
+            self.shared.home.store(me, Ordering::Relaxed);
+        }
+        if self.shared.phase.load(Ordering::Relaxed) != PHASE_SERVING {
+            self.shared.phase.store(PHASE_SERVING, Ordering::SeqCst);
+        }
+        let _mark = TurningMark::enter(self.shared.id);
+        self.turn_inner(timeout)
     }
 
     fn turn_inner(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
@@ -578,6 +676,7 @@ impl Reactor {
         }
         while let Ok(cmd) = self.cmd_rx.try_recv() {
             self.counters.commands += 1;
+            // A command catches its closure's panic itself (Handle::call_timeout).
             cmd(self);
         }
         Ok(self.serve_ready())
@@ -601,6 +700,7 @@ impl Reactor {
                 Key(key),
                 self.config.budget,
                 self.config.measure_handler_time,
+                &self.shared.stop,
             );
             delivered += outcome.packets;
             if let Some(payload) = outcome.panic {
@@ -625,11 +725,14 @@ impl Reactor {
                 self.drop_socket(key);
                 continue;
             }
+            let stopping = outcome.stop || self.is_stopped();
             let entry = &mut self.entries[key];
             if outcome.drained {
                 entry.queued = false;
             } else {
-                entry.counters.budget_stops += 1;
+                if !stopping {
+                    entry.counters.budget_stops += 1;
+                }
                 self.ready.push_back(key);
             }
         }
@@ -652,7 +755,13 @@ struct Outcome {
 }
 
 /// Reads one socket until nothing is queued or its budget is spent.
-fn drain(entry: &mut Entry, key: Key, budget: usize, measure: bool) -> Outcome {
+fn drain(
+    entry: &mut Entry,
+    key: Key,
+    budget: usize,
+    measure: bool,
+    stop_requested: &AtomicBool,
+) -> Outcome {
     let Entry {
         conn,
         batch,
@@ -666,6 +775,7 @@ fn drain(entry: &mut Entry, key: Key, budget: usize, measure: bool) -> Outcome {
         stop: false,
         deregister: false,
         overflow_drops: 0,
+        stop_requested,
     };
     let mut out = Outcome {
         packets: 0,
@@ -700,7 +810,9 @@ fn drain(entry: &mut Entry, key: Key, budget: usize, measure: bool) -> Outcome {
                         out.drained = true;
                         return;
                     }
-                    if ctx.stop {
+                    // One load per batch: a handle's stop ends a long drain
+                    // (and a blocking sink drops the rest of a batch).
+                    if ctx.stop || ctx.stop_requested() {
                         return;
                     }
                 }
@@ -752,35 +864,85 @@ fn unknown_key(key: Key) -> io::Error {
 /// Steers a reactor from any thread: `Send + Sync + Clone`.
 ///
 /// Calls that return a value wait until the reactor runs them on its next
-/// turn; they fail with an error if the reactor is gone, and refuse to be
-/// called from inside a handler of the same reactor (which would wait for
-/// itself): use the handler's [`Context`] there.
+/// turn, but never for ever:
+///
+/// - from inside a handler of the same reactor (which would wait for
+///   itself) they fail at once with `InvalidInput`: use the handler's
+///   [`Context`] there;
+/// - from the thread that turns the reactor, between turns (or after `run`
+///   returned), they fail at once with `InvalidInput`;
+/// - once `run` has returned (and until it or `turn` is called again) they
+///   fail at once with `BrokenPipe`, as they do once the reactor is dropped;
+/// - otherwise they wait at most the handle's timeout
+///   ([`DEFAULT_CALL_TIMEOUT`], 5 s, unless set with
+///   [`Handle::with_call_timeout`]) and fail with `TimedOut`: the reactor
+///   is blocked (a full [`Overflow::Block`] sink, a handler that does not
+///   return) or nothing turns it. A call that timed out is withdrawn: it
+///   will not run later.
+///
+/// A call made from the thread that built the reactor before its first
+/// turn cannot be told apart from one made before another thread starts
+/// running it: it waits for the timeout.
 #[derive(Clone)]
 pub struct Handle {
     tx: Sender<Command>,
     waker: Arc<Waker>,
     shared: Arc<Shared>,
+    timeout: Duration,
 }
 
 impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Handle")
             .field("reactor", &self.shared.id)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
 
+/// A call's state, shared by the caller and the command: whoever moves it
+/// from `CALL_PENDING` first decides whether the command runs.
+const CALL_PENDING: u8 = 0;
+const CALL_TAKEN: u8 = 1;
+const CALL_WITHDRAWN: u8 = 2;
+
 impl Handle {
+    /// The same handle with another timeout for its calls (the default is
+    /// [`DEFAULT_CALL_TIMEOUT`]).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Handle {
+        self.timeout = timeout;
+        self
+    }
+
     /// Asks the reactor to stop; returns at once. `run` returns after the
-    /// current turn.
+    /// current turn; a handler waiting in a full [`Overflow::Block`] sink
+    /// gives up within a few milliseconds.
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Release);
         let _ = self.waker.wake();
     }
 
     /// Runs `f` on the reactor's thread, with the reactor, and returns its
-    /// result.
+    /// result; waits at most the handle's timeout (see [`Handle`] for when
+    /// it fails at once).
+    ///
+    /// A panic in `f` is caught: the reactor goes on, counts it in
+    /// [`ReactorCounters::command_panics`], and this call returns an error
+    /// with the panic message.
     pub fn call<R, F>(&self, f: F) -> io::Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Reactor) -> R + Send + 'static,
+    {
+        self.call_timeout(self.timeout, f)
+    }
+
+    /// [`Handle::call`] with its own timeout. On `TimedOut`, `f` has not
+    /// run and will not run; if the reactor had already started `f` when
+    /// the timeout passed, the call waits up to `timeout` once more for it
+    /// to finish, and then fails with `TimedOut` saying that `f` may still
+    /// complete.
+    pub fn call_timeout<R, F>(&self, timeout: Duration, f: F) -> io::Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&mut Reactor) -> R + Send + 'static,
@@ -790,14 +952,79 @@ impl Handle {
                 "a reactor's Handle was called from inside one of its own handlers; use the Context instead",
             ));
         }
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.tx
-            .send(Box::new(move |r: &mut Reactor| {
-                let _ = tx.send(f(r));
-            }))
-            .map_err(|_| gone())?;
+        if self.shared.halted() {
+            return Err(stopped());
+        }
+        if self.shared.home.load(Ordering::Relaxed) == thread_token() {
+            return Err(crate::error::invalid(
+                "a reactor's Handle was called from the thread that turns the reactor, while it is not turning (between turns, or after run returned): nothing could answer; use the Reactor itself",
+            ));
+        }
+        let state = Arc::new(AtomicU8::new(CALL_PENDING));
+        let (tx, rx) = crossbeam_channel::bounded::<Result<R, String>>(1);
+        let cmd_state = Arc::clone(&state);
+        let cmd: Command = Box::new(move |r: &mut Reactor| {
+            if cmd_state
+                .compare_exchange(
+                    CALL_PENDING,
+                    CALL_TAKEN,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_err()
+            {
+                return; // the caller gave up
+            }
+            let reply = match catch_unwind(AssertUnwindSafe(|| f(r))) {
+                Ok(v) => Ok(v),
+                Err(payload) => {
+                    r.counters.command_panics += 1;
+                    Err(panic_message(&*payload))
+                }
+            };
+            let _ = tx.send(reply);
+        });
+        self.tx.send(cmd).map_err(|_| gone())?;
+        // Pairs with the fence in HaltOnExit: if run returned meanwhile,
+        // either it dropped this command or this load sees the halt.
+        fence(Ordering::SeqCst);
+        if self.shared.halted() && withdraw(&state) {
+            return Err(stopped());
+        }
         self.waker.wake()?;
-        rx.recv().map_err(|_| gone())
+        let reply = match rx.recv_timeout(timeout) {
+            Ok(reply) => reply,
+            Err(RecvTimeoutError::Disconnected) => return Err(self.ended()),
+            Err(RecvTimeoutError::Timeout) => {
+                if withdraw(&state) {
+                    return Err(timed_out(timeout));
+                }
+                // The reactor is running f: give it as long again.
+                match rx.recv_timeout(timeout) {
+                    Ok(reply) => reply,
+                    Err(RecvTimeoutError::Disconnected) => return Err(self.ended()),
+                    Err(RecvTimeoutError::Timeout) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "the reactor started the call but it did not finish within {:?}: it may still complete",
+                                timeout * 2
+                            ),
+                        ))
+                    }
+                }
+            }
+        };
+        reply.map_err(|msg| io::Error::other(format!("the call panicked on the reactor: {msg}")))
+    }
+
+    /// Why a call's reply channel closed without a reply.
+    fn ended(&self) -> io::Error {
+        if self.shared.halted() {
+            stopped()
+        } else {
+            gone()
+        }
     }
 
     /// Registers a socket with its handler.
@@ -895,6 +1122,34 @@ impl Handle {
 
 fn gone() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the reactor is gone")
+}
+
+fn stopped() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "the reactor has stopped (run returned): nothing runs calls until run or turn is called again",
+    )
+}
+
+fn timed_out(timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "the reactor did not take the call within {timeout:?}: it is blocked (a full Overflow::Block sink waiting for its consumer, or a handler that does not return) or nothing turns it; the call was withdrawn and will not run"
+        ),
+    )
+}
+
+/// Withdraws a call the reactor has not taken yet; false if it has.
+fn withdraw(state: &AtomicU8) -> bool {
+    state
+        .compare_exchange(
+            CALL_PENDING,
+            CALL_WITHDRAWN,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok()
 }
 
 /// Several reactors, each on its own thread, with groups sharded across

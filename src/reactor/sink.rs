@@ -6,10 +6,11 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddrV4;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
 use super::Key;
 use crate::batch::Packet;
@@ -25,6 +26,8 @@ pub struct Context<'a> {
     pub(crate) stop: bool,
     pub(crate) deregister: bool,
     pub(crate) overflow_drops: u64,
+    /// The reactor's shared stop flag, set by [`Handle::stop`](super::Handle::stop).
+    pub(crate) stop_requested: &'a AtomicBool,
 }
 
 impl fmt::Debug for Context<'_> {
@@ -51,6 +54,14 @@ impl<'a> Context<'a> {
     /// Stops the reactor after this batch: `run` returns.
     pub fn stop(&mut self) {
         self.stop = true;
+    }
+
+    /// Whether a [`Handle`](super::Handle) asked the reactor to stop. A
+    /// handler that waits for something (room downstream, a lock) should
+    /// look at it while it waits and give up when it turns true: the
+    /// reactor cannot stop while a handler waits.
+    pub fn stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::Acquire)
     }
 
     /// Deregisters this socket after this packet; the rest of its batch is
@@ -114,8 +125,21 @@ pub enum Overflow {
     /// Wait for room: the reactor stops reading every socket until the
     /// consumer catches up, and the kernel drops instead (counted by
     /// [`ControlFlags::DROPS`](crate::ControlFlags::DROPS)).
+    ///
+    /// While the sink waits, the reactor runs no [`Handle`](super::Handle)
+    /// calls: they wait too, and fail with `TimedOut` after their timeout
+    /// ([`DEFAULT_CALL_TIMEOUT`](super::DEFAULT_CALL_TIMEOUT)). So a
+    /// consumer should not call the handle from the thread that drains the
+    /// channel while the channel may be full. [`Handle::stop`](super::Handle::stop)
+    /// does end the wait (within a few milliseconds): the packet the sink
+    /// held, and the rest of its batch, are dropped and counted in
+    /// [`ChannelSink::dropped`].
     Block,
 }
+
+/// How long a blocking sink waits for room at a time before it looks again
+/// whether the reactor was asked to stop.
+const BLOCK_SLICE: Duration = Duration::from_millis(5);
 
 /// The largest channel capacity [`ChannelSink::bounded`] accepts.
 pub const MAX_SINK_CAPACITY: usize = 1 << 20;
@@ -303,7 +327,9 @@ impl ChannelSink {
 
     /// Packets this sink dropped, across every socket feeding it: those
     /// that found the channel full ([`Overflow::DropNewest`]), those that
-    /// found the receiver gone ([`ChannelSink::disconnected_drops`]). Each is also counted in its socket's
+    /// found the receiver gone ([`ChannelSink::disconnected_drops`]), and,
+    /// with [`Overflow::Block`], those it held when the reactor was asked to
+    /// stop. Each is also counted in its socket's
     /// [`SocketCounters::overflow_drops`](super::SocketCounters).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -338,17 +364,14 @@ impl Handler for ChannelSink {
             key: ctx.key,
             pool: Arc::clone(&self.pool),
         };
-        match self.overflow {
-            Overflow::DropNewest => match self.tx.try_send(owned) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => self.drop_one(ctx),
-                Err(TrySendError::Disconnected(_)) => self.receiver_gone(ctx),
+        // The fast path is one try_send whatever the policy.
+        match self.tx.try_send(owned) {
+            Ok(()) => {}
+            Err(TrySendError::Full(owned)) => match self.overflow {
+                Overflow::DropNewest => self.drop_one(ctx),
+                Overflow::Block => self.wait_for_room(owned, ctx),
             },
-            Overflow::Block => {
-                if self.tx.send(owned).is_err() {
-                    self.receiver_gone(ctx);
-                }
-            }
+            Err(TrySendError::Disconnected(_)) => self.receiver_gone(ctx),
         }
     }
 }
@@ -366,5 +389,25 @@ impl ChannelSink {
         self.disconnected.fetch_add(1, Ordering::Relaxed);
         self.drop_one(ctx);
         ctx.deregister();
+    }
+
+    /// Waits for room in slices, so that a stop request ends the wait.
+    #[cold]
+    #[inline(never)]
+    fn wait_for_room(&self, mut packet: OwnedPacket, ctx: &mut Context<'_>) {
+        loop {
+            if ctx.stop_requested() {
+                self.drop_one(ctx);
+                return;
+            }
+            match self.tx.send_timeout(packet, BLOCK_SLICE) {
+                Ok(()) => return,
+                Err(SendTimeoutError::Timeout(p)) => packet = p,
+                Err(SendTimeoutError::Disconnected(_)) => {
+                    self.receiver_gone(ctx);
+                    return;
+                }
+            }
+        }
     }
 }
