@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ipv4_reactor::reactor::{ChannelSink, Handle, Key, Overflow, PacketReceiver, Reactor};
-use ipv4_reactor::PacketConn;
+use ipv4_reactor::{Packet, PacketConn};
 
 /// Bound for anything that must happen (generous: the VM is noisy).
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -313,6 +313,65 @@ fn turning_mark_does_not_outlive_a_turn() {
             "the thread is still marked as turning: {err}"
         );
     });
+}
+
+// ---------------------------------------------------------------------------
+// 8. A socket whose every receive fails
+// ---------------------------------------------------------------------------
+
+/// An unconnected TCP socket wrapped as a PacketConn fails every receive
+/// with `ENOTCONN`. Registered with no traffic, it must not make the reactor
+/// spin: over 300 ms of `run` the turns stay few (before the fix, the socket
+/// was re-queued with a zero poll timeout on every turn: hundreds of
+/// thousands of turns). The errors are counted and a healthy socket beside
+/// it is still served.
+#[test]
+fn socket_that_always_fails_does_not_spin_the_reactor() {
+    let tcp = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("tcp socket");
+    let bad = PacketConn::from(tcp);
+    let good = udp();
+    let dst = good.local_addr().expect("local_addr");
+    let mut reactor = Reactor::builder().build().expect("reactor");
+    let bad_key = reactor
+        .register(
+            bad,
+            |_: &Packet<'_>, _: &mut ipv4_reactor::reactor::Context<'_>| {},
+        )
+        .expect("register failing socket");
+    let got = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let g = Arc::clone(&got);
+    reactor
+        .register(
+            good,
+            move |_: &Packet<'_>, _: &mut ipv4_reactor::reactor::Context<'_>| {
+                g.fetch_add(1, Ordering::SeqCst);
+            },
+        )
+        .expect("register healthy socket");
+    let handle = reactor.handle();
+    let (turns, errors, got) = within(DEADLINE, "run with a failing socket", move || {
+        let stopper = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(150));
+            send(&udp(), b"still served", dst);
+            thread::sleep(Duration::from_millis(150));
+            handle.stop();
+        });
+        reactor.run().expect("run");
+        stopper.join().expect("stopper");
+        let c = reactor.counters();
+        let errors = reactor
+            .socket_counters(bad_key)
+            .expect("still registered")
+            .recv_errors;
+        (c.turns, errors, got.load(Ordering::SeqCst))
+    });
+    assert!(errors >= 1, "the receive errors are counted");
+    assert_eq!(got, 1, "the healthy socket is served");
+    assert!(
+        turns < 1000,
+        "{turns} turns in 300 ms with no traffic: the reactor spins on the failing socket ({errors} errors)"
+    );
 }
 
 // ---------------------------------------------------------------------------

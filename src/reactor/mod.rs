@@ -83,7 +83,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -109,6 +109,12 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// the largest CPU number that [`ReactorBuilder::pin_to_cpu`] can pin to
 /// (`CPU_SETSIZE`).
 pub const MAX_POOL_REACTORS: usize = 1024;
+
+/// After this many receive errors in a row with nothing received between
+/// them, a socket waits before it is read again (see [`SocketCounters::recv_errors`]).
+const ERRORS_BEFORE_BACKOFF: u32 = 2;
+/// The longest wait of a socket whose receives keep failing.
+const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Pins the calling thread to one CPU (`sched_setaffinity(2)` on the
 /// calling thread only), as [`ReactorBuilder::pin_to_cpu`] does for the
@@ -167,7 +173,13 @@ pub struct SocketCounters {
     /// Packets a handler dropped for lack of room downstream (a full
     /// [`ChannelSink`] with [`Overflow::DropNewest`]).
     pub overflow_drops: u64,
-    /// Receive errors other than "nothing queued".
+    /// Receive errors other than "nothing queued". After an error, the
+    /// socket is read again on the next turn; when that fails too (with
+    /// nothing received in between), it is read again only on its next
+    /// readiness event or after a wait that doubles with every further
+    /// error, from 1 ms up to 1 s, so that a socket whose every receive
+    /// fails cannot make the reactor spin. Each error also goes to
+    /// [`Handler::on_error`], which may deregister the socket.
     pub recv_errors: u64,
     /// Times the socket stopped at its budget with packets still queued.
     pub budget_stops: u64,
@@ -310,6 +322,7 @@ impl ReactorBuilder {
             poll,
             entries: Slab::new(),
             ready: VecDeque::new(),
+            backoff: Vec::new(),
             shared: Arc::new(Shared {
                 stop: AtomicBool::new(false),
                 id: NEXT_REACTOR_ID.fetch_add(1, Ordering::Relaxed),
@@ -437,6 +450,10 @@ struct Entry {
     handler: Box<dyn Handler>,
     counters: SocketCounters,
     queued: bool,
+    /// Receive errors in a row with nothing received between them.
+    errors_in_row: u32,
+    /// When a socket backed off after errors is read again.
+    retry_at: Option<Instant>,
 }
 
 /// A single-threaded event loop over packet sockets. See the
@@ -446,6 +463,8 @@ pub struct Reactor {
     events: Events,
     entries: Slab<Entry>,
     ready: VecDeque<usize>,
+    /// Sockets backed off after receive errors (their `retry_at` is set).
+    backoff: Vec<usize>,
     shared: Arc<Shared>,
     waker: Arc<Waker>,
     cmd_tx: Sender<Command>,
@@ -519,6 +538,8 @@ impl Reactor {
             counters: SocketCounters::default(),
             // Packets may already be queued: serve it on the next turn.
             queued: true,
+            errors_in_row: 0,
+            retry_at: None,
         });
         self.ready
             .reserve(self.entries.len().saturating_sub(self.ready.len()));
@@ -538,6 +559,9 @@ impl Reactor {
         let entry = self.entries.try_remove(key)?;
         if entry.queued {
             self.ready.retain(|&k| k != key);
+        }
+        if entry.retry_at.is_some() {
+            self.backoff.retain(|&k| k != key);
         }
         self.retired.recv.add(&entry.counters.recv);
         self.retired.overflow_drops += entry.counters.overflow_drops;
@@ -651,11 +675,14 @@ impl Reactor {
 
     fn turn_inner(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         self.counters.turns += 1;
-        let timeout = if self.config.spin || !self.ready.is_empty() || !self.cmd_rx.is_empty() {
+        let mut timeout = if self.config.spin || !self.ready.is_empty() || !self.cmd_rx.is_empty() {
             Some(Duration::ZERO)
         } else {
             timeout
         };
+        if !self.backoff.is_empty() {
+            timeout = self.until_next_retry(timeout);
+        }
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -674,12 +701,78 @@ impl Reactor {
                 }
             }
         }
+        if !self.backoff.is_empty() {
+            self.retry_due();
+        }
         while let Ok(cmd) = self.cmd_rx.try_recv() {
             self.counters.commands += 1;
             // A command catches its closure's panic itself (Handle::call_timeout).
             cmd(self);
         }
         Ok(self.serve_ready())
+    }
+
+    /// The poll timeout shortened to the next retry of a backed-off socket.
+    fn until_next_retry(&self, timeout: Option<Duration>) -> Option<Duration> {
+        let next = self
+            .backoff
+            .iter()
+            .filter_map(|&k| self.entries.get(k)?.retry_at)
+            .min();
+        match next {
+            Some(at) => {
+                let wait = at.saturating_duration_since(Instant::now());
+                Some(timeout.map_or(wait, |t| t.min(wait)))
+            }
+            None => timeout,
+        }
+    }
+
+    /// Puts the backed-off sockets whose wait is over back on the ready list.
+    fn retry_due(&mut self) {
+        let now = Instant::now();
+        let entries = &mut self.entries;
+        let ready = &mut self.ready;
+        self.backoff.retain(|&key| {
+            let Some(entry) = entries.get_mut(key) else {
+                return false;
+            };
+            match entry.retry_at {
+                Some(at) if at > now => true,
+                Some(_) => {
+                    entry.retry_at = None;
+                    if !entry.queued {
+                        entry.queued = true;
+                        ready.push_back(key);
+                    }
+                    false
+                }
+                None => false,
+            }
+        });
+    }
+
+    /// After a drain that ended in a receive error.
+    fn after_error(&mut self, key: usize, received: bool) {
+        let entry = &mut self.entries[key];
+        if received {
+            entry.errors_in_row = 0;
+        }
+        entry.errors_in_row = entry.errors_in_row.saturating_add(1);
+        if entry.errors_in_row < ERRORS_BEFORE_BACKOFF {
+            // Maybe a one-off (a pending ICMP error) with packets queued
+            // behind it, which raise no new edge: read again next turn.
+            self.ready.push_back(key);
+            return;
+        }
+        // It keeps failing: wait for its next readiness event, or retry
+        // after a wait that doubles with each error.
+        let shift = (entry.errors_in_row - ERRORS_BEFORE_BACKOFF).min(10);
+        let delay = (Duration::from_millis(1) * (1u32 << shift)).min(MAX_ERROR_BACKOFF);
+        entry.queued = false;
+        if entry.retry_at.replace(Instant::now() + delay).is_none() {
+            self.backoff.push(key);
+        }
     }
 
     fn serve_ready(&mut self) -> usize {
@@ -725,8 +818,13 @@ impl Reactor {
                 self.drop_socket(key);
                 continue;
             }
+            if outcome.failed {
+                self.after_error(key, outcome.packets > 0);
+                continue;
+            }
             let stopping = outcome.stop || self.is_stopped();
             let entry = &mut self.entries[key];
+            entry.errors_in_row = 0;
             if outcome.drained {
                 entry.queued = false;
             } else {
@@ -751,6 +849,8 @@ struct Outcome {
     drained: bool,
     stop: bool,
     deregister: bool,
+    /// Ended in a receive error other than "nothing queued".
+    failed: bool,
     panic: Option<Box<dyn Any + Send>>,
 }
 
@@ -782,6 +882,7 @@ fn drain(
         drained: false,
         stop: false,
         deregister: false,
+        failed: false,
         panic: None,
     };
     let before = *batch.counters();
@@ -823,9 +924,11 @@ fn drain(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     counters.recv_errors += 1;
+                    out.failed = true;
                     handler.on_error(e, &mut ctx);
-                    // Try again next turn: an error that repeats on every
-                    // call must not hold the loop inside this turn.
+                    // The reactor decides when to try again (after_error):
+                    // an error that repeats on every call must hold the
+                    // loop neither inside this turn nor turn after turn.
                     return;
                 }
             }

@@ -99,8 +99,10 @@ pub trait Handler: Send + 'static {
 
     /// Called when receiving fails with something other than "nothing
     /// queued" (for example a pending ICMP error on a connected socket).
-    /// The socket stays registered. The default ignores it; the error is
-    /// counted in [`SocketCounters::recv_errors`](super::SocketCounters).
+    /// The socket stays registered (call [`Context::deregister`] to drop
+    /// it); a socket that keeps failing is read less and less often, as
+    /// [`SocketCounters::recv_errors`](super::SocketCounters::recv_errors)
+    /// describes. The default ignores the error; it is counted there.
     fn on_error(&mut self, error: std::io::Error, ctx: &mut Context<'_>) {
         let _ = (error, ctx);
     }
