@@ -204,7 +204,8 @@ fn calls_after_run_returned_fail_at_once() {
             .expect_err("other thread, after run");
         assert_ne!(other.kind(), io::ErrorKind::TimedOut, "{other}");
         assert!(other.to_string().contains("stopped"), "{other}");
-        // Started again, the same handle works.
+        // Once reset_stop is called, a call waits for the next run, even
+        // one made before run starts turning.
         reactor.reset_stop();
         let h = handle.clone();
         let caller = thread::spawn(move || {
@@ -212,6 +213,7 @@ fn calls_after_run_returned_fail_at_once() {
             h.stop();
             r
         });
+        thread::sleep(Duration::from_millis(50));
         reactor.run().expect("second run");
         let c = caller.join().expect("caller").expect("counters during run");
         assert!(c.turns >= 1);

@@ -621,10 +621,18 @@ impl Reactor {
         self.stopped || self.shared.stop.load(Ordering::Acquire)
     }
 
-    /// Clears a stop request, so that `run` can be called again.
+    /// Clears a stop request, so that `run` can be called again. Handle
+    /// calls made from now on wait for the next turn again (bounded by
+    /// their timeout) instead of failing at once.
     pub fn reset_stop(&mut self) {
         self.stopped = false;
         self.shared.stop.store(false, Ordering::Release);
+        let _ = self.shared.phase.compare_exchange(
+            PHASE_HALTED,
+            PHASE_NEW,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
     }
 
     /// Runs until a handler or a handle stops it. With
@@ -822,7 +830,7 @@ impl Reactor {
                 self.after_error(key, outcome.packets > 0);
                 continue;
             }
-            let stopping = outcome.stop || self.is_stopped();
+            let stopping = !outcome.drained && (outcome.stop || self.is_stopped());
             let entry = &mut self.entries[key];
             entry.errors_in_row = 0;
             if outcome.drained {
