@@ -472,3 +472,22 @@ fn reactor_pool_refuses_absurd_sizes() {
     .expect_err("CPUs past usize::MAX");
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
 }
+
+/// An absurd readiness-event capacity is refused instead of failing the
+/// allocation.
+#[test]
+fn reactor_refuses_an_absurd_event_capacity() {
+    let err = within(DEADLINE, "events_capacity(usize::MAX)", || {
+        Reactor::builder()
+            .events_capacity(usize::MAX)
+            .build()
+            .map(|_| ())
+    })
+    .expect_err("usize::MAX events accepted");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("events"), "{err}");
+    Reactor::builder()
+        .events_capacity(4096)
+        .build()
+        .expect("ordinary capacity");
+}

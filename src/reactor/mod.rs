@@ -110,6 +110,10 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// (`CPU_SETSIZE`).
 pub const MAX_POOL_REACTORS: usize = 1024;
 
+/// The most readiness events a reactor takes per poll
+/// ([`ReactorBuilder::events_capacity`]).
+pub const MAX_EVENTS_CAPACITY: usize = 1 << 20;
+
 /// After this many receive errors in a row with nothing received between
 /// them, a socket waits before it is read again (see [`SocketCounters::recv_errors`]).
 const ERRORS_BEFORE_BACKOFF: u32 = 2;
@@ -273,7 +277,8 @@ impl ReactorBuilder {
         self
     }
 
-    /// Readiness events taken per poll (default 256).
+    /// Readiness events taken per poll (default 256; at most
+    /// [`MAX_EVENTS_CAPACITY`], checked by [`ReactorBuilder::build`]).
     pub fn events_capacity(mut self, events: usize) -> Self {
         self.events = events.max(1);
         self
@@ -313,7 +318,16 @@ impl ReactorBuilder {
     }
 
     /// Creates the reactor on the calling thread.
+    ///
+    /// Errors: `InvalidInput` for an events capacity above
+    /// [`MAX_EVENTS_CAPACITY`]; the OS error if epoll cannot be set up.
     pub fn build(self) -> io::Result<Reactor> {
+        if self.events > MAX_EVENTS_CAPACITY {
+            return Err(crate::error::invalid(format!(
+                "a reactor taking {} readiness events per poll is too many: at most {MAX_EVENTS_CAPACITY}",
+                self.events
+            )));
+        }
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
