@@ -164,7 +164,7 @@ fn run(args: Args) -> std::io::Result<bool> {
 
     let mut consumer = None;
     let key = if args.channel {
-        let (sink, packets) = ChannelSink::bounded(65_536, args.size.max(2048), Overflow::Block);
+        let (sink, packets) = ChannelSink::bounded(65_536, args.size.max(2048), Overflow::Block)?;
         let mut stats = FeedStats::new(Arc::clone(&live));
         let done = done_tx.clone();
         consumer = Some(thread::spawn(move || {

@@ -27,7 +27,7 @@ fn main() -> std::io::Result<()> {
     let (handle, reactor_thread) = Reactor::builder().spawn()?;
     // One channel for everything, 4096 packets deep; a full channel drops
     // the newest packet and counts it rather than stall the reactor.
-    let (sink, packets) = ChannelSink::bounded(4096, 2048, Overflow::DropNewest);
+    let (sink, packets) = ChannelSink::bounded(4096, 2048, Overflow::DropNewest)?;
 
     // One socket on port P joined to the first two groups; the third is
     // joined later through the handle.

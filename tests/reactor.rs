@@ -788,7 +788,7 @@ fn channel_overflow_is_counted_exactly() {
     let g = group(9);
     let rx = receiver(g, ControlFlags::DROPS | ControlFlags::DST);
     let dst = SocketAddrV4::new(g, port_of(&rx));
-    let (sink, packets) = ChannelSink::bounded(8, 2048, Overflow::DropNewest);
+    let (sink, packets) = ChannelSink::bounded(8, 2048, Overflow::DropNewest).expect("sink");
     let mut reactor = Reactor::builder().build().expect("reactor");
     let key = reactor.register(rx, sink.clone()).expect("register");
 
@@ -834,7 +834,7 @@ fn blocking_channel_sink_drops_nothing() {
     let g = group(10);
     let rx = receiver(g, ControlFlags::DROPS);
     let dst = SocketAddrV4::new(g, port_of(&rx));
-    let (sink, packets) = ChannelSink::bounded(4, 2048, Overflow::Block);
+    let (sink, packets) = ChannelSink::bounded(4, 2048, Overflow::Block).expect("sink");
     let (handle, join) = Reactor::builder().spawn().expect("spawn reactor");
     let key = handle.register(rx, sink.clone()).expect("register");
 
@@ -877,7 +877,7 @@ fn channel_mode_end_to_end_with_two_lines() {
     let rb = receiver(gb, ControlFlags::DST);
     let da = SocketAddrV4::new(ga, port_of(&ra));
     let db = SocketAddrV4::new(gb, port_of(&rb));
-    let (sink, packets) = ChannelSink::bounded(1024, 2048, Overflow::DropNewest);
+    let (sink, packets) = ChannelSink::bounded(1024, 2048, Overflow::DropNewest).expect("sink");
     let (handle, join) = Reactor::builder().spawn().expect("spawn reactor");
     let ka = handle.register(ra, sink.clone()).expect("register A");
     let kb = handle.register(rb, sink.clone()).expect("register B");

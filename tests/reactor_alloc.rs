@@ -308,7 +308,7 @@ fn channel_mode_allocates_nothing_per_packet() {
     let rx = receiver(g, ControlFlags::DST | ControlFlags::DROPS);
     let dst = dst_of(g, &rx);
     let mut reactor = Reactor::builder().build().expect("reactor");
-    let (sink, packets) = ChannelSink::bounded(1024, 2048, Overflow::DropNewest);
+    let (sink, packets) = ChannelSink::bounded(1024, 2048, Overflow::DropNewest).expect("sink");
     let key = reactor.register(rx, sink.clone()).expect("register");
     thread::sleep(SETTLE);
     let tx = sender();
@@ -414,7 +414,7 @@ fn no_file_descriptor_outlives_the_reactor() {
             })
             .expect("register panicking");
         // A channel sink on a unicast socket.
-        let (sink, chan) = ChannelSink::bounded(16, 2048, Overflow::DropNewest);
+        let (sink, chan) = ChannelSink::bounded(16, 2048, Overflow::DropNewest).expect("sink");
         let ru = PacketConn::bind_udp(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind");
         let du = ru.local_addr().expect("local_addr");
         reactor.register(ru, sink).expect("register sink");

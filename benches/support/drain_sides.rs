@@ -240,7 +240,7 @@ impl Drainer {
                 // The channel's whole cost, without a second thread: the
                 // consumer drains the channel after each turn.
                 let reactor = self.reactor.as_mut().expect("reactor side");
-                let (channel, packets) = ChannelSink::bounded(4096, 2048, Overflow::Block);
+                let (channel, packets) = ChannelSink::bounded(4096, 2048, Overflow::Block)?;
                 let key = reactor.register(rx, channel)?;
                 start = Instant::now();
                 let deadline = start + Duration::from_secs(10);

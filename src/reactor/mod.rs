@@ -68,7 +68,10 @@
 
 mod sink;
 
-pub use sink::{ChannelSink, Context, Handler, Overflow, OwnedPacket, PacketReceiver};
+pub use sink::{
+    ChannelSink, Context, Handler, Overflow, OwnedPacket, PacketReceiver, MAX_SINK_CAPACITY,
+    MAX_SINK_PAYLOAD, MAX_SINK_POOL_BYTES,
+};
 
 use std::any::Any;
 use std::cell::Cell;
@@ -77,12 +80,12 @@ use std::fmt;
 use std::io;
 use std::net::Ipv4Addr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
@@ -92,6 +95,30 @@ use crate::interface::Interface;
 use crate::packet::PacketConn;
 
 const WAKER: Token = Token(usize::MAX);
+
+/// How long [`Handle`] calls wait for the reactor to run them, unless the
+/// handle was given another timeout ([`Handle::with_call_timeout`]) or the
+/// call is [`Handle::call_timeout`]: 5 seconds. A turning reactor answers
+/// within one turn, which takes microseconds to milliseconds; a call that
+/// waits this long finds a reactor that is blocked (a full
+/// [`Overflow::Block`] sink, a handler that does not return) or that
+/// nothing turns, and fails with `TimedOut`.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most reactors a [`ReactorPool`] runs (one thread each), and one past
+/// the largest CPU number that [`ReactorBuilder::pin_to_cpu`] can pin to
+/// (`CPU_SETSIZE`).
+pub const MAX_POOL_REACTORS: usize = 1024;
+
+/// The most readiness events a reactor takes per poll
+/// ([`ReactorBuilder::events_capacity`]).
+pub const MAX_EVENTS_CAPACITY: usize = 1 << 20;
+
+/// After this many receive errors in a row with nothing received between
+/// them, a socket waits before it is read again (see [`SocketCounters::recv_errors`]).
+const ERRORS_BEFORE_BACKOFF: u32 = 2;
+/// The longest wait of a socket whose receives keep failing.
+const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Pins the calling thread to one CPU (`sched_setaffinity(2)` on the
 /// calling thread only), as [`ReactorBuilder::pin_to_cpu`] does for the
@@ -150,7 +177,13 @@ pub struct SocketCounters {
     /// Packets a handler dropped for lack of room downstream (a full
     /// [`ChannelSink`] with [`Overflow::DropNewest`]).
     pub overflow_drops: u64,
-    /// Receive errors other than "nothing queued".
+    /// Receive errors other than "nothing queued". After an error, the
+    /// socket is read again on the next turn; when that fails too (with
+    /// nothing received in between), it is read again only on its next
+    /// readiness event or after a wait that doubles with every further
+    /// error, from 1 ms up to 1 s, so that a socket whose every receive
+    /// fails cannot make the reactor spin. Each error also goes to
+    /// [`Handler::on_error`], which may deregister the socket.
     pub recv_errors: u64,
     /// Times the socket stopped at its budget with packets still queued.
     pub budget_stops: u64,
@@ -171,6 +204,9 @@ pub struct ReactorCounters {
     pub commands: u64,
     /// Handler panics caught.
     pub handler_panics: u64,
+    /// Panics of [`Handle::call`] closures caught (the caller got an error
+    /// with the panic message).
+    pub command_panics: u64,
     /// Sockets registered now.
     pub sockets: usize,
     /// The sum over every socket ever registered.
@@ -241,7 +277,8 @@ impl ReactorBuilder {
         self
     }
 
-    /// Readiness events taken per poll (default 256).
+    /// Readiness events taken per poll (default 256; at most
+    /// [`MAX_EVENTS_CAPACITY`], checked by [`ReactorBuilder::build`]).
     pub fn events_capacity(mut self, events: usize) -> Self {
         self.events = events.max(1);
         self
@@ -281,7 +318,16 @@ impl ReactorBuilder {
     }
 
     /// Creates the reactor on the calling thread.
+    ///
+    /// Errors: `InvalidInput` for an events capacity above
+    /// [`MAX_EVENTS_CAPACITY`]; the OS error if epoll cannot be set up.
     pub fn build(self) -> io::Result<Reactor> {
+        if self.events > MAX_EVENTS_CAPACITY {
+            return Err(crate::error::invalid(format!(
+                "a reactor taking {} readiness events per poll is too many: at most {MAX_EVENTS_CAPACITY}",
+                self.events
+            )));
+        }
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
@@ -290,9 +336,12 @@ impl ReactorBuilder {
             poll,
             entries: Slab::new(),
             ready: VecDeque::new(),
+            backoff: Vec::new(),
             shared: Arc::new(Shared {
                 stop: AtomicBool::new(false),
                 id: NEXT_REACTOR_ID.fetch_add(1, Ordering::Relaxed),
+                phase: AtomicU8::new(PHASE_NEW),
+                home: AtomicU64::new(0),
             }),
             waker,
             cmd_tx,
@@ -336,11 +385,75 @@ static NEXT_REACTOR_ID: AtomicU64 = AtomicU64::new(1);
 thread_local! {
     /// The id of the reactor turning on this thread, 0 when none.
     static TURNING: Cell<u64> = const { Cell::new(0) };
+    /// A number naming this thread (ThreadId has no stable number).
+    static THREAD_TOKEN: u64 = NEXT_THREAD_TOKEN.fetch_add(1, Ordering::Relaxed);
 }
+
+static NEXT_THREAD_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+fn thread_token() -> u64 {
+    THREAD_TOKEN.with(|t| *t)
+}
+
+/// Marks the thread as turning a reactor, and restores the previous mark
+/// when the turn ends, also when it unwinds.
+struct TurningMark(u64);
+
+impl TurningMark {
+    fn enter(id: u64) -> TurningMark {
+        TurningMark(TURNING.with(|t| t.replace(id)))
+    }
+}
+
+impl Drop for TurningMark {
+    fn drop(&mut self) {
+        TURNING.with(|t| t.set(self.0));
+    }
+}
+
+/// Never turned yet: a call waits (bounded) for the first turn.
+const PHASE_NEW: u8 = 0;
+/// `run` is running, or the user turns the reactor: a call waits (bounded).
+const PHASE_SERVING: u8 = 1;
+/// `run` returned: a call fails at once.
+const PHASE_HALTED: u8 = 2;
 
 struct Shared {
     stop: AtomicBool,
     id: u64,
+    /// One of the `PHASE_*` values.
+    phase: AtomicU8,
+    /// [`thread_token`] of the thread that turned the reactor last, 0
+    /// before the first turn: a call from that thread outside a turn would
+    /// wait for itself.
+    home: AtomicU64,
+}
+
+impl Shared {
+    fn halted(&self) -> bool {
+        self.phase.load(Ordering::SeqCst) == PHASE_HALTED
+    }
+}
+
+/// Marks the reactor halted when `run` returns (or unwinds), and fails the
+/// calls still queued: nothing would run them.
+struct HaltOnExit {
+    shared: Arc<Shared>,
+    commands: Receiver<Command>,
+}
+
+impl Drop for HaltOnExit {
+    fn drop(&mut self) {
+        self.shared.phase.store(PHASE_HALTED, Ordering::SeqCst);
+        // Pairs with the fence in Handle::call_timeout: either the caller
+        // sees the halt, or this loop sees its command.
+        fence(Ordering::SeqCst);
+        // Dropping a command drops its reply sender: the caller's wait ends
+        // with an error.
+        while let Ok(cmd) = self.commands.try_recv() {
+            drop(cmd);
+        }
+    }
 }
 
 type Command = Box<dyn FnOnce(&mut Reactor) + Send>;
@@ -351,6 +464,10 @@ struct Entry {
     handler: Box<dyn Handler>,
     counters: SocketCounters,
     queued: bool,
+    /// Receive errors in a row with nothing received between them.
+    errors_in_row: u32,
+    /// When a socket backed off after errors is read again.
+    retry_at: Option<Instant>,
 }
 
 /// A single-threaded event loop over packet sockets. See the
@@ -360,6 +477,8 @@ pub struct Reactor {
     events: Events,
     entries: Slab<Entry>,
     ready: VecDeque<usize>,
+    /// Sockets backed off after receive errors (their `retry_at` is set).
+    backoff: Vec<usize>,
     shared: Arc<Shared>,
     waker: Arc<Waker>,
     cmd_tx: Sender<Command>,
@@ -396,6 +515,7 @@ impl Reactor {
             tx: self.cmd_tx.clone(),
             waker: Arc::clone(&self.waker),
             shared: Arc::clone(&self.shared),
+            timeout: DEFAULT_CALL_TIMEOUT,
         }
     }
 
@@ -432,6 +552,8 @@ impl Reactor {
             counters: SocketCounters::default(),
             // Packets may already be queued: serve it on the next turn.
             queued: true,
+            errors_in_row: 0,
+            retry_at: None,
         });
         self.ready
             .reserve(self.entries.len().saturating_sub(self.ready.len()));
@@ -451,6 +573,9 @@ impl Reactor {
         let entry = self.entries.try_remove(key)?;
         if entry.queued {
             self.ready.retain(|&k| k != key);
+        }
+        if entry.retry_at.is_some() {
+            self.backoff.retain(|&k| k != key);
         }
         self.retired.recv.add(&entry.counters.recv);
         self.retired.overflow_drops += entry.counters.overflow_drops;
@@ -510,15 +635,31 @@ impl Reactor {
         self.stopped || self.shared.stop.load(Ordering::Acquire)
     }
 
-    /// Clears a stop request, so that `run` can be called again.
+    /// Clears a stop request, so that `run` can be called again. Handle
+    /// calls made from now on wait for the next turn again (bounded by
+    /// their timeout) instead of failing at once.
     pub fn reset_stop(&mut self) {
         self.stopped = false;
         self.shared.stop.store(false, Ordering::Release);
+        let _ = self.shared.phase.compare_exchange(
+            PHASE_HALTED,
+            PHASE_NEW,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
     }
 
     /// Runs until a handler or a handle stops it. With
     /// [`PanicPolicy::Stop`], a handler panic ends it with an error.
+    ///
+    /// Once `run` has returned, [`Handle`] calls fail at once (`BrokenPipe`,
+    /// "the reactor has stopped"), and calls still queued fail too, until
+    /// `run` or [`Reactor::turn`] is called again.
     pub fn run(&mut self) -> io::Result<()> {
+        let _halt = HaltOnExit {
+            shared: Arc::clone(&self.shared),
+            commands: self.cmd_rx.clone(),
+        };
         if let (Some(cpu), false) = (self.config.pin_cpu, self.pinned) {
             crate::sys::pin_current_thread(cpu)?;
             self.pinned = true;
@@ -536,20 +677,34 @@ impl Reactor {
     /// all when sockets are left on the ready list or in spin mode), runs
     /// pending handle commands, then serves ready sockets within their
     /// budgets. Returns the packets delivered.
+    ///
+    /// A program that drives the reactor with `turn` in its own loop gets
+    /// [`Handle`] calls from other threads answered on its turns; a call
+    /// from the thread that turns it, between turns, fails at once (nothing
+    /// could answer it), and one from another thread while the loop no
+    /// longer turns fails after the handle's timeout.
     pub fn turn(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
-        let prev = TURNING.with(|t| t.replace(self.shared.id));
-        let result = self.turn_inner(timeout);
-        TURNING.with(|t| t.set(prev));
-        result
+        let me = thread_token();
+        if self.shared.home.load(Ordering::Relaxed) != me {
+            self.shared.home.store(me, Ordering::Relaxed);
+        }
+        if self.shared.phase.load(Ordering::Relaxed) != PHASE_SERVING {
+            self.shared.phase.store(PHASE_SERVING, Ordering::SeqCst);
+        }
+        let _mark = TurningMark::enter(self.shared.id);
+        self.turn_inner(timeout)
     }
 
     fn turn_inner(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         self.counters.turns += 1;
-        let timeout = if self.config.spin || !self.ready.is_empty() || !self.cmd_rx.is_empty() {
+        let mut timeout = if self.config.spin || !self.ready.is_empty() || !self.cmd_rx.is_empty() {
             Some(Duration::ZERO)
         } else {
             timeout
         };
+        if !self.backoff.is_empty() {
+            timeout = self.until_next_retry(timeout);
+        }
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -568,11 +723,78 @@ impl Reactor {
                 }
             }
         }
+        if !self.backoff.is_empty() {
+            self.retry_due();
+        }
         while let Ok(cmd) = self.cmd_rx.try_recv() {
             self.counters.commands += 1;
+            // A command catches its closure's panic itself (Handle::call_timeout).
             cmd(self);
         }
         Ok(self.serve_ready())
+    }
+
+    /// The poll timeout shortened to the next retry of a backed-off socket.
+    fn until_next_retry(&self, timeout: Option<Duration>) -> Option<Duration> {
+        let next = self
+            .backoff
+            .iter()
+            .filter_map(|&k| self.entries.get(k)?.retry_at)
+            .min();
+        match next {
+            Some(at) => {
+                let wait = at.saturating_duration_since(Instant::now());
+                Some(timeout.map_or(wait, |t| t.min(wait)))
+            }
+            None => timeout,
+        }
+    }
+
+    /// Puts the backed-off sockets whose wait is over back on the ready list.
+    fn retry_due(&mut self) {
+        let now = Instant::now();
+        let entries = &mut self.entries;
+        let ready = &mut self.ready;
+        self.backoff.retain(|&key| {
+            let Some(entry) = entries.get_mut(key) else {
+                return false;
+            };
+            match entry.retry_at {
+                Some(at) if at > now => true,
+                Some(_) => {
+                    entry.retry_at = None;
+                    if !entry.queued {
+                        entry.queued = true;
+                        ready.push_back(key);
+                    }
+                    false
+                }
+                None => false,
+            }
+        });
+    }
+
+    /// After a drain that ended in a receive error.
+    fn after_error(&mut self, key: usize, received: bool) {
+        let entry = &mut self.entries[key];
+        if received {
+            entry.errors_in_row = 0;
+        }
+        entry.errors_in_row = entry.errors_in_row.saturating_add(1);
+        if entry.errors_in_row < ERRORS_BEFORE_BACKOFF {
+            // Maybe a one-off (a pending ICMP error) with packets queued
+            // behind it, which raise no new edge: read again next turn.
+            self.ready.push_back(key);
+            return;
+        }
+        // It keeps failing: wait for its next readiness event, or retry
+        // after a wait that doubles with each error.
+        let shift = (entry.errors_in_row - ERRORS_BEFORE_BACKOFF).min(10);
+        let delay = (Duration::from_millis(1) * (1u32 << shift)).min(MAX_ERROR_BACKOFF);
+        entry.queued = false;
+        if entry.retry_at.replace(Instant::now() + delay).is_none() {
+            self.backoff.push(key);
+        }
     }
 
     fn serve_ready(&mut self) -> usize {
@@ -593,6 +815,7 @@ impl Reactor {
                 Key(key),
                 self.config.budget,
                 self.config.measure_handler_time,
+                &self.shared.stop,
             );
             delivered += outcome.packets;
             if let Some(payload) = outcome.panic {
@@ -617,11 +840,19 @@ impl Reactor {
                 self.drop_socket(key);
                 continue;
             }
+            if outcome.failed {
+                self.after_error(key, outcome.packets > 0);
+                continue;
+            }
+            let stopping = !outcome.drained && (outcome.stop || self.is_stopped());
             let entry = &mut self.entries[key];
+            entry.errors_in_row = 0;
             if outcome.drained {
                 entry.queued = false;
             } else {
-                entry.counters.budget_stops += 1;
+                if !stopping {
+                    entry.counters.budget_stops += 1;
+                }
                 self.ready.push_back(key);
             }
         }
@@ -640,11 +871,19 @@ struct Outcome {
     drained: bool,
     stop: bool,
     deregister: bool,
+    /// Ended in a receive error other than "nothing queued".
+    failed: bool,
     panic: Option<Box<dyn Any + Send>>,
 }
 
 /// Reads one socket until nothing is queued or its budget is spent.
-fn drain(entry: &mut Entry, key: Key, budget: usize, measure: bool) -> Outcome {
+fn drain(
+    entry: &mut Entry,
+    key: Key,
+    budget: usize,
+    measure: bool,
+    stop_requested: &AtomicBool,
+) -> Outcome {
     let Entry {
         conn,
         batch,
@@ -658,12 +897,14 @@ fn drain(entry: &mut Entry, key: Key, budget: usize, measure: bool) -> Outcome {
         stop: false,
         deregister: false,
         overflow_drops: 0,
+        stop_requested,
     };
     let mut out = Outcome {
         packets: 0,
         drained: false,
         stop: false,
         deregister: false,
+        failed: false,
         panic: None,
     };
     let before = *batch.counters();
@@ -692,7 +933,9 @@ fn drain(entry: &mut Entry, key: Key, budget: usize, measure: bool) -> Outcome {
                         out.drained = true;
                         return;
                     }
-                    if ctx.stop {
+                    // One load per batch: a handle's stop ends a long drain
+                    // (and a blocking sink drops the rest of a batch).
+                    if ctx.stop || ctx.stop_requested() {
                         return;
                     }
                 }
@@ -703,9 +946,11 @@ fn drain(entry: &mut Entry, key: Key, budget: usize, measure: bool) -> Outcome {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     counters.recv_errors += 1;
+                    out.failed = true;
                     handler.on_error(e, &mut ctx);
-                    // Try again next turn: an error that repeats on every
-                    // call must not hold the loop inside this turn.
+                    // The reactor decides when to try again (after_error):
+                    // an error that repeats on every call must hold the
+                    // loop neither inside this turn nor turn after turn.
                     return;
                 }
             }
@@ -744,35 +989,85 @@ fn unknown_key(key: Key) -> io::Error {
 /// Steers a reactor from any thread: `Send + Sync + Clone`.
 ///
 /// Calls that return a value wait until the reactor runs them on its next
-/// turn; they fail with an error if the reactor is gone, and refuse to be
-/// called from inside a handler of the same reactor (which would wait for
-/// itself): use the handler's [`Context`] there.
+/// turn, but never for ever:
+///
+/// - from inside a handler of the same reactor (which would wait for
+///   itself) they fail at once with `InvalidInput`: use the handler's
+///   [`Context`] there;
+/// - from the thread that turns the reactor, between turns (or after `run`
+///   returned), they fail at once with `InvalidInput`;
+/// - once `run` has returned (and until it or `turn` is called again) they
+///   fail at once with `BrokenPipe`, as they do once the reactor is dropped;
+/// - otherwise they wait at most the handle's timeout
+///   ([`DEFAULT_CALL_TIMEOUT`], 5 s, unless set with
+///   [`Handle::with_call_timeout`]) and fail with `TimedOut`: the reactor
+///   is blocked (a full [`Overflow::Block`] sink, a handler that does not
+///   return) or nothing turns it. A call that timed out is withdrawn: it
+///   will not run later.
+///
+/// A call made from the thread that built the reactor before its first
+/// turn cannot be told apart from one made before another thread starts
+/// running it: it waits for the timeout.
 #[derive(Clone)]
 pub struct Handle {
     tx: Sender<Command>,
     waker: Arc<Waker>,
     shared: Arc<Shared>,
+    timeout: Duration,
 }
 
 impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Handle")
             .field("reactor", &self.shared.id)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
 
+/// A call's state, shared by the caller and the command: whoever moves it
+/// from `CALL_PENDING` first decides whether the command runs.
+const CALL_PENDING: u8 = 0;
+const CALL_TAKEN: u8 = 1;
+const CALL_WITHDRAWN: u8 = 2;
+
 impl Handle {
+    /// The same handle with another timeout for its calls (the default is
+    /// [`DEFAULT_CALL_TIMEOUT`]).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Handle {
+        self.timeout = timeout;
+        self
+    }
+
     /// Asks the reactor to stop; returns at once. `run` returns after the
-    /// current turn.
+    /// current turn; a handler waiting in a full [`Overflow::Block`] sink
+    /// gives up within a few milliseconds.
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Release);
         let _ = self.waker.wake();
     }
 
     /// Runs `f` on the reactor's thread, with the reactor, and returns its
-    /// result.
+    /// result; waits at most the handle's timeout (see [`Handle`] for when
+    /// it fails at once).
+    ///
+    /// A panic in `f` is caught: the reactor goes on, counts it in
+    /// [`ReactorCounters::command_panics`], and this call returns an error
+    /// with the panic message.
     pub fn call<R, F>(&self, f: F) -> io::Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Reactor) -> R + Send + 'static,
+    {
+        self.call_timeout(self.timeout, f)
+    }
+
+    /// [`Handle::call`] with its own timeout. On `TimedOut`, `f` has not
+    /// run and will not run; if the reactor had already started `f` when
+    /// the timeout passed, the call waits up to `timeout` once more for it
+    /// to finish, and then fails with `TimedOut` saying that `f` may still
+    /// complete.
+    pub fn call_timeout<R, F>(&self, timeout: Duration, f: F) -> io::Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&mut Reactor) -> R + Send + 'static,
@@ -782,14 +1077,79 @@ impl Handle {
                 "a reactor's Handle was called from inside one of its own handlers; use the Context instead",
             ));
         }
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.tx
-            .send(Box::new(move |r: &mut Reactor| {
-                let _ = tx.send(f(r));
-            }))
-            .map_err(|_| gone())?;
+        if self.shared.halted() {
+            return Err(stopped());
+        }
+        if self.shared.home.load(Ordering::Relaxed) == thread_token() {
+            return Err(crate::error::invalid(
+                "a reactor's Handle was called from the thread that turns the reactor, while it is not turning (between turns, or after run returned): nothing could answer; use the Reactor itself",
+            ));
+        }
+        let state = Arc::new(AtomicU8::new(CALL_PENDING));
+        let (tx, rx) = crossbeam_channel::bounded::<Result<R, String>>(1);
+        let cmd_state = Arc::clone(&state);
+        let cmd: Command = Box::new(move |r: &mut Reactor| {
+            if cmd_state
+                .compare_exchange(
+                    CALL_PENDING,
+                    CALL_TAKEN,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_err()
+            {
+                return; // the caller gave up
+            }
+            let reply = match catch_unwind(AssertUnwindSafe(|| f(r))) {
+                Ok(v) => Ok(v),
+                Err(payload) => {
+                    r.counters.command_panics += 1;
+                    Err(panic_message(&*payload))
+                }
+            };
+            let _ = tx.send(reply);
+        });
+        self.tx.send(cmd).map_err(|_| gone())?;
+        // Pairs with the fence in HaltOnExit: if run returned meanwhile,
+        // either it dropped this command or this load sees the halt.
+        fence(Ordering::SeqCst);
+        if self.shared.halted() && withdraw(&state) {
+            return Err(stopped());
+        }
         self.waker.wake()?;
-        rx.recv().map_err(|_| gone())
+        let reply = match rx.recv_timeout(timeout) {
+            Ok(reply) => reply,
+            Err(RecvTimeoutError::Disconnected) => return Err(self.ended()),
+            Err(RecvTimeoutError::Timeout) => {
+                if withdraw(&state) {
+                    return Err(timed_out(timeout));
+                }
+                // The reactor is running f: give it as long again.
+                match rx.recv_timeout(timeout) {
+                    Ok(reply) => reply,
+                    Err(RecvTimeoutError::Disconnected) => return Err(self.ended()),
+                    Err(RecvTimeoutError::Timeout) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "the reactor started the call but it did not finish within {:?}: it may still complete",
+                                timeout * 2
+                            ),
+                        ))
+                    }
+                }
+            }
+        };
+        reply.map_err(|msg| io::Error::other(format!("the call panicked on the reactor: {msg}")))
+    }
+
+    /// Why a call's reply channel closed without a reply.
+    fn ended(&self) -> io::Error {
+        if self.shared.halted() {
+            stopped()
+        } else {
+            gone()
+        }
     }
 
     /// Registers a socket with its handler.
@@ -889,6 +1249,34 @@ fn gone() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the reactor is gone")
 }
 
+fn stopped() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "the reactor has stopped (run returned): nothing runs calls until run or turn is called again",
+    )
+}
+
+fn timed_out(timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "the reactor did not take the call within {timeout:?}: it is blocked (a full Overflow::Block sink waiting for its consumer, or a handler that does not return) or nothing turns it; the call was withdrawn and will not run"
+        ),
+    )
+}
+
+/// Withdraws a call the reactor has not taken yet; false if it has.
+fn withdraw(state: &AtomicU8) -> bool {
+    state
+        .compare_exchange(
+            CALL_PENDING,
+            CALL_WITHDRAWN,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok()
+}
+
 /// Several reactors, each on its own thread, with groups sharded across
 /// them: the way past one core (`SO_REUSEPORT` does not spread multicast:
 /// every socket on the port gets every packet).
@@ -899,20 +1287,50 @@ pub struct ReactorPool {
 }
 
 impl ReactorPool {
-    /// Starts `n` reactors with the same settings; with
+    /// Starts `n` reactors with the same settings (0 is taken as 1); with
     /// [`ReactorBuilder::pin_to_cpu`] set to `c`, reactor `i` is pinned to
     /// CPU `c + i`.
+    ///
+    /// Errors: `InvalidInput`, before any thread starts, for more than
+    /// [`MAX_POOL_REACTORS`] reactors or, when pinned, a CPU `c + n - 1` of
+    /// [`MAX_POOL_REACTORS`] or more; otherwise the first reactor that fails
+    /// to start, after the ones already started were stopped and joined.
     pub fn spawn(n: usize, builder: ReactorBuilder) -> io::Result<ReactorPool> {
+        let n = n.max(1);
+        if n > MAX_POOL_REACTORS {
+            return Err(crate::error::invalid(format!(
+                "a pool of {n} reactors is too many: at most {MAX_POOL_REACTORS} (one thread each)"
+            )));
+        }
+        if let Some(c) = builder.pin_cpu {
+            match c.checked_add(n - 1) {
+                Some(last) if last < MAX_POOL_REACTORS => {}
+                _ => {
+                    return Err(crate::error::invalid(format!(
+                        "a pool of {n} reactors pinned from CPU {c} needs CPUs up to {c} + {}: CPU numbers stop below {MAX_POOL_REACTORS}",
+                        n - 1
+                    )))
+                }
+            }
+        }
         let mut pool = ReactorPool {
-            handles: Vec::new(),
-            threads: Vec::new(),
+            handles: Vec::with_capacity(n),
+            threads: Vec::with_capacity(n),
         };
-        for i in 0..n.max(1) {
+        for i in 0..n {
             let mut b = builder.clone();
             b.pin_cpu = builder.pin_cpu.map(|c| c + i);
-            let (handle, join) = b.spawn()?;
-            pool.handles.push(handle);
-            pool.threads.push(join);
+            match b.spawn() {
+                Ok((handle, join)) => {
+                    pool.handles.push(handle);
+                    pool.threads.push(join);
+                }
+                Err(e) => {
+                    // Do not leave the ones already running without a handle.
+                    let _ = pool.shutdown();
+                    return Err(e);
+                }
+            }
         }
         Ok(pool)
     }

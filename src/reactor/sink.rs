@@ -3,12 +3,14 @@
 //! buffer and sends it over a crossbeam channel.
 
 use std::fmt;
+use std::io;
 use std::net::SocketAddrV4;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
 use super::Key;
 use crate::batch::Packet;
@@ -24,6 +26,8 @@ pub struct Context<'a> {
     pub(crate) stop: bool,
     pub(crate) deregister: bool,
     pub(crate) overflow_drops: u64,
+    /// The reactor's shared stop flag, set by [`Handle::stop`](super::Handle::stop).
+    pub(crate) stop_requested: &'a AtomicBool,
 }
 
 impl fmt::Debug for Context<'_> {
@@ -50,6 +54,14 @@ impl<'a> Context<'a> {
     /// Stops the reactor after this batch: `run` returns.
     pub fn stop(&mut self) {
         self.stop = true;
+    }
+
+    /// Whether a [`Handle`](super::Handle) asked the reactor to stop. A
+    /// handler that waits for something (room downstream, a lock) should
+    /// look at it while it waits and give up when it turns true: the
+    /// reactor cannot stop while a handler waits.
+    pub fn stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::Acquire)
     }
 
     /// Deregisters this socket after this packet; the rest of its batch is
@@ -87,8 +99,10 @@ pub trait Handler: Send + 'static {
 
     /// Called when receiving fails with something other than "nothing
     /// queued" (for example a pending ICMP error on a connected socket).
-    /// The socket stays registered. The default ignores it; the error is
-    /// counted in [`SocketCounters::recv_errors`](super::SocketCounters).
+    /// The socket stays registered (call [`Context::deregister`] to drop
+    /// it); a socket that keeps failing is read less and less often, as
+    /// [`SocketCounters::recv_errors`](super::SocketCounters::recv_errors)
+    /// describes. The default ignores the error; it is counted there.
     fn on_error(&mut self, error: std::io::Error, ctx: &mut Context<'_>) {
         let _ = (error, ctx);
     }
@@ -113,8 +127,36 @@ pub enum Overflow {
     /// Wait for room: the reactor stops reading every socket until the
     /// consumer catches up, and the kernel drops instead (counted by
     /// [`ControlFlags::DROPS`](crate::ControlFlags::DROPS)).
+    ///
+    /// While the sink waits, the reactor runs no [`Handle`](super::Handle)
+    /// calls: they wait too, and fail with `TimedOut` after their timeout
+    /// ([`DEFAULT_CALL_TIMEOUT`](super::DEFAULT_CALL_TIMEOUT)). So a
+    /// consumer should not call the handle from the thread that drains the
+    /// channel while the channel may be full. [`Handle::stop`](super::Handle::stop)
+    /// does end the wait (within a few milliseconds): the packet the sink
+    /// held, and the rest of its batch, are dropped and counted in
+    /// [`ChannelSink::dropped`].
     Block,
 }
+
+/// How long a blocking sink waits for room at a time before it looks again
+/// whether the reactor was asked to stop.
+const BLOCK_SLICE: Duration = Duration::from_millis(5);
+
+/// The largest channel capacity [`ChannelSink::bounded`] accepts.
+pub const MAX_SINK_CAPACITY: usize = 1 << 20;
+
+/// The largest payload size [`ChannelSink::bounded`] accepts: the most an
+/// IPv4 datagram can hold.
+pub const MAX_SINK_PAYLOAD: usize = 65_535;
+
+/// The most buffer bytes [`ChannelSink::bounded`] may set aside for its
+/// pool (`(capacity + 256) * payload_size`): 4 GiB.
+pub const MAX_SINK_POOL_BYTES: u64 = 1 << 32;
+
+/// Buffers the pool holds beyond the channel's capacity, for packets the
+/// consumer still holds.
+const POOL_MARGIN: usize = 256;
 
 /// A free list of payload buffers shared by a sink and its packets.
 #[derive(Debug)]
@@ -215,7 +257,7 @@ impl Drop for OwnedPacket {
 /// use ipv4_reactor::PacketConn;
 ///
 /// let mut reactor = Reactor::builder().build()?;
-/// let (sink, packets) = ChannelSink::bounded(1024, 2048, Overflow::DropNewest);
+/// let (sink, packets) = ChannelSink::bounded(1024, 2048, Overflow::DropNewest)?;
 /// let rx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
 /// let dst = rx.local_addr()?;
 /// reactor.register(rx, sink)?;
@@ -234,38 +276,74 @@ pub struct ChannelSink {
     pool: Arc<BufferPool>,
     overflow: Overflow,
     dropped: Arc<AtomicU64>,
+    disconnected: Arc<AtomicU64>,
 }
 
 /// The consumer's end of a [`ChannelSink`].
 pub type PacketReceiver = Receiver<OwnedPacket>;
 
 impl ChannelSink {
-    /// A sink whose channel holds `capacity` packets, with a pool of
-    /// buffers of `payload_size` bytes (one per channel slot plus a margin
-    /// for packets the consumer still holds).
+    /// A sink whose channel holds `capacity` packets (0 is taken as 1), with
+    /// a pool of buffers of `payload_size` bytes (one per channel slot plus
+    /// 256 for packets the consumer still holds), allocated here.
+    ///
+    /// Errors (`InvalidInput`, nothing allocated): `capacity` above
+    /// [`MAX_SINK_CAPACITY`], `payload_size` above [`MAX_SINK_PAYLOAD`], or
+    /// a pool of more than [`MAX_SINK_POOL_BYTES`].
     pub fn bounded(
         capacity: usize,
         payload_size: usize,
         overflow: Overflow,
-    ) -> (ChannelSink, PacketReceiver) {
+    ) -> io::Result<(ChannelSink, PacketReceiver)> {
+        if capacity > MAX_SINK_CAPACITY {
+            return Err(crate::error::invalid(format!(
+                "ChannelSink capacity {capacity} is too large: at most {MAX_SINK_CAPACITY} packets"
+            )));
+        }
+        if payload_size > MAX_SINK_PAYLOAD {
+            return Err(crate::error::invalid(format!(
+                "ChannelSink payload size {payload_size} is too large: an IPv4 datagram holds at most {MAX_SINK_PAYLOAD} bytes"
+            )));
+        }
         let capacity = capacity.max(1);
+        let buffers = capacity + POOL_MARGIN;
+        let pool_bytes = buffers as u64 * payload_size as u64;
+        if pool_bytes > MAX_SINK_POOL_BYTES {
+            return Err(crate::error::invalid(format!(
+                "a ChannelSink of {capacity} packets of {payload_size} bytes would set aside {pool_bytes} bytes of buffers, more than {MAX_SINK_POOL_BYTES} bytes: use a smaller capacity or payload size"
+            )));
+        }
         let (tx, rx) = crossbeam_channel::bounded(capacity);
-        let pool = Arc::new(BufferPool::new(capacity + 256, payload_size));
-        (
+        let pool = Arc::new(BufferPool::new(buffers, payload_size));
+        Ok((
             ChannelSink {
                 tx,
                 pool,
                 overflow,
                 dropped: Arc::new(AtomicU64::new(0)),
+                disconnected: Arc::new(AtomicU64::new(0)),
             },
             rx,
-        )
+        ))
     }
 
-    /// Packets dropped because the channel was full (with
-    /// [`Overflow::DropNewest`]), across every socket feeding this sink.
+    /// Packets this sink dropped, across every socket feeding it: those
+    /// that found the channel full ([`Overflow::DropNewest`]), those that
+    /// found the receiver gone ([`ChannelSink::disconnected_drops`]), and,
+    /// with [`Overflow::Block`], those it held when the reactor was asked to
+    /// stop. Each is also counted in its socket's
+    /// [`SocketCounters::overflow_drops`](super::SocketCounters).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Of [`ChannelSink::dropped`], the packets that found the receiver
+    /// ([`PacketReceiver`]) dropped. The first such packet also deregisters
+    /// and closes its socket (whatever the [`Overflow`]): the packets after
+    /// it in the same batch, and those still queued in the kernel, go with
+    /// the socket and are not counted here.
+    pub fn disconnected_drops(&self) -> u64 {
+        self.disconnected.load(Ordering::Relaxed)
     }
 
     /// Buffers the pool has allocated in all: it grows only while the
@@ -288,23 +366,48 @@ impl Handler for ChannelSink {
             key: ctx.key,
             pool: Arc::clone(&self.pool),
         };
-        match self.overflow {
-            Overflow::DropNewest => match self.tx.try_send(owned) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    ctx.count_overflow(1);
-                }
-                Err(TrySendError::Disconnected(_)) => {
-                    // Nobody is listening any more: stop reading this socket.
-                    ctx.count_overflow(1);
-                    ctx.deregister();
-                }
+        // The fast path is one try_send whatever the policy.
+        match self.tx.try_send(owned) {
+            Ok(()) => {}
+            Err(TrySendError::Full(owned)) => match self.overflow {
+                Overflow::DropNewest => self.drop_one(ctx),
+                Overflow::Block => self.wait_for_room(owned, ctx),
             },
-            Overflow::Block => {
-                if self.tx.send(owned).is_err() {
-                    ctx.count_overflow(1);
-                    ctx.deregister();
+            Err(TrySendError::Disconnected(_)) => self.receiver_gone(ctx),
+        }
+    }
+}
+
+impl ChannelSink {
+    fn drop_one(&self, ctx: &mut Context<'_>) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        ctx.count_overflow(1);
+    }
+
+    /// Nobody is listening any more: count the packet and stop reading
+    /// this socket.
+    #[cold]
+    fn receiver_gone(&self, ctx: &mut Context<'_>) {
+        self.disconnected.fetch_add(1, Ordering::Relaxed);
+        self.drop_one(ctx);
+        ctx.deregister();
+    }
+
+    /// Waits for room in slices, so that a stop request ends the wait.
+    #[cold]
+    #[inline(never)]
+    fn wait_for_room(&self, mut packet: OwnedPacket, ctx: &mut Context<'_>) {
+        loop {
+            if ctx.stop_requested() {
+                self.drop_one(ctx);
+                return;
+            }
+            match self.tx.send_timeout(packet, BLOCK_SLICE) {
+                Ok(()) => return,
+                Err(SendTimeoutError::Timeout(p)) => packet = p,
+                Err(SendTimeoutError::Disconnected(_)) => {
+                    self.receiver_gone(ctx);
+                    return;
                 }
             }
         }
