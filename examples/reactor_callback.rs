@@ -11,8 +11,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ipv4_reactor::reactor::{Context, Reactor};
-use ipv4_reactor::{ControlFlags, Interface, Packet, PacketConn};
+use ipv4_reactor::reactor::{from_fn, Reactor};
+use ipv4_reactor::{ControlFlags, Interface, PacketConn};
 
 const COUNT: u64 = 10_000;
 
@@ -48,24 +48,27 @@ fn main() -> std::io::Result<()> {
         let arbiter = Arc::clone(&arbiter);
         // The reactor runs handlers on one thread, one at a time: the lock
         // is never contended.
-        let key = reactor.register(rx, move |p: &Packet<'_>, _ctx: &mut Context<'_>| {
-            let Some(seq) = p
-                .payload
-                .get(..8)
-                .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
-            else {
-                return;
-            };
-            let mut a = arbiter.lock().unwrap();
-            match a.seen.get_mut(seq as usize) {
-                Some(seen) if !*seen => {
-                    *seen = true;
-                    a.first_from[line] += 1;
+        let key = reactor.register(
+            rx,
+            from_fn(move |p, _ctx| {
+                let Some(seq) = p
+                    .payload
+                    .get(..8)
+                    .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
+                else {
+                    return;
+                };
+                let mut a = arbiter.lock().unwrap();
+                match a.seen.get_mut(seq as usize) {
+                    Some(seen) if !*seen => {
+                        *seen = true;
+                        a.first_from[line] += 1;
+                    }
+                    Some(_) => a.duplicates += 1,
+                    None => {}
                 }
-                Some(_) => a.duplicates += 1,
-                None => {}
-            }
-        })?;
+            }),
+        )?;
         println!("line {} ({group}) registered as {key}", ["A", "B"][line]);
         keys.push(key);
     }

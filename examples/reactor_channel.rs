@@ -39,7 +39,7 @@ fn main() -> std::io::Result<()> {
     rx.set_control_flags(ControlFlags::DST | ControlFlags::DROPS)?;
     let port = rx.local_addr()?.port();
     let key = handle.register(rx, sink.clone())?;
-    handle.join_group(key, lo.clone(), groups[2])?;
+    handle.join_group(key, &lo, groups[2])?;
     println!("registered {key} on port {port}, joined {groups:?} on lo");
 
     let consumer = std::thread::spawn(move || {

@@ -182,9 +182,9 @@ fn run(args: &Args) -> std::io::Result<bool> {
         let now = Instant::now();
         if now >= next_churn {
             if joined {
-                handle.leave_group(churn_key, lo.clone(), churn_group)?;
+                handle.leave_group(churn_key, &lo, churn_group)?;
             } else {
-                handle.join_group(churn_key, lo.clone(), churn_group)?;
+                handle.join_group(churn_key, &lo, churn_group)?;
             }
             joined = !joined;
             churn_ops += 1;

@@ -40,15 +40,33 @@ impl RecvCounters {
             self.packets as f64 / self.batches as f64
         }
     }
+}
 
-    /// Adds `other` into `self`.
-    pub fn add(&mut self, other: &RecvCounters) {
+impl std::ops::AddAssign for RecvCounters {
+    fn add_assign(&mut self, other: RecvCounters) {
         self.packets += other.packets;
         self.bytes += other.bytes;
         self.batches += other.batches;
         self.truncated += other.truncated;
         self.control_truncated += other.control_truncated;
         self.kernel_drops += other.kernel_drops;
+    }
+}
+
+/// What the counters grew by since an earlier reading of the same
+/// counters (`now - before`).
+impl std::ops::Sub for RecvCounters {
+    type Output = RecvCounters;
+
+    fn sub(self, before: RecvCounters) -> RecvCounters {
+        RecvCounters {
+            packets: self.packets - before.packets,
+            bytes: self.bytes - before.bytes,
+            batches: self.batches - before.batches,
+            truncated: self.truncated - before.truncated,
+            control_truncated: self.control_truncated - before.control_truncated,
+            kernel_drops: self.kernel_drops - before.kernel_drops,
+        }
     }
 }
 

@@ -197,6 +197,7 @@ compile_error!(
 mod batch;
 mod conn;
 mod control;
+mod cpu;
 pub mod error;
 pub mod header;
 pub mod icmp;
@@ -219,6 +220,7 @@ pub mod baseline {
 pub use batch::{Message, Packet, Packets, RecvBatch, RecvCounters, SendBatch};
 pub use conn::Conn;
 pub use control::{ControlFlags, ControlMessage, RecvFlags};
+pub use cpu::pin_current_thread;
 pub use error::{Error, Limit};
 pub use interface::{Interface, InterfaceInfo};
 pub use options::BPF_MAX_INSTRUCTIONS;

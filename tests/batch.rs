@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use ipv4_reactor::reactor::pin_current_thread;
+use ipv4_reactor::pin_current_thread;
 use ipv4_reactor::{
     ControlFlags, ControlMessage, Interface, Message, PacketConn, RecvBatch, RecvCounters,
     SendBatch,

@@ -701,7 +701,7 @@ fn join_and_leave_through_a_handle_while_traffic_flows() {
     assert_eq!(b.load(Ordering::SeqCst), 0, "B arrived before joining it");
 
     handle
-        .join_group(key, lo.clone(), gb)
+        .join_group(key, &lo, gb)
         .expect("join B through the handle");
     assert!(
         wait_until(DEADLINE, || b.load(Ordering::SeqCst) >= 20),
@@ -710,7 +710,7 @@ fn join_and_leave_through_a_handle_while_traffic_flows() {
     );
 
     handle
-        .leave_group(key, lo.clone(), gb)
+        .leave_group(key, &lo, gb)
         .expect("leave B through the handle");
     thread::sleep(SETTLE);
     let (a1, b1) = (a.load(Ordering::SeqCst), b.load(Ordering::SeqCst));
@@ -722,7 +722,7 @@ fn join_and_leave_through_a_handle_while_traffic_flows() {
         "A stopped too (A {a1} -> {a2}); the check above proves nothing"
     );
     // Leaving twice is an error, through the handle as well.
-    assert!(handle.leave_group(key, lo, gb).is_err());
+    assert!(handle.leave_group(key, &lo, gb).is_err());
 
     flood.finish();
     assert!(flood.sent() > 0);
@@ -1113,7 +1113,7 @@ fn handle_call_from_inside_a_handler_fails_instead_of_deadlocking() {
                     "join_group",
                     inner.join_group(
                         ctx.key(),
-                        Interface::loopback(),
+                        &Interface::loopback(),
                         Ipv4Addr::new(239, 255, TAG, 19),
                     ),
                 ),

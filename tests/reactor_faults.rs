@@ -491,3 +491,75 @@ fn reactor_refuses_an_absurd_event_capacity() {
         .build()
         .expect("ordinary capacity");
 }
+
+#[test]
+fn stale_key_after_a_panic_deregistration_names_no_other_socket() {
+    // A handler panics on its first packet: the reactor deregisters its
+    // socket (the default policy). The next registration takes the same
+    // slot; the old key must not reach it.
+    let mut reactor = Reactor::builder().build().unwrap();
+    let doomed = udp();
+    let doomed_addr = doomed.local_addr().unwrap();
+    let old_key = reactor
+        .register(
+            doomed,
+            |_: &Packet<'_>, _: &mut ipv4_reactor::reactor::Context<'_>| {
+                panic!("this handler fails on purpose")
+            },
+        )
+        .unwrap();
+    let tx = udp();
+    send(&tx, b"boom", doomed_addr);
+    assert!(
+        wait_until(DEADLINE, || {
+            reactor.turn(Some(Duration::from_millis(10))).unwrap();
+            reactor.counters().handler_panics == 1
+        }),
+        "the handler never panicked"
+    );
+    assert!(
+        reactor.conn(old_key).is_none(),
+        "the panicking socket is gone"
+    );
+
+    let fresh = udp();
+    let fresh_addr = fresh.local_addr().unwrap();
+    let new_key = reactor
+        .register(
+            fresh,
+            |_: &Packet<'_>, _: &mut ipv4_reactor::reactor::Context<'_>| {},
+        )
+        .unwrap();
+    assert_eq!(new_key.index(), old_key.index(), "the slot is reused");
+    assert_ne!(new_key, old_key);
+
+    // Every call with the stale key fails and leaves the new socket alone.
+    assert!(reactor.conn(old_key).is_none());
+    assert!(reactor.socket_counters(old_key).is_none());
+    let e = reactor
+        .set_control_flags(old_key, ipv4_reactor::ControlFlags::TTL)
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+    assert!(e.to_string().contains("not registered"), "{e}");
+    let e = reactor.deregister(old_key).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+    assert_eq!(
+        reactor.conn(new_key).unwrap().local_addr().unwrap(),
+        fresh_addr,
+        "the new socket is still registered under its own key"
+    );
+    assert_eq!(
+        reactor.conn(new_key).unwrap().control_flags(),
+        ipv4_reactor::ControlFlags::NONE,
+        "the stale key changed the new socket's flags"
+    );
+    // And through a handle from another thread.
+    let handle = reactor.handle();
+    let caller = thread::spawn(move || handle.socket_counters(old_key));
+    let deadline = Instant::now() + DEADLINE;
+    while !caller.is_finished() && Instant::now() < deadline {
+        reactor.turn(Some(Duration::from_millis(10))).unwrap();
+    }
+    let e = caller.join().unwrap().unwrap_err();
+    assert!(e.to_string().contains("not registered"), "{e}");
+}

@@ -1,121 +1,19 @@
-//! Where the reactor hands packets: a [`Handler`] called with each borrowed
-//! packet, or a [`ChannelSink`] that copies each packet once into a pooled
-//! buffer and sends it over a crossbeam channel.
+//! The channel sink: each packet copied once into a pooled buffer and sent
+//! over a crossbeam channel to a consumer on another thread.
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddrV4;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
-use super::Key;
+use super::{Context, Handler, Key};
 use crate::batch::Packet;
 use crate::control::{ControlMessage, RecvFlags};
-use crate::packet::PacketConn;
-
-/// What a handler may do besides reading the packet: stop the reactor,
-/// deregister its own socket, use the socket (to reply, or to join and leave
-/// groups), count an overflow.
-pub struct Context<'a> {
-    pub(crate) key: Key,
-    pub(crate) conn: &'a PacketConn,
-    pub(crate) stop: bool,
-    pub(crate) deregister: bool,
-    pub(crate) overflow_drops: u64,
-    /// The reactor's shared stop flag, set by [`Handle::stop`](super::Handle::stop).
-    pub(crate) stop_requested: &'a AtomicBool,
-}
-
-impl fmt::Debug for Context<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Context")
-            .field("key", &self.key)
-            .field("stop", &self.stop)
-            .field("deregister", &self.deregister)
-            .finish()
-    }
-}
-
-impl<'a> Context<'a> {
-    /// The key of the socket the packet came from.
-    pub fn key(&self) -> Key {
-        self.key
-    }
-
-    /// The socket the packet came from.
-    pub fn conn(&self) -> &'a PacketConn {
-        self.conn
-    }
-
-    /// Stops the reactor after this batch: `run` returns.
-    pub fn stop(&mut self) {
-        self.stop = true;
-    }
-
-    /// Whether a [`Handle`](super::Handle) asked the reactor to stop. A
-    /// handler that waits for something (room downstream, a lock) should
-    /// look at it while it waits and give up when it turns true: the
-    /// reactor cannot stop while a handler waits.
-    pub fn stop_requested(&self) -> bool {
-        self.stop_requested.load(Ordering::Acquire)
-    }
-
-    /// Deregisters this socket after this packet; the rest of its batch is
-    /// not delivered, and the socket and its handler are dropped.
-    pub fn deregister(&mut self) {
-        self.deregister = true;
-    }
-
-    /// Counts packets this handler had to drop for lack of room downstream;
-    /// they show in [`SocketCounters::overflow_drops`](super::SocketCounters).
-    pub fn count_overflow(&mut self, packets: u64) {
-        self.overflow_drops += packets;
-    }
-}
-
-/// Receives each packet of a registered socket, borrowed from the
-/// reactor's slot: no copy, no allocation.
-///
-/// Closures `FnMut(&Packet<'_>, &mut Context<'_>)` are handlers too.
-///
-/// ```
-/// use ipv4_reactor::reactor::{Context, Handler};
-/// use ipv4_reactor::Packet;
-///
-/// struct CountBytes(u64);
-/// impl Handler for CountBytes {
-///     fn on_packet(&mut self, packet: &Packet<'_>, _ctx: &mut Context<'_>) {
-///         self.0 += packet.payload.len() as u64;
-///     }
-/// }
-/// ```
-pub trait Handler: Send + 'static {
-    /// Called once per packet, in arrival order.
-    fn on_packet(&mut self, packet: &Packet<'_>, ctx: &mut Context<'_>);
-
-    /// Called when receiving fails with something other than "nothing
-    /// queued" (for example a pending ICMP error on a connected socket).
-    /// The socket stays registered (call [`Context::deregister`] to drop
-    /// it); a socket that keeps failing is read less and less often, as
-    /// [`SocketCounters::recv_errors`](super::SocketCounters::recv_errors)
-    /// describes. The default ignores the error; it is counted there.
-    fn on_error(&mut self, error: std::io::Error, ctx: &mut Context<'_>) {
-        let _ = (error, ctx);
-    }
-}
-
-impl<F> Handler for F
-where
-    F: FnMut(&Packet<'_>, &mut Context<'_>) + Send + 'static,
-{
-    fn on_packet(&mut self, packet: &Packet<'_>, ctx: &mut Context<'_>) {
-        self(packet, ctx)
-    }
-}
 
 /// What a [`ChannelSink`] does when its channel is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,64 @@
+//! Counters of registered sockets and of the reactor.
+
+use std::ops::AddAssign;
+use std::time::Duration;
+
+use crate::batch::RecvCounters;
+
+#[allow(unused_imports)] // for the docs
+use super::{ChannelSink, Handler, Overflow, ReactorBuilder};
+
+/// Counters of one registered socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SocketCounters {
+    /// Packets, bytes, batches, truncations and kernel drops.
+    pub recv: RecvCounters,
+    /// Packets a handler dropped for lack of room downstream (a full
+    /// [`ChannelSink`] with [`Overflow::DropNewest`]).
+    pub overflow_drops: u64,
+    /// Receive errors other than "nothing queued". After an error, the
+    /// socket is read again on the next turn; when that fails too (with
+    /// nothing received in between), it is read again only on its next
+    /// readiness event or after a wait that doubles with every further
+    /// error, from 1 ms up to 1 s, so that a socket whose every receive
+    /// fails cannot make the reactor spin. Each error also goes to
+    /// [`Handler::on_error`], which may deregister the socket.
+    pub recv_errors: u64,
+    /// Times the socket stopped at its budget with packets still queued.
+    pub budget_stops: u64,
+    /// Time spent in the handler, when the reactor measures it
+    /// ([`ReactorBuilder::measure_handler_time`]); zero otherwise.
+    pub handler_time: Duration,
+}
+
+/// Counters of a reactor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ReactorCounters {
+    /// Calls to `turn` (one per loop iteration of `run`).
+    pub turns: u64,
+    /// Readiness events received.
+    pub events: u64,
+    /// Commands from handles run.
+    pub commands: u64,
+    /// Handler panics caught.
+    pub handler_panics: u64,
+    /// Panics of [`Handle::call`] closures caught (the caller got an error
+    /// with the panic message).
+    pub command_panics: u64,
+    /// Sockets registered now.
+    pub sockets: usize,
+    /// The sum over every socket ever registered.
+    pub total: SocketCounters,
+}
+
+impl AddAssign for SocketCounters {
+    fn add_assign(&mut self, other: SocketCounters) {
+        self.recv += other.recv;
+        self.overflow_drops += other.overflow_drops;
+        self.recv_errors += other.recv_errors;
+        self.budget_stops += other.budget_stops;
+        self.handler_time += other.handler_time;
+    }
+}

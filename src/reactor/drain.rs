@@ -1,0 +1,110 @@
+//! Reading one socket: batches until nothing is queued or its budget is
+//! spent, each packet handed to the socket's handler.
+
+use std::any::Any;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicBool;
+
+use super::event_loop::Entry;
+use super::Context;
+
+pub(super) struct Outcome {
+    pub(super) packets: usize,
+    pub(super) drained: bool,
+    pub(super) stop: bool,
+    pub(super) deregister: bool,
+    /// Ended in a receive error other than "nothing queued".
+    pub(super) failed: bool,
+    pub(super) panic: Option<Box<dyn Any + Send>>,
+}
+
+/// Reads one socket until nothing is queued or its budget is spent.
+pub(super) fn drain(
+    entry: &mut Entry,
+    budget: usize,
+    measure: bool,
+    stop_requested: &AtomicBool,
+) -> Outcome {
+    let Entry {
+        key,
+        conn,
+        batch,
+        handler,
+        counters,
+        ..
+    } = entry;
+    let mut ctx = Context {
+        key: *key,
+        conn,
+        stop: false,
+        deregister: false,
+        overflow_drops: 0,
+        stop_requested,
+    };
+    let mut out = Outcome {
+        packets: 0,
+        drained: false,
+        stop: false,
+        deregister: false,
+        failed: false,
+        panic: None,
+    };
+    let before = *batch.counters();
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        while out.packets < budget {
+            let want = batch.capacity().min(budget - out.packets);
+            match batch.recv_with(ctx.conn, want, libc::MSG_DONTWAIT) {
+                Ok(n) => {
+                    let started = measure.then(std::time::Instant::now);
+                    for pkt in batch.iter() {
+                        out.packets += 1;
+                        handler.on_packet(&pkt, &mut ctx);
+                        if ctx.deregister {
+                            break;
+                        }
+                    }
+                    if let Some(t) = started {
+                        counters.handler_time += t.elapsed();
+                    }
+                    if ctx.deregister {
+                        return;
+                    }
+                    // Fewer than asked: the queue was empty when the call
+                    // returned, and any later packet raises a new edge.
+                    if n < want {
+                        out.drained = true;
+                        return;
+                    }
+                    // One load per batch: a handle's stop ends a long drain
+                    // (and a blocking sink drops the rest of a batch).
+                    if ctx.stop || ctx.stop_requested() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    out.drained = true;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    counters.recv_errors += 1;
+                    out.failed = true;
+                    handler.on_error(e, &mut ctx);
+                    // The reactor decides when to try again (after_error):
+                    // an error that repeats on every call must hold the
+                    // loop neither inside this turn nor turn after turn.
+                    return;
+                }
+            }
+        }
+    }));
+    counters.recv += *batch.counters() - before;
+    counters.overflow_drops += ctx.overflow_drops;
+    out.stop = ctx.stop;
+    out.deregister = ctx.deregister;
+    if let Err(payload) = result {
+        out.panic = Some(payload);
+    }
+    out
+}

@@ -1,0 +1,488 @@
+//! The loop: a reactor's sockets, its turn (poll, commands, serve the
+//! ready list), and the back-off of sockets whose receives keep failing.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use super::drain::drain;
+use super::shared::{
+    thread_token, HaltOnExit, Shared, TurningMark, PHASE_HALTED, PHASE_NEW, PHASE_SERVING,
+};
+use super::{Handle, Handler, Key, PanicPolicy, ReactorBuilder, ReactorCounters, SocketCounters};
+use crate::batch::RecvBatch;
+use crate::control::ControlFlags;
+use crate::packet::PacketConn;
+
+pub(super) const WAKER: Token = Token(usize::MAX);
+
+/// After this many receive errors in a row with nothing received between
+/// them, a socket waits before it is read again (see [`SocketCounters::recv_errors`]).
+const ERRORS_BEFORE_BACKOFF: u32 = 2;
+/// The longest wait of a socket whose receives keep failing.
+const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
+pub(super) type Command = Box<dyn FnOnce(&mut Reactor) + Send>;
+
+pub(super) struct Entry {
+    /// The key this registration was given (slot and generation).
+    pub(super) key: Key,
+    pub(super) conn: PacketConn,
+    pub(super) batch: RecvBatch,
+    pub(super) handler: Box<dyn Handler>,
+    pub(super) counters: SocketCounters,
+    pub(super) queued: bool,
+    /// Receive errors in a row with nothing received between them.
+    pub(super) errors_in_row: u32,
+    /// When a socket backed off after errors is read again.
+    pub(super) retry_at: Option<Instant>,
+}
+
+/// A single-threaded event loop over packet sockets. See the
+/// [module docs](self).
+pub struct Reactor {
+    poll: Poll,
+    events: Events,
+    entries: Slab<Entry>,
+    /// The generation of the next registration's key.
+    next_generation: u64,
+    ready: VecDeque<usize>,
+    /// Sockets backed off after receive errors (their `retry_at` is set).
+    backoff: Vec<usize>,
+    shared: Arc<Shared>,
+    waker: Arc<Waker>,
+    cmd_tx: Sender<Command>,
+    cmd_rx: Receiver<Command>,
+    config: ReactorBuilder,
+    pub(super) counters: ReactorCounters,
+    retired: SocketCounters,
+    panics: Vec<String>,
+    stop_error: Option<String>,
+    stopped: bool,
+    pinned: bool,
+}
+
+impl fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reactor")
+            .field("sockets", &self.entries.len())
+            .field("ready", &self.ready.len())
+            .field("config", &self.config)
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
+impl Reactor {
+    pub(super) fn new(config: ReactorBuilder) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+        Ok(Reactor {
+            events: Events::with_capacity(config.events),
+            poll,
+            entries: Slab::new(),
+            next_generation: 0,
+            ready: VecDeque::new(),
+            backoff: Vec::new(),
+            shared: Arc::new(Shared::new()),
+            waker,
+            cmd_tx,
+            cmd_rx,
+            config,
+            counters: ReactorCounters::default(),
+            retired: SocketCounters::default(),
+            panics: Vec::new(),
+            stop_error: None,
+            stopped: false,
+            pinned: false,
+        })
+    }
+
+    /// Settings for a new reactor.
+    pub fn builder() -> ReactorBuilder {
+        ReactorBuilder::default()
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> Handle {
+        Handle::new(
+            self.cmd_tx.clone(),
+            Arc::clone(&self.waker),
+            Arc::clone(&self.shared),
+        )
+    }
+
+    /// Registers a socket with its handler (a [`Handler`], a closure, or a
+    /// [`ChannelSink`]). The socket is made non-blocking; its receive slots
+    /// are sized for its current control flags.
+    pub fn register(&mut self, conn: PacketConn, handler: impl Handler) -> io::Result<Key> {
+        self.register_boxed(conn, Box::new(handler))
+    }
+
+    pub(super) fn register_boxed(
+        &mut self,
+        mut conn: PacketConn,
+        handler: Box<dyn Handler>,
+    ) -> io::Result<Key> {
+        conn.set_nonblocking(true)?;
+        if let Some(micros) = self.config.busy_poll {
+            conn.set_busy_poll(micros)?;
+        }
+        let entry = self.entries.vacant_entry();
+        let slot = entry.key();
+        let key = Key::new(slot, self.next_generation);
+        self.poll
+            .registry()
+            .register(&mut conn, Token(slot), Interest::READABLE)?;
+        self.next_generation += 1;
+        let batch = RecvBatch::new(
+            self.config.slots,
+            self.config.payload_size,
+            conn.control_flags(),
+        );
+        entry.insert(Entry {
+            key,
+            conn,
+            batch,
+            handler,
+            counters: SocketCounters::default(),
+            // Packets may already be queued: serve it on the next turn.
+            queued: true,
+            errors_in_row: 0,
+            retry_at: None,
+        });
+        self.ready
+            .reserve(self.entries.len().saturating_sub(self.ready.len()));
+        self.ready.push_back(slot);
+        self.counters.sockets = self.entries.len();
+        Ok(key)
+    }
+
+    /// Deregisters a socket and gives it back; its handler is dropped.
+    pub fn deregister(&mut self, key: Key) -> io::Result<PacketConn> {
+        self.entry(key).ok_or_else(|| unknown_key(key))?;
+        let mut entry = self
+            .remove_entry(key.index())
+            .ok_or_else(|| unknown_key(key))?;
+        self.poll.registry().deregister(&mut entry.conn)?;
+        Ok(entry.conn)
+    }
+
+    fn remove_entry(&mut self, key: usize) -> Option<Entry> {
+        let entry = self.entries.try_remove(key)?;
+        if entry.queued {
+            self.ready.retain(|&k| k != key);
+        }
+        if entry.retry_at.is_some() {
+            self.backoff.retain(|&k| k != key);
+        }
+        self.retired += entry.counters;
+        self.counters.sockets = self.entries.len();
+        Some(entry)
+    }
+
+    /// The registration `key` names, if it is still registered (the slot
+    /// holds the same generation).
+    fn entry(&self, key: Key) -> Option<&Entry> {
+        self.entries.get(key.index()).filter(|e| e.key == key)
+    }
+
+    /// The socket registered under `key`.
+    pub fn conn(&self, key: Key) -> Option<&PacketConn> {
+        self.entry(key).map(|e| &e.conn)
+    }
+
+    /// Changes a registered socket's control flags, and resizes its receive
+    /// slots to match.
+    pub fn set_control_flags(&mut self, key: Key, flags: ControlFlags) -> io::Result<()> {
+        let entry = self
+            .entries
+            .get_mut(key.index())
+            .filter(|e| e.key == key)
+            .ok_or_else(|| unknown_key(key))?;
+        entry.conn.set_control_flags(flags)?;
+        let last_drops = entry.batch.last_drops();
+        entry.batch = RecvBatch::new(self.config.slots, self.config.payload_size, flags);
+        // The kernel's counter is cumulative: carry what was already seen.
+        entry.batch.set_last_drops(last_drops);
+        Ok(())
+    }
+
+    /// Counters of one socket.
+    pub fn socket_counters(&self, key: Key) -> Option<SocketCounters> {
+        self.entry(key).map(|e| e.counters)
+    }
+
+    /// Counters of the reactor, with `total` summed over every socket.
+    pub fn counters(&self) -> ReactorCounters {
+        let mut c = self.counters;
+        c.total = self.retired;
+        for (_, e) in &self.entries {
+            c.total += e.counters;
+        }
+        c
+    }
+
+    /// The messages of handler panics caught since the last call.
+    pub fn take_panics(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.panics)
+    }
+
+    /// Whether a handler or a handle asked the reactor to stop.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped || self.shared.stop.load(Ordering::Acquire)
+    }
+
+    /// Clears a stop request, so that `run` can be called again. Handle
+    /// calls made from now on wait for the next turn again (bounded by
+    /// their timeout) instead of failing at once.
+    pub fn reset_stop(&mut self) {
+        self.stopped = false;
+        self.shared.stop.store(false, Ordering::Release);
+        let _ = self.shared.phase.compare_exchange(
+            PHASE_HALTED,
+            PHASE_NEW,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+
+    /// Runs until a handler or a handle stops it. With
+    /// [`PanicPolicy::Stop`], a handler panic ends it with an error.
+    ///
+    /// Once `run` has returned, [`Handle`] calls fail at once (`BrokenPipe`,
+    /// "the reactor has stopped"), and calls still queued fail too, until
+    /// `run` or [`Reactor::turn`] is called again.
+    pub fn run(&mut self) -> io::Result<()> {
+        let _halt = HaltOnExit {
+            shared: Arc::clone(&self.shared),
+            commands: self.cmd_rx.clone(),
+        };
+        if let (Some(cpu), false) = (self.config.pin_cpu, self.pinned) {
+            crate::sys::pin_current_thread(cpu)?;
+            self.pinned = true;
+        }
+        while !self.is_stopped() {
+            self.turn(None)?;
+        }
+        match self.stop_error.take() {
+            Some(msg) => Err(io::Error::other(msg)),
+            None => Ok(()),
+        }
+    }
+
+    /// One loop iteration: waits for readiness (at most `timeout`; not at
+    /// all when sockets are left on the ready list or in spin mode), runs
+    /// pending handle commands, then serves ready sockets within their
+    /// budgets. Returns the packets delivered.
+    ///
+    /// A program that drives the reactor with `turn` in its own loop gets
+    /// [`Handle`] calls from other threads answered on its turns; a call
+    /// from the thread that turns it, between turns, fails at once (nothing
+    /// could answer it), and one from another thread while the loop no
+    /// longer turns fails after the handle's timeout.
+    pub fn turn(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        let me = thread_token();
+        if self.shared.home.load(Ordering::Relaxed) != me {
+            self.shared.home.store(me, Ordering::Relaxed);
+        }
+        if self.shared.phase.load(Ordering::Relaxed) != PHASE_SERVING {
+            self.shared.phase.store(PHASE_SERVING, Ordering::SeqCst);
+        }
+        let _mark = TurningMark::enter(self.shared.id);
+        self.turn_inner(timeout)
+    }
+
+    fn turn_inner(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        self.counters.turns += 1;
+        let mut timeout = if self.config.spin || !self.ready.is_empty() || !self.cmd_rx.is_empty() {
+            Some(Duration::ZERO)
+        } else {
+            timeout
+        };
+        if !self.backoff.is_empty() {
+            timeout = self.until_next_retry(timeout);
+        }
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        for event in self.events.iter() {
+            self.counters.events += 1;
+            let token = event.token();
+            if token == WAKER {
+                continue;
+            }
+            if let Some(entry) = self.entries.get_mut(token.0) {
+                if !entry.queued {
+                    entry.queued = true;
+                    self.ready.push_back(token.0);
+                }
+            }
+        }
+        if !self.backoff.is_empty() {
+            self.retry_due();
+        }
+        while let Ok(cmd) = self.cmd_rx.try_recv() {
+            self.counters.commands += 1;
+            // A command catches its closure's panic itself (Handle::call_timeout).
+            cmd(self);
+        }
+        Ok(self.serve_ready())
+    }
+
+    /// The poll timeout shortened to the next retry of a backed-off socket.
+    fn until_next_retry(&self, timeout: Option<Duration>) -> Option<Duration> {
+        let next = self
+            .backoff
+            .iter()
+            .filter_map(|&k| self.entries.get(k)?.retry_at)
+            .min();
+        match next {
+            Some(at) => {
+                let wait = at.saturating_duration_since(Instant::now());
+                Some(timeout.map_or(wait, |t| t.min(wait)))
+            }
+            None => timeout,
+        }
+    }
+
+    /// Puts the backed-off sockets whose wait is over back on the ready list.
+    fn retry_due(&mut self) {
+        let now = Instant::now();
+        let entries = &mut self.entries;
+        let ready = &mut self.ready;
+        self.backoff.retain(|&key| {
+            let Some(entry) = entries.get_mut(key) else {
+                return false;
+            };
+            match entry.retry_at {
+                Some(at) if at > now => true,
+                Some(_) => {
+                    entry.retry_at = None;
+                    if !entry.queued {
+                        entry.queued = true;
+                        ready.push_back(key);
+                    }
+                    false
+                }
+                None => false,
+            }
+        });
+    }
+
+    /// After a drain that ended in a receive error.
+    fn after_error(&mut self, key: usize, received: bool) {
+        let entry = &mut self.entries[key];
+        if received {
+            entry.errors_in_row = 0;
+        }
+        entry.errors_in_row = entry.errors_in_row.saturating_add(1);
+        if entry.errors_in_row < ERRORS_BEFORE_BACKOFF {
+            // Maybe a one-off (a pending ICMP error) with packets queued
+            // behind it, which raise no new edge: read again next turn.
+            self.ready.push_back(key);
+            return;
+        }
+        // It keeps failing: wait for its next readiness event, or retry
+        // after a wait that doubles with each error.
+        let shift = (entry.errors_in_row - ERRORS_BEFORE_BACKOFF).min(10);
+        let delay = (Duration::from_millis(1) * (1u32 << shift)).min(MAX_ERROR_BACKOFF);
+        entry.queued = false;
+        if entry.retry_at.replace(Instant::now() + delay).is_none() {
+            self.backoff.push(key);
+        }
+    }
+
+    fn serve_ready(&mut self) -> usize {
+        let mut delivered = 0;
+        let rounds = self.ready.len();
+        for _ in 0..rounds {
+            if self.is_stopped() {
+                break;
+            }
+            let Some(key) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(entry) = self.entries.get_mut(key) else {
+                continue;
+            };
+            let entry_key = entry.key;
+            let outcome = drain(
+                entry,
+                self.config.budget,
+                self.config.measure_handler_time,
+                &self.shared.stop,
+            );
+            delivered += outcome.packets;
+            if let Some(payload) = outcome.panic {
+                self.counters.handler_panics += 1;
+                let msg = format!(
+                    "handler of {} panicked: {}",
+                    entry_key,
+                    panic_message(&*payload)
+                );
+                if self.config.panic_policy == PanicPolicy::Stop {
+                    self.stopped = true;
+                    self.stop_error = Some(msg.clone());
+                }
+                self.panics.push(msg);
+                self.drop_socket(key);
+                continue;
+            }
+            if outcome.stop {
+                self.stopped = true;
+            }
+            if outcome.deregister {
+                self.drop_socket(key);
+                continue;
+            }
+            if outcome.failed {
+                self.after_error(key, outcome.packets > 0);
+                continue;
+            }
+            let stopping = !outcome.drained && (outcome.stop || self.is_stopped());
+            let entry = &mut self.entries[key];
+            entry.errors_in_row = 0;
+            if outcome.drained {
+                entry.queued = false;
+            } else {
+                if !stopping {
+                    entry.counters.budget_stops += 1;
+                }
+                self.ready.push_back(key);
+            }
+        }
+        delivered
+    }
+
+    fn drop_socket(&mut self, key: usize) {
+        if let Some(mut entry) = self.remove_entry(key) {
+            let _ = self.poll.registry().deregister(&mut entry.conn);
+        }
+    }
+}
+
+pub(super) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}
+
+pub(super) fn unknown_key(key: Key) -> io::Error {
+    crate::error::invalid(format!("{key} is not registered in this reactor"))
+}

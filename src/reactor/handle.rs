@@ -1,0 +1,337 @@
+//! Steering a reactor from other threads.
+
+use std::fmt;
+use std::io;
+use std::net::Ipv4Addr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{fence, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{RecvTimeoutError, Sender};
+use mio::Waker;
+
+use super::event_loop::{panic_message, unknown_key, Command};
+use super::shared::{thread_token, Shared, TURNING};
+use super::{Handler, Key, Reactor, ReactorCounters, SocketCounters};
+use crate::control::ControlFlags;
+use crate::interface::Interface;
+use crate::packet::PacketConn;
+
+#[allow(unused_imports)] // for the docs
+use super::{Context, Overflow};
+
+/// How long [`Handle`] calls wait for the reactor to run them, unless the
+/// handle was given another timeout ([`Handle::with_call_timeout`]) or the
+/// call is [`Handle::call_timeout`]: 5 seconds. A turning reactor answers
+/// within one turn, which takes microseconds to milliseconds; a call that
+/// waits this long finds a reactor that is blocked (a full
+/// [`Overflow::Block`] sink, a handler that does not return) or that
+/// nothing turns, and fails with `TimedOut`.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Steers a reactor from any thread: `Send + Sync + Clone`.
+///
+/// Calls that return a value wait until the reactor runs them on its next
+/// turn, but never for ever:
+///
+/// - from inside a handler of the same reactor (which would wait for
+///   itself) they fail at once with `InvalidInput`: use the handler's
+///   [`Context`] there;
+/// - from the thread that turns the reactor, between turns (or after `run`
+///   returned), they fail at once with `InvalidInput`;
+/// - once `run` has returned (and until it or `turn` is called again) they
+///   fail at once with `BrokenPipe`, as they do once the reactor is dropped;
+/// - otherwise they wait at most the handle's timeout
+///   ([`DEFAULT_CALL_TIMEOUT`], 5 s, unless set with
+///   [`Handle::with_call_timeout`]) and fail with `TimedOut`: the reactor
+///   is blocked (a full [`Overflow::Block`] sink, a handler that does not
+///   return) or nothing turns it. A call that timed out is withdrawn: it
+///   will not run later.
+///
+/// A call made from the thread that built the reactor before its first
+/// turn cannot be told apart from one made before another thread starts
+/// running it: it waits for the timeout.
+#[derive(Clone)]
+pub struct Handle {
+    tx: Sender<Command>,
+    waker: Arc<Waker>,
+    shared: Arc<Shared>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("reactor", &self.shared.id)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// A call's state, shared by the caller and the command: whoever moves it
+/// from `CALL_PENDING` first decides whether the command runs.
+const CALL_PENDING: u8 = 0;
+const CALL_TAKEN: u8 = 1;
+const CALL_WITHDRAWN: u8 = 2;
+
+impl Handle {
+    pub(super) fn new(tx: Sender<Command>, waker: Arc<Waker>, shared: Arc<Shared>) -> Handle {
+        Handle {
+            tx,
+            waker,
+            shared,
+            timeout: DEFAULT_CALL_TIMEOUT,
+        }
+    }
+
+    /// The same handle with another timeout for its calls (the default is
+    /// [`DEFAULT_CALL_TIMEOUT`]).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Handle {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Asks the reactor to stop; returns at once. `run` returns after the
+    /// current turn; a handler waiting in a full [`Overflow::Block`] sink
+    /// gives up within a few milliseconds.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+    }
+
+    /// Runs `f` on the reactor's thread, with the reactor, and returns its
+    /// result; waits at most the handle's timeout (see [`Handle`] for when
+    /// it fails at once).
+    ///
+    /// A panic in `f` is caught: the reactor goes on, counts it in
+    /// [`ReactorCounters::command_panics`], and this call returns an error
+    /// with the panic message.
+    pub fn call<R, F>(&self, f: F) -> io::Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Reactor) -> R + Send + 'static,
+    {
+        self.call_timeout(self.timeout, f)
+    }
+
+    /// [`Handle::call`] with its own timeout. On `TimedOut`, `f` has not
+    /// run and will not run; if the reactor had already started `f` when
+    /// the timeout passed, the call waits up to `timeout` once more for it
+    /// to finish, and then fails with `TimedOut` saying that `f` may still
+    /// complete.
+    pub fn call_timeout<R, F>(&self, timeout: Duration, f: F) -> io::Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Reactor) -> R + Send + 'static,
+    {
+        if TURNING.with(|t| t.get()) == self.shared.id {
+            return Err(crate::error::invalid(
+                "a reactor's Handle was called from inside one of its own handlers; use the Context instead",
+            ));
+        }
+        if self.shared.halted() {
+            return Err(stopped());
+        }
+        if self.shared.home.load(Ordering::Relaxed) == thread_token() {
+            return Err(crate::error::invalid(
+                "a reactor's Handle was called from the thread that turns the reactor, while it is not turning (between turns, or after run returned): nothing could answer; use the Reactor itself",
+            ));
+        }
+        let state = Arc::new(AtomicU8::new(CALL_PENDING));
+        let (tx, rx) = crossbeam_channel::bounded::<Result<R, String>>(1);
+        let cmd_state = Arc::clone(&state);
+        let cmd: Command = Box::new(move |r: &mut Reactor| {
+            if cmd_state
+                .compare_exchange(
+                    CALL_PENDING,
+                    CALL_TAKEN,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_err()
+            {
+                return; // the caller gave up
+            }
+            let reply = match catch_unwind(AssertUnwindSafe(|| f(r))) {
+                Ok(v) => Ok(v),
+                Err(payload) => {
+                    r.counters.command_panics += 1;
+                    Err(panic_message(&*payload))
+                }
+            };
+            let _ = tx.send(reply);
+        });
+        self.tx.send(cmd).map_err(|_| gone())?;
+        // Pairs with the fence in HaltOnExit: if run returned meanwhile,
+        // either it dropped this command or this load sees the halt.
+        fence(Ordering::SeqCst);
+        if self.shared.halted() && withdraw(&state) {
+            return Err(stopped());
+        }
+        self.waker.wake()?;
+        let reply = match rx.recv_timeout(timeout) {
+            Ok(reply) => reply,
+            Err(RecvTimeoutError::Disconnected) => return Err(self.ended()),
+            Err(RecvTimeoutError::Timeout) => {
+                if withdraw(&state) {
+                    return Err(timed_out(timeout));
+                }
+                // The reactor is running f: give it as long again.
+                match rx.recv_timeout(timeout) {
+                    Ok(reply) => reply,
+                    Err(RecvTimeoutError::Disconnected) => return Err(self.ended()),
+                    Err(RecvTimeoutError::Timeout) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "the reactor started the call but it did not finish within {:?}: it may still complete",
+                                timeout * 2
+                            ),
+                        ))
+                    }
+                }
+            }
+        };
+        reply.map_err(|msg| io::Error::other(format!("the call panicked on the reactor: {msg}")))
+    }
+
+    /// Why a call's reply channel closed without a reply.
+    fn ended(&self) -> io::Error {
+        if self.shared.halted() {
+            stopped()
+        } else {
+            gone()
+        }
+    }
+
+    /// Registers a socket with its handler.
+    pub fn register(&self, conn: PacketConn, handler: impl Handler) -> io::Result<Key> {
+        let handler: Box<dyn Handler> = Box::new(handler);
+        self.call(move |r| r.register_boxed(conn, handler))?
+    }
+
+    /// Deregisters a socket and gives it back.
+    pub fn deregister(&self, key: Key) -> io::Result<PacketConn> {
+        self.call(move |r| r.deregister(key))?
+    }
+
+    /// Runs `f` with a registered socket on the reactor's thread.
+    pub fn with_conn<R, F>(&self, key: Key, f: F) -> io::Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&PacketConn) -> io::Result<R> + Send + 'static,
+    {
+        self.call(move |r| match r.conn(key) {
+            Some(conn) => f(conn),
+            None => Err(unknown_key(key)),
+        })?
+    }
+
+    /// Joins `group` on `iface` on a registered socket.
+    pub fn join_group(&self, key: Key, iface: &Interface, group: Ipv4Addr) -> io::Result<()> {
+        let iface = iface.clone();
+        self.with_conn(key, move |c| c.join_group(&iface, group))
+    }
+
+    /// Leaves `group` on `iface` on a registered socket.
+    pub fn leave_group(&self, key: Key, iface: &Interface, group: Ipv4Addr) -> io::Result<()> {
+        let iface = iface.clone();
+        self.with_conn(key, move |c| c.leave_group(&iface, group))
+    }
+
+    /// Include mode: receive `group` from `source` on a registered socket.
+    pub fn join_source_group(
+        &self,
+        key: Key,
+        iface: &Interface,
+        group: Ipv4Addr,
+        source: Ipv4Addr,
+    ) -> io::Result<()> {
+        let iface = iface.clone();
+        self.with_conn(key, move |c| c.join_source_group(&iface, group, source))
+    }
+
+    /// Include mode: stop receiving `group` from `source`.
+    pub fn leave_source_group(
+        &self,
+        key: Key,
+        iface: &Interface,
+        group: Ipv4Addr,
+        source: Ipv4Addr,
+    ) -> io::Result<()> {
+        let iface = iface.clone();
+        self.with_conn(key, move |c| c.leave_source_group(&iface, group, source))
+    }
+
+    /// Exclude mode: block `source` of `group`.
+    pub fn block_source(
+        &self,
+        key: Key,
+        iface: &Interface,
+        group: Ipv4Addr,
+        source: Ipv4Addr,
+    ) -> io::Result<()> {
+        let iface = iface.clone();
+        self.with_conn(key, move |c| c.block_source(&iface, group, source))
+    }
+
+    /// Exclude mode: unblock `source` of `group`.
+    pub fn unblock_source(
+        &self,
+        key: Key,
+        iface: &Interface,
+        group: Ipv4Addr,
+        source: Ipv4Addr,
+    ) -> io::Result<()> {
+        let iface = iface.clone();
+        self.with_conn(key, move |c| c.unblock_source(&iface, group, source))
+    }
+
+    /// Changes a registered socket's control flags (and its slots).
+    pub fn set_control_flags(&self, key: Key, flags: ControlFlags) -> io::Result<()> {
+        self.call(move |r| r.set_control_flags(key, flags))?
+    }
+
+    /// Counters of one socket.
+    pub fn socket_counters(&self, key: Key) -> io::Result<SocketCounters> {
+        self.call(move |r| r.socket_counters(key).ok_or_else(|| unknown_key(key)))?
+    }
+
+    /// Counters of the reactor.
+    pub fn counters(&self) -> io::Result<ReactorCounters> {
+        self.call(|r| r.counters())
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the reactor is gone")
+}
+
+fn stopped() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "the reactor has stopped (run returned): nothing runs calls until run or turn is called again",
+    )
+}
+
+fn timed_out(timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "the reactor did not take the call within {timeout:?}: it is blocked (a full Overflow::Block sink waiting for its consumer, or a handler that does not return) or nothing turns it; the call was withdrawn and will not run"
+        ),
+    )
+}
+
+/// Withdraws a call the reactor has not taken yet; false if it has.
+fn withdraw(state: &AtomicU8) -> bool {
+    state
+        .compare_exchange(
+            CALL_PENDING,
+            CALL_WITHDRAWN,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok()
+}
