@@ -134,7 +134,7 @@ struct SlotMeta {
 ///     tx.send_to(&[i; 10], None, rx.local_addr()?)?;
 /// }
 ///
-/// let mut batch = RecvBatch::new(64, 2048, flags);
+/// let mut batch = RecvBatch::new(64, 2048, flags)?;
 /// let n = batch.recv(&rx)?;
 /// assert_eq!(n, 3);
 /// for (i, p) in batch.iter().enumerate() {
@@ -171,26 +171,72 @@ impl fmt::Debug for RecvBatch {
 }
 
 impl RecvBatch {
+    /// The most slots a batch may have (the kernel takes at most 1024
+    /// messages per `recvmmsg`; past 64 a bigger batch adds nothing
+    /// measurable).
+    pub const MAX_SLOTS: usize = crate::sys::mmsg::MAX_SLOTS;
+    /// The largest payload buffer per slot, 64 KiB: room for any UDP
+    /// datagram (at most 65507 payload bytes over IPv4), any IPv4 packet of
+    /// a raw socket (65535 bytes with its header) and a full UDP GRO buffer.
+    pub const MAX_PAYLOAD_SIZE: usize = crate::sys::mmsg::MAX_PAYLOAD_SIZE;
+    /// The largest control buffer per slot for
+    /// [`with_control_len`](Self::with_control_len) (every control message
+    /// together needs [`ControlFlags::ALL`]`.control_len()`, far less).
+    pub const MAX_CONTROL_LEN: usize = crate::sys::mmsg::MAX_CONTROL_SIZE;
+
     /// A batch of `slots` packets of up to `payload_size` bytes each, with
     /// control buffers sized for `flags` (source address storage only with
     /// [`ControlFlags::SRC`]).
-    pub fn new(slots: usize, payload_size: usize, flags: ControlFlags) -> RecvBatch {
-        RecvBatch::with_control_len(slots, payload_size, flags, flags.control_len())
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` when `slots` is not in `1..=`[`MAX_SLOTS`](Self::MAX_SLOTS)
+    /// or `payload_size` not in `1..=`[`MAX_PAYLOAD_SIZE`](Self::MAX_PAYLOAD_SIZE);
+    /// the message names the bad value.
+    pub fn new(slots: usize, payload_size: usize, flags: ControlFlags) -> io::Result<RecvBatch> {
+        RecvBatch::build(
+            "RecvBatch::new",
+            slots,
+            payload_size,
+            flags,
+            flags.control_len(),
+        )
     }
 
     /// Like [`new`](Self::new) with an explicit control buffer length per
     /// slot. Meant for tests: a buffer shorter than
     /// [`ControlFlags::control_len`] loses control messages, and the
     /// packets report [`Packet::control_truncated`].
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new), and when `control_len` is over
+    /// [`MAX_CONTROL_LEN`](Self::MAX_CONTROL_LEN).
     pub fn with_control_len(
         slots: usize,
         payload_size: usize,
         flags: ControlFlags,
         control_len: usize,
-    ) -> RecvBatch {
+    ) -> io::Result<RecvBatch> {
+        RecvBatch::build(
+            "RecvBatch::with_control_len",
+            slots,
+            payload_size,
+            flags,
+            control_len,
+        )
+    }
+
+    fn build(
+        what: &str,
+        slots: usize,
+        payload_size: usize,
+        flags: ControlFlags,
+        control_len: usize,
+    ) -> io::Result<RecvBatch> {
         let want_src = flags.contains(ControlFlags::SRC);
-        let slots = RecvSlots::new(slots, payload_size, want_src, control_len);
-        RecvBatch {
+        let slots = RecvSlots::new(what, slots, payload_size, want_src, control_len)?;
+        Ok(RecvBatch {
             meta: vec![SlotMeta::default(); slots.capacity()],
             slots,
             len: 0,
@@ -199,7 +245,20 @@ impl RecvBatch {
             want_src,
             last_drops: None,
             counters: RecvCounters::default(),
-        }
+        })
+    }
+
+    /// Checks batch sizes as [`new`](Self::new) does, without allocating
+    /// (for builders that make batches later).
+    pub(crate) fn check_sizes(what: &str, slots: usize, payload_size: usize) -> io::Result<()> {
+        crate::sys::mmsg::check_sizes(
+            what,
+            slots,
+            payload_size,
+            1,
+            ControlFlags::ALL.control_len(),
+        )
+        .map(drop)
     }
 
     /// The number of slots.
@@ -418,7 +477,7 @@ impl<'a> Message<'a> {
 /// let dst = rx.local_addr()?;
 /// let payloads = [[1u8; 8], [2u8; 8], [3u8; 8]];
 /// let msgs: Vec<Message<'_>> = payloads.iter().map(|p| Message::new(p, dst)).collect();
-/// let mut batch = SendBatch::new(64);
+/// let mut batch = SendBatch::new(64)?;
 /// assert_eq!(batch.send(&tx, &msgs)?, 3);
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -439,11 +498,20 @@ const SEND_CONTROL_LEN: usize =
     crate::sys::cmsg_space(crate::sys::PKTINFO_LEN) + 2 * crate::sys::cmsg_space(4);
 
 impl SendBatch {
+    /// The largest capacity (the kernel sends at most 1024 messages per
+    /// `sendmmsg`).
+    pub const MAX_CAPACITY: usize = crate::sys::mmsg::MAX_SLOTS;
+
     /// A batch of up to `capacity` messages per call.
-    pub fn new(capacity: usize) -> SendBatch {
-        SendBatch {
-            slots: SendSlots::new(capacity, SEND_CONTROL_LEN),
-        }
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` when `capacity` is not in
+    /// `1..=`[`MAX_CAPACITY`](Self::MAX_CAPACITY).
+    pub fn new(capacity: usize) -> io::Result<SendBatch> {
+        Ok(SendBatch {
+            slots: SendSlots::new("SendBatch::new", capacity, SEND_CONTROL_LEN)?,
+        })
     }
 
     /// The most messages one call sends.

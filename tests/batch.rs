@@ -270,7 +270,7 @@ fn recv_batch_returns_sent_packets_in_order_with_sources_and_exact_counters() {
         let dst = addr(&rx);
 
         // Capacity 4 and 10 packets: at least 3 receive calls.
-        let mut batch = RecvBatch::new(4, 2048, ControlFlags::SRC);
+        let mut batch = RecvBatch::new(4, 2048, ControlFlags::SRC).unwrap();
         assert_eq!(batch.capacity(), 4);
         assert_eq!(batch.flags(), ControlFlags::SRC);
         assert_eq!(*batch.counters(), RecvCounters::default());
@@ -355,7 +355,7 @@ fn recv_batch_without_src_reports_no_source() {
         (ControlFlags::TTL, ControlFlags::TTL),
     ] {
         rx.set_control_flags(sock_flags).unwrap();
-        let mut batch = RecvBatch::new(8, 256, batch_flags);
+        let mut batch = RecvBatch::new(8, 256, batch_flags).unwrap();
         for i in 0..5u64 {
             tx.send_to(&seq_payload(i, 40), None, dst).unwrap();
         }
@@ -389,7 +389,7 @@ fn truncated_payloads_are_reported_per_packet() {
     let tx = udp();
     let dst = addr(&rx);
     const SLOT: usize = 100;
-    let mut batch = RecvBatch::new(16, SLOT, ControlFlags::SRC);
+    let mut batch = RecvBatch::new(16, SLOT, ControlFlags::SRC).unwrap();
 
     let sizes = [50usize, 100, 101, 500, 0, 99, 1472, 8];
     let sent: Vec<Vec<u8>> = sizes
@@ -450,7 +450,7 @@ fn small_control_buffer_reports_control_truncation() {
 
     // 32 bytes hold IP_PKTINFO (CMSG_SPACE 32), which the kernel writes
     // first; TTL and TOS are lost.
-    let mut small = RecvBatch::with_control_len(8, 256, flags, 32);
+    let mut small = RecvBatch::with_control_len(8, 256, flags, 32).unwrap();
     for i in 0..6u64 {
         tx.send_to(&seq_payload(i, 20), None, dst).unwrap();
     }
@@ -475,7 +475,7 @@ fn small_control_buffer_reports_control_truncation() {
     assert_eq!(small.counters().packets, 6);
 
     // 56 bytes (PKTINFO + TTL): only TOS is lost.
-    let mut mid = RecvBatch::with_control_len(8, 256, flags, 56);
+    let mut mid = RecvBatch::with_control_len(8, 256, flags, 56).unwrap();
     for i in 0..3u64 {
         tx.send_to(&seq_payload(i, 20), None, dst).unwrap();
     }
@@ -489,7 +489,7 @@ fn small_control_buffer_reports_control_truncation() {
     assert_eq!(mid.counters().control_truncated, 3);
 
     // No control buffer at all.
-    let mut none = RecvBatch::with_control_len(8, 256, flags, 0);
+    let mut none = RecvBatch::with_control_len(8, 256, flags, 0).unwrap();
     tx.send_to(b"no room at all", None, dst).unwrap();
     let got = recv_n(&mut none, &rx, 1);
     assert!(got.packets[0].control_truncated);
@@ -497,7 +497,7 @@ fn small_control_buffer_reports_control_truncation() {
     assert_eq!(none.counters().control_truncated, 1);
 
     // The size the flags ask for: nothing lost.
-    let mut full = RecvBatch::new(8, 256, flags);
+    let mut full = RecvBatch::new(8, 256, flags).unwrap();
     for i in 0..4u64 {
         tx.send_to(&seq_payload(i, 20), None, dst).unwrap();
     }
@@ -524,7 +524,7 @@ fn all_udp_control_messages_fit_the_default_control_buffer() {
         tx.set_ttl(77).unwrap();
         tx.set_tos(0x28).unwrap();
         let dst = addr(&rx);
-        let mut batch = RecvBatch::new(32, 65536, flags);
+        let mut batch = RecvBatch::new(32, 65536, flags).unwrap();
 
         // Force drops first, so that every later packet also carries
         // SO_RXQ_OVFL; the GSO send below adds UDP_GRO: the largest set of
@@ -668,7 +668,7 @@ fn drops_experiment(rounds: u64, per_round: u64) -> DropsOutcome {
         rx.set_control_flags(ControlFlags::DROPS).unwrap();
         let tx = udp();
         let dst = addr(&rx);
-        let mut batch = RecvBatch::new(64, 2048, ControlFlags::DROPS);
+        let mut batch = RecvBatch::new(64, 2048, ControlFlags::DROPS).unwrap();
         let n = rounds * per_round;
         let mut seen = Vec::new();
         let mut seq = 0u64;
@@ -786,7 +786,7 @@ fn timestamps_are_present_monotonic_and_recent() {
     rx.set_control_flags(flags).unwrap();
     let tx = udp();
     let dst = addr(&rx);
-    let mut batch = RecvBatch::new(8, 512, flags);
+    let mut batch = RecvBatch::new(8, 512, flags).unwrap();
 
     // Turning SO_TIMESTAMPNS on enables the kernel's receive timestamps
     // through deferred work; a packet that arrives before that carries no
@@ -850,7 +850,7 @@ fn recv_wait_blocks_until_a_packet_arrives_and_honours_the_read_timeout() {
     rx.socket()
         .set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
-    let mut batch = RecvBatch::new(8, 256, ControlFlags::NONE);
+    let mut batch = RecvBatch::new(8, 256, ControlFlags::NONE).unwrap();
     let e = batch.recv_wait(&rx).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "read timeout: {e}");
     assert!(batch.is_empty());
@@ -890,7 +890,7 @@ fn gso_without_gro_arrives_as_separate_datagrams() {
     rx.set_control_flags(flags).unwrap();
     let tx = udp();
     let dst = addr(&rx);
-    let mut batch = RecvBatch::new(64, 65536, flags);
+    let mut batch = RecvBatch::new(64, 65536, flags).unwrap();
     for (len, seg) in [
         (9500usize, 1000u16),
         (3000, 1000),
@@ -922,7 +922,7 @@ fn gro_coalesced_buffers_split_into_the_sent_datagrams() {
     rx.set_control_flags(flags).unwrap();
     let tx = udp();
     let dst = addr(&rx);
-    let mut batch = RecvBatch::new(64, 65536, flags);
+    let mut batch = RecvBatch::new(64, 65536, flags).unwrap();
     let mut coalesced_buffers = 0;
     for (len, seg) in [
         (9500usize, 1000u16),
@@ -986,7 +986,7 @@ fn gro_does_not_merge_separate_sends_and_short_segments_split_exactly() {
     rx.set_control_flags(flags).unwrap();
     let tx = udp();
     let dst = addr(&rx);
-    let mut batch = RecvBatch::new(64, 65536, flags);
+    let mut batch = RecvBatch::new(64, 65536, flags).unwrap();
     let sent: Vec<Vec<u8>> = (0..10u64).map(|i| seq_payload(i, 1000)).collect();
     for p in &sent {
         tx.send_to(p, None, dst).unwrap();
@@ -1032,7 +1032,7 @@ fn gro_buffer_cut_by_a_small_slot_is_reported_truncated() {
     rx.set_control_flags(flags).unwrap();
     let tx = udp();
     let dst = addr(&rx);
-    let mut batch = RecvBatch::new(8, 2048, flags);
+    let mut batch = RecvBatch::new(8, 2048, flags).unwrap();
     let buf = seq_payload(5, 9500);
     tx.send_segments(&buf, 1000, dst).unwrap();
     let got = recv_until(&mut batch, &rx, |r| !r.packets.is_empty());
@@ -1117,14 +1117,14 @@ fn send_batch_per_message_destinations_ttl_tos_and_source() {
         })
         .collect();
 
-    let mut send = SendBatch::new(64);
+    let mut send = SendBatch::new(64).unwrap();
     assert_eq!(send.capacity(), 64);
     assert_eq!(send.send(&tx, &[]).unwrap(), 0);
     assert_eq!(send.send(&tx, &msgs).unwrap(), msgs.len());
 
     let n_a = specs.iter().filter(|s| s.0).count();
-    let mut batch_a = RecvBatch::new(16, 256, flags);
-    let mut batch_b = RecvBatch::new(16, 256, flags);
+    let mut batch_a = RecvBatch::new(16, 256, flags).unwrap();
+    let mut batch_b = RecvBatch::new(16, 256, flags).unwrap();
     let got_a = recv_n(&mut batch_a, &rx_a, n_a);
     let got_b = recv_n(&mut batch_b, &rx_b, specs.len() - n_a);
     assert_drained(&mut batch_a, &rx_a);
@@ -1173,14 +1173,14 @@ fn send_batch_sends_at_most_capacity_and_send_all_sends_everything() {
     let payloads: Vec<Vec<u8>> = (0..10u64).map(|i| seq_payload(i, 16)).collect();
     let msgs: Vec<Message<'_>> = payloads.iter().map(|p| Message::new(p, dst)).collect();
 
-    let mut send = SendBatch::new(4);
+    let mut send = SendBatch::new(4).unwrap();
     assert_eq!(send.capacity(), 4);
     assert_eq!(
         send.send(&tx, &msgs).unwrap(),
         4,
         "send is capped at capacity"
     );
-    let mut batch = RecvBatch::new(64, 256, ControlFlags::TTL);
+    let mut batch = RecvBatch::new(64, 256, ControlFlags::TTL).unwrap();
     let got = recv_n(&mut batch, &rx, 4);
     let seqs: Vec<u64> = got.packets.iter().map(|g| seq_of(&g.payload)).collect();
     assert_eq!(seqs, [0, 1, 2, 3], "the first `capacity` messages are sent");
@@ -1241,9 +1241,9 @@ fn send_all_reports_what_was_sent_when_a_later_message_fails() {
         Message::new(&too_big, dst),
         Message::new(&small[2], dst),
     ];
-    let mut send = SendBatch::new(8);
+    let mut send = SendBatch::new(8).unwrap();
     let sent = send.send_all(&tx, &msgs);
-    let mut batch = RecvBatch::new(8, 256, ControlFlags::NONE);
+    let mut batch = RecvBatch::new(8, 256, ControlFlags::NONE).unwrap();
     let got = recv_until(&mut batch, &rx, |r| r.packets.len() >= 2);
     assert_drained(&mut batch, &rx);
     let seqs: Vec<u64> = got.packets.iter().map(|g| seq_of(&g.payload)).collect();
@@ -1306,10 +1306,10 @@ fn raw_ip4_batch_receive_strips_the_ip_header() {
         .collect();
     let dst = SocketAddrV4::new(rx_ip, 0);
     let msgs: Vec<Message<'_>> = payloads.iter().map(|p| Message::new(p, dst)).collect();
-    let mut send = SendBatch::new(8);
+    let mut send = SendBatch::new(8).unwrap();
     assert_eq!(send.send_all(&tx, &msgs).unwrap(), payloads.len());
 
-    let mut batch = RecvBatch::new(8, 2048, flags);
+    let mut batch = RecvBatch::new(8, 2048, flags).unwrap();
     let got = recv_until(&mut batch, &rx, |r| {
         r.packets
             .iter()
@@ -1364,7 +1364,7 @@ fn failed_set_control_flags_leaves_the_socket_consistent() {
     let flags = rx.control_flags();
     let tag = b"consistent-flags";
     tx.send_to(tag, None, SocketAddrV4::new(rx_ip, 0)).unwrap();
-    let mut batch = RecvBatch::new(8, 2048, flags);
+    let mut batch = RecvBatch::new(8, 2048, flags).unwrap();
     let got = recv_until(&mut batch, &rx, |r| {
         r.packets.iter().any(|g| g.payload == tag)
     });
@@ -1383,7 +1383,7 @@ fn timestamping_gives_software_stamps_and_no_hardware_stamp_on_lo() {
     let flags = ControlFlags::TIMESTAMPING | ControlFlags::SRC;
     rx.set_control_flags(flags).unwrap();
     let tx = udp();
-    let mut batch = RecvBatch::new(8, 2048, flags);
+    let mut batch = RecvBatch::new(8, 2048, flags).unwrap();
     // The kernel switches receive stamping on through deferred work: until
     // it has run, packets carry no software stamp. Probe until one does.
     let deadline = Instant::now() + PATIENCE;

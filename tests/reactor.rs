@@ -1267,7 +1267,7 @@ fn packet_conn_is_a_mio_source() {
         .expect("register in mio");
     thread::sleep(SETTLE);
     let tx = sender();
-    let mut batch = RecvBatch::new(8, 2048, rx.control_flags());
+    let mut batch = RecvBatch::new(8, 2048, rx.control_flags()).unwrap();
 
     for round in 0..2u64 {
         send(&tx, &round.to_be_bytes(), dst);

@@ -280,8 +280,14 @@ impl ReactorBuilder {
         self
     }
 
-    /// Creates the reactor on the calling thread.
+    /// Creates the reactor on the calling thread. Slots and payload size out
+    /// of [`RecvBatch`]'s ranges are an `InvalidInput` error naming them.
     pub fn build(self) -> io::Result<Reactor> {
+        RecvBatch::check_sizes(
+            "ReactorBuilder (batch_slots, payload_size)",
+            self.slots,
+            self.payload_size,
+        )?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
@@ -424,7 +430,7 @@ impl Reactor {
             self.config.slots,
             self.config.payload_size,
             conn.control_flags(),
-        );
+        )?;
         entry.insert(Entry {
             conn,
             batch,
@@ -475,7 +481,7 @@ impl Reactor {
             .ok_or_else(|| unknown_key(key))?;
         entry.conn.set_control_flags(flags)?;
         let last_drops = entry.batch.last_drops();
-        entry.batch = RecvBatch::new(self.config.slots, self.config.payload_size, flags);
+        entry.batch = RecvBatch::new(self.config.slots, self.config.payload_size, flags)?;
         // The kernel's counter is cumulative: carry what was already seen.
         entry.batch.set_last_drops(last_drops);
         Ok(())
