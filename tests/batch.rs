@@ -1414,3 +1414,70 @@ fn timestamping_gives_software_stamps_and_no_hardware_stamp_on_lo() {
     let got = recv_n(&mut batch, &rx, 1);
     assert_eq!(got.packets[0].cm.timestamp, None);
 }
+
+// ---------------------------------------------------------------------------
+// The C-style baseline loop (benchmarks compare against it)
+// ---------------------------------------------------------------------------
+
+/// Receives `n` datagrams with `drain`, returning each payload and its meta.
+fn libc_drain_n(
+    drain: &mut ipv4_reactor::baseline::LibcDrain,
+    conn: &PacketConn,
+    n: usize,
+) -> Vec<(Vec<u8>, ipv4_reactor::baseline::BaselineMeta)> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while got.len() < n {
+        match drain.recv(conn.as_raw_fd(), |p, m| got.push((p.to_vec(), *m))) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "got {} of {n}", got.len());
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("LibcDrain::recv: {e}"),
+        }
+    }
+    got
+}
+
+#[test]
+fn libc_drain_reads_no_control_data_past_a_header_cut_by_ctrunc() {
+    // A 16-byte control slot holds a bare cmsghdr: the kernel writes the
+    // IP_PKTINFO header with cmsg_len 16 and no data, and sets MSG_CTRUNC.
+    // Reading in_pktinfo after it would read the next slot's header (or
+    // past the allocation for the last slot).
+    use ipv4_reactor::baseline::LibcDrain;
+    let rx = udp();
+    rx.set_control_flags(ControlFlags::DST | ControlFlags::TTL)
+        .unwrap();
+    rx.set_nonblocking(true).unwrap();
+    let tx = udp();
+    for slots in [2usize, 1] {
+        let mut drain = LibcDrain::new(slots, 64, 16, false).unwrap();
+        for i in 0..4u64 {
+            tx.send_to(&seq_payload(i, 20), None, addr(&rx)).unwrap();
+        }
+        for (i, (payload, m)) in libc_drain_n(&mut drain, &rx, 4).iter().enumerate() {
+            assert_eq!(payload, &seq_payload(i as u64, 20));
+            assert_ne!(
+                m.msg_flags & libc::MSG_CTRUNC,
+                0,
+                "{slots} slots, packet {i}"
+            );
+            assert_eq!(
+                (m.ifindex, m.dst, m.ttl, m.drops),
+                (0, 0, -1, 0),
+                "{slots} slots, packet {i}: decoded a truncated control message: {m:?}"
+            );
+        }
+    }
+    // With room for everything, the same loop decodes it all.
+    let mut drain = LibcDrain::new(2, 64, 64, false).unwrap();
+    tx.set_ttl(45).unwrap();
+    tx.send_to(&seq_payload(7, 20), None, addr(&rx)).unwrap();
+    let got = libc_drain_n(&mut drain, &rx, 1);
+    let m = got[0].1;
+    assert_eq!(m.msg_flags & libc::MSG_CTRUNC, 0);
+    assert_eq!((m.ifindex, m.ttl), (loopback_index() as i32, 45));
+    assert_eq!(m.dst, u32::from(Ipv4Addr::LOCALHOST).to_be());
+}

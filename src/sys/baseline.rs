@@ -21,7 +21,9 @@ pub struct BaselineMeta {
 }
 
 /// A C-style `recvmmsg` loop: arrays allocated once, `CMSG_FIRSTHDR` /
-/// `CMSG_NXTHDR` to walk control data.
+/// `CMSG_NXTHDR` to walk control data, each `cmsg_len` checked against the
+/// buffer and against `CMSG_LEN` of the value before it is read (a message
+/// cut by `MSG_CTRUNC` is skipped; the flag is in `msg_flags`).
 pub struct LibcDrain {
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
@@ -131,6 +133,13 @@ impl LibcDrain {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
+        // CMSG_LEN of each message read: a header shorter than that (cut by
+        // MSG_CTRUNC, or malformed) is skipped, as a careful C loop does.
+        let (ttl_len, pktinfo_len, ovfl_len) = (
+            super::cmsg_len(size_of::<i32>()),
+            super::cmsg_len(size_of::<libc::in_pktinfo>()),
+            super::cmsg_len(size_of::<u32>()),
+        );
         for i in 0..n as usize {
             let h = &self.hdrs[i];
             let mut meta = BaselineMeta {
@@ -138,27 +147,42 @@ impl LibcDrain {
                 msg_flags: h.msg_hdr.msg_flags,
                 ..BaselineMeta::default()
             };
-            // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG
-            // macros stay within msg_controllen.
+            // The walk sees at most this slot's own control bytes.
+            let mut mh = h.msg_hdr;
+            #[allow(clippy::unnecessary_cast)] // socklen_t on some C libraries
+            let clen = (mh.msg_controllen as usize).min(self.ctrl_len);
+            mh.msg_controllen = clen as _;
+            let end = mh.msg_control as usize + clen;
+            // SAFETY: msg_control is null with clen 0 (no control slot) or
+            // points at this slot's ctrl_len bytes, and clen <= ctrl_len.
+            // CMSG_FIRSTHDR / CMSG_NXTHDR return null unless a whole header
+            // lies within [msg_control, end); each header's cmsg_len is
+            // checked to stay within `end` (so CMSG_NXTHDR cannot step past
+            // it or wrap) and to cover the value read from CMSG_DATA before
+            // that read; the reads are unaligned-safe.
             unsafe {
-                let mut c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+                let mut c = libc::CMSG_FIRSTHDR(&mh);
                 while !c.is_null() {
+                    let len = (*c).cmsg_len as usize;
+                    if len > end - c as usize {
+                        break;
+                    }
                     let data = libc::CMSG_DATA(c);
                     match ((*c).cmsg_level, (*c).cmsg_type) {
-                        (libc::IPPROTO_IP, libc::IP_TTL) => {
+                        (libc::IPPROTO_IP, libc::IP_TTL) if len >= ttl_len => {
                             meta.ttl = std::ptr::read_unaligned(data.cast::<i32>())
                         }
-                        (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                        (libc::IPPROTO_IP, libc::IP_PKTINFO) if len >= pktinfo_len => {
                             let pi = std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
                             meta.dst = pi.ipi_addr.s_addr;
                             meta.ifindex = pi.ipi_ifindex;
                         }
-                        (libc::SOL_SOCKET, super::SO_RXQ_OVFL) => {
+                        (libc::SOL_SOCKET, super::SO_RXQ_OVFL) if len >= ovfl_len => {
                             meta.drops = std::ptr::read_unaligned(data.cast::<u32>())
                         }
                         _ => {}
                     }
-                    c = libc::CMSG_NXTHDR(&h.msg_hdr, c);
+                    c = libc::CMSG_NXTHDR(&mh, c);
                 }
             }
             let len = (h.msg_len as usize).min(self.payload);
