@@ -314,6 +314,26 @@ impl PacketConn {
         Ok(())
     }
 
+    /// The control-message switches the kernel has on for this socket, read
+    /// back with `getsockopt` (one call per switch; for checks and
+    /// diagnostics, not the hot path). Several flags share one switch:
+    /// `IP_PKTINFO` on reads as `DST | INTERFACE | LOCAL`; `SRC` is no
+    /// socket option and never shows.
+    ///
+    /// ```
+    /// use ipv4_reactor::{ControlFlags, PacketConn};
+    /// let conn = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
+    /// conn.set_control_flags(ControlFlags::TTL | ControlFlags::DST | ControlFlags::SRC)?;
+    /// assert_eq!(
+    ///     conn.kernel_control_flags()?,
+    ///     ControlFlags::TTL | ControlFlags::DST | ControlFlags::INTERFACE | ControlFlags::LOCAL
+    /// );
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn kernel_control_flags(&self) -> io::Result<ControlFlags> {
+        options::kernel_control_flags(self.as_fd())
+    }
+
     /// Receives one packet: `(bytes, control message, source, flags)`.
     ///
     /// The control message holds what [`control_flags`](Self::control_flags)
