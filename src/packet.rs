@@ -6,6 +6,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -47,7 +48,12 @@ use crate::sys;
 #[derive(Debug)]
 pub struct PacketConn {
     socket: Socket,
+    /// The control flags asked for: written only with `flags_lock` held,
+    /// read without it (on every receive).
     flags: AtomicU32,
+    /// Held across read, apply to the kernel and store of the flags, so
+    /// that updates from several threads are never lost.
+    flags_lock: Mutex<()>,
     mcast_ifindex: AtomicU32,
     strip_ip_header: bool,
 }
@@ -57,6 +63,7 @@ impl PacketConn {
         PacketConn {
             socket,
             flags: AtomicU32::new(0),
+            flags_lock: Mutex::new(()),
             mcast_ifindex: AtomicU32::new(0),
             strip_ip_header,
         }
@@ -295,22 +302,39 @@ impl PacketConn {
     /// Turns the per-packet extras in `flags` on or off, leaving the others
     /// as they are (Go's `SetControlMessage`). Each flag is independent: the
     /// shared `IP_PKTINFO` switch stays on while any of `DST`, `INTERFACE`
-    /// and `LOCAL` is on.
+    /// and `LOCAL` is on. Calls from several threads are serialised: none
+    /// loses another's change.
     pub fn set_control_message(&self, flags: ControlFlags, on: bool) -> io::Result<()> {
+        let _held = self.lock_flags();
         let old = self.control_flags();
         let new = if on {
             old.union(flags)
         } else {
             old.difference(flags)
         };
-        self.set_control_flags(new)
+        self.apply_control_flags(old, new)
     }
 
     /// Sets exactly the per-packet extras in `flags`.
     pub fn set_control_flags(&self, flags: ControlFlags) -> io::Result<()> {
-        let old = self.control_flags();
-        options::apply_control_flags(self.as_fd(), old, flags)?;
-        self.flags.store(flags.bits(), Ordering::Release);
+        let _held = self.lock_flags();
+        self.apply_control_flags(self.control_flags(), flags)
+    }
+
+    /// The flags lock. It guards no data of its own (the flags are an
+    /// atomic), so a panic while it was held leaves nothing inconsistent:
+    /// a poisoned lock is taken anyway.
+    fn lock_flags(&self) -> MutexGuard<'_, ()> {
+        self.flags_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Switches the kernel from `old` to `new` and records `new`; the caller
+    /// holds the flags lock.
+    fn apply_control_flags(&self, old: ControlFlags, new: ControlFlags) -> io::Result<()> {
+        options::apply_control_flags(self.as_fd(), old, new)?;
+        self.flags.store(new.bits(), Ordering::Release);
         Ok(())
     }
 

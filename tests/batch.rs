@@ -1481,3 +1481,47 @@ fn libc_drain_reads_no_control_data_past_a_header_cut_by_ctrunc() {
     assert_eq!((m.ifindex, m.ttl), (loopback_index() as i32, 45));
     assert_eq!(m.dst, u32::from(Ipv4Addr::LOCALHOST).to_be());
 }
+
+// ---------------------------------------------------------------------------
+// Control flags changed from several threads
+// ---------------------------------------------------------------------------
+
+#[test]
+fn control_flags_toggled_from_several_threads_match_the_kernel() {
+    // Each thread toggles its own flag; no update may be lost: in the end
+    // the recorded flags are each thread's last word, and the kernel agrees.
+    const ROUNDS: usize = 2001;
+    let conn = std::sync::Arc::new(udp());
+    conn.set_control_flags(ControlFlags::SRC).unwrap();
+    let toggles = [
+        (ControlFlags::TTL, 0usize), // on at even rounds: ends on
+        (ControlFlags::TOS, 1),      // on at odd rounds: ends off
+        (ControlFlags::DST, 0),
+        (ControlFlags::DROPS, 1),
+    ];
+    let start = std::sync::Arc::new(std::sync::Barrier::new(toggles.len()));
+    let threads: Vec<_> = toggles
+        .iter()
+        .map(|&(flag, parity)| {
+            let conn = std::sync::Arc::clone(&conn);
+            let start = std::sync::Arc::clone(&start);
+            std::thread::spawn(move || {
+                start.wait();
+                for i in 0..ROUNDS {
+                    conn.set_control_message(flag, i % 2 == parity).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let want = ControlFlags::SRC | ControlFlags::TTL | ControlFlags::DST;
+    assert_eq!(conn.control_flags(), want, "recorded flags");
+    assert_eq!(
+        conn.kernel_control_flags().unwrap(),
+        ControlFlags::TTL | ControlFlags::DST | ControlFlags::INTERFACE | ControlFlags::LOCAL,
+        "kernel switches (recorded {:?})",
+        conn.control_flags()
+    );
+}
