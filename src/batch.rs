@@ -65,7 +65,8 @@ pub struct Packet<'a> {
     /// Truncation of payload or control data.
     pub flags: RecvFlags,
     /// Packets the kernel dropped on this socket since the previous packet
-    /// that carried the drop counter (0 without [`ControlFlags::DROPS`]).
+    /// of this socket that carried the drop counter, whichever batch read
+    /// it (0 without [`ControlFlags::DROPS`]).
     pub drops_before: u32,
 }
 
@@ -154,7 +155,7 @@ pub struct RecvBatch {
     flags: ControlFlags,
     decode_flags: ControlFlags,
     want_src: bool,
-    last_drops: Option<u32>,
+    last_drops_total: u32,
     counters: RecvCounters,
 }
 
@@ -243,7 +244,7 @@ impl RecvBatch {
             flags,
             decode_flags: flags,
             want_src,
-            last_drops: None,
+            last_drops_total: 0,
             counters: RecvCounters::default(),
         })
     }
@@ -312,11 +313,12 @@ impl RecvBatch {
             // The drop counter is needed now, in arrival order, for the
             // deltas; the rest of the control data is decoded when the
             // packet is read.
+            // The value seen before is kept by the socket, not the batch:
+            // any batch on any socket gets that socket's own delta.
             if want_drops {
                 if let Some(cur) = crate::control::find_drops(self.slots.control(i)) {
-                    let prev = self.last_drops.unwrap_or(0);
-                    meta.drops_before = cur.wrapping_sub(prev);
-                    self.last_drops = Some(cur);
+                    meta.drops_before = conn.drops_delta(cur);
+                    self.last_drops_total = cur;
                     self.counters.kernel_drops += u64::from(meta.drops_before);
                 }
             }
@@ -394,18 +396,12 @@ impl RecvBatch {
         &self.counters
     }
 
-    pub(crate) fn last_drops(&self) -> Option<u32> {
-        self.last_drops
-    }
-
-    pub(crate) fn set_last_drops(&mut self, last: Option<u32>) {
-        self.last_drops = last;
-    }
-
-    /// The socket's cumulative drop counter as last seen (`SO_RXQ_OVFL`),
-    /// 0 until the kernel reported a drop.
+    /// The cumulative drop counter (`SO_RXQ_OVFL`) of the last packet this
+    /// batch received that carried one, 0 before any: the count of the
+    /// socket that packet came from. For one socket's own, whichever batch
+    /// read it, see [`PacketConn::kernel_drops_seen`].
     pub fn kernel_drops_total(&self) -> u32 {
-        self.last_drops.unwrap_or(0)
+        self.last_drops_total
     }
 }
 

@@ -5,7 +5,7 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -54,6 +54,13 @@ pub struct PacketConn {
     /// Held across read, apply to the kernel and store of the flags, so
     /// that updates from several threads are never lost.
     flags_lock: Mutex<()>,
+    /// The last cumulative `SO_RXQ_OVFL` value a receive saw, with
+    /// `DROPS_SEEN` set once there is one (0 before). Kept with the socket
+    /// so that every batch reading it, and a socket registered again in a
+    /// reactor, computes deltas from the same point. Touched only for
+    /// packets that carry the counter, which the kernel adds only after a
+    /// drop.
+    drops_seen: AtomicU64,
     mcast_ifindex: AtomicU32,
     strip_ip_header: bool,
 }
@@ -64,6 +71,7 @@ impl PacketConn {
             socket,
             flags: AtomicU32::new(0),
             flags_lock: Mutex::new(()),
+            drops_seen: AtomicU64::new(0),
             mcast_ifindex: AtomicU32::new(0),
             strip_ip_header,
         }
@@ -338,6 +346,42 @@ impl PacketConn {
         Ok(())
     }
 
+    /// The socket's cumulative drop counter (`SO_RXQ_OVFL`, needs
+    /// [`ControlFlags::DROPS`]) as last seen on a received packet; `None`
+    /// until a packet carried it (the kernel adds it only once drops
+    /// happened).
+    pub fn kernel_drops_seen(&self) -> Option<u32> {
+        let seen = self.drops_seen.load(Ordering::Relaxed);
+        (seen & DROPS_SEEN != 0).then_some(seen as u32)
+    }
+
+    /// Records `cur`, the cumulative drop counter a packet carried, and
+    /// returns the drops since the value seen before (all of `cur` for the
+    /// first one). The counter may wrap. A value older than the one
+    /// recorded (another thread read a later packet of this socket first)
+    /// counts 0 and leaves the newer one in place, so the deltas of all
+    /// readers still add up to the kernel's count.
+    #[inline]
+    pub(crate) fn drops_delta(&self, cur: u32) -> u32 {
+        let mut delta = 0;
+        let _ = self
+            .drops_seen
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |seen| {
+                if seen & DROPS_SEEN == 0 {
+                    delta = cur;
+                } else {
+                    delta = cur.wrapping_sub(seen as u32);
+                    if delta as i32 <= 0 {
+                        // The same value again, or an older one.
+                        delta = 0;
+                        return None;
+                    }
+                }
+                Some(DROPS_SEEN | u64::from(cur))
+            });
+        delta
+    }
+
     /// The control-message switches the kernel has on for this socket, read
     /// back with `getsockopt` (one call per switch; for checks and
     /// diagnostics, not the hot path). Several flags share one switch:
@@ -507,6 +551,9 @@ impl PacketConn {
         options::set_prefer_busy_poll(self.as_fd(), on)
     }
 }
+
+/// Marks `PacketConn::drops_seen` as holding a value.
+const DROPS_SEEN: u64 = 1 << 32;
 
 /// A bound raw IPv4 socket for `protocol`, with `IP_HDRINCL` when
 /// `header_included`; the error names the protocol and, on `EPERM`, the
@@ -773,5 +820,28 @@ impl mio::event::Source for PacketConn {
 
     fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
         mio::unix::SourceFd(&self.as_raw_fd()).deregister(registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_deltas_are_per_socket_wrap_and_ignore_stale_values() {
+        let conn = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_eq!(conn.kernel_drops_seen(), None);
+        assert_eq!(conn.drops_delta(5), 5, "the first value counts whole");
+        assert_eq!(conn.drops_delta(5), 0, "the same value again");
+        assert_eq!(conn.drops_delta(8), 3);
+        assert_eq!(conn.drops_delta(7), 0, "an older value (another reader)");
+        assert_eq!(conn.kernel_drops_seen(), Some(8), "the newer one stays");
+        assert_eq!(conn.drops_delta(9), 1);
+
+        let other = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_eq!(other.drops_delta(u32::MAX - 1), u32::MAX - 1);
+        assert_eq!(other.drops_delta(3), 5, "the counter wraps");
+        assert_eq!(other.kernel_drops_seen(), Some(3));
+        assert_eq!(conn.kernel_drops_seen(), Some(9), "each socket its own");
     }
 }

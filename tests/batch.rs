@@ -1525,3 +1525,96 @@ fn control_flags_toggled_from_several_threads_match_the_kernel() {
         conn.control_flags()
     );
 }
+
+// ---------------------------------------------------------------------------
+// Drop accounting belongs to the socket
+// ---------------------------------------------------------------------------
+
+/// Sends `n` datagrams to a stalled `rx`, then drains it with `batch`:
+/// returns (packets received, sum of their drops_before).
+fn overflow_and_drain(
+    batch: &mut RecvBatch,
+    tx: &PacketConn,
+    rx: &PacketConn,
+    n: usize,
+) -> (u64, u64) {
+    for i in 0..n {
+        tx.send_to(&seq_payload(i as u64, 64), None, addr(rx))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(10));
+    let (mut received, mut drops) = (0u64, 0u64);
+    loop {
+        match batch.recv(rx) {
+            Ok(_) => {
+                for p in batch.iter() {
+                    received += 1;
+                    drops += u64::from(p.drops_before);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (received, drops),
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+}
+
+#[test]
+fn one_batch_on_two_sockets_gives_each_packet_its_own_sockets_drops() {
+    // Socket a and b drop different numbers of datagrams; one batch reads
+    // both, alternately. Each packet's drops_before is its own socket's
+    // delta: per socket they add up to the kernel's count for that socket.
+    let flags = ControlFlags::DROPS;
+    let (a, b) = (udp(), udp());
+    for s in [&a, &b] {
+        s.set_recv_buffer_size(4096).unwrap();
+        s.set_control_flags(flags).unwrap();
+    }
+    let tx = udp();
+    let mut batch = RecvBatch::new(64, 2048, flags).unwrap();
+    let mut sent = [0u64; 2];
+    let mut got = [(0u64, 0u64); 2];
+    // Rounds of (socket, burst): a and b alternate, with different sizes.
+    for (round, (which, burst)) in [(0usize, 300usize), (1, 700), (0, 200), (1, 1), (0, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        let rx = [&a, &b][which];
+        let (r, d) = overflow_and_drain(&mut batch, &tx, rx, burst);
+        sent[which] += burst as u64;
+        got[which].0 += r;
+        got[which].1 += d;
+        // A socket's drops show on its next packets, so a round may report
+        // an earlier round's drops, but never more than the socket lost.
+        assert!(
+            got[which].1 <= sent[which] - got[which].0,
+            "after round {round}: socket {which} reports {} drops, more than the {} it lost",
+            got[which].1,
+            sent[which] - got[which].0
+        );
+    }
+    // A last datagram to each reports the drops of the last bursts.
+    for (which, rx) in [&a, &b].into_iter().enumerate() {
+        let (r, d) = overflow_and_drain(&mut batch, &tx, rx, 1);
+        sent[which] += 1;
+        got[which].0 += r;
+        got[which].1 += d;
+    }
+    for (which, rx) in [&a, &b].into_iter().enumerate() {
+        let (received, drops) = got[which];
+        assert!(drops > 0, "socket {which} must have dropped: {got:?}");
+        assert_eq!(
+            received + drops,
+            sent[which],
+            "socket {which}: received {received} + dropped {drops} != sent {}",
+            sent[which]
+        );
+        if let Some(kernel) = proc_udp_drops(addr(rx)) {
+            assert_eq!(drops, kernel, "socket {which}: /proc/net/udp drops");
+        }
+        assert_eq!(rx.kernel_drops_seen(), Some(drops as u32));
+    }
+    assert_ne!(
+        got[0].1, got[1].1,
+        "the sockets should drop different counts"
+    );
+}

@@ -480,10 +480,7 @@ impl Reactor {
             .get_mut(key.0)
             .ok_or_else(|| unknown_key(key))?;
         entry.conn.set_control_flags(flags)?;
-        let last_drops = entry.batch.last_drops();
         entry.batch = RecvBatch::new(self.config.slots, self.config.payload_size, flags)?;
-        // The kernel's counter is cumulative: carry what was already seen.
-        entry.batch.set_last_drops(last_drops);
         Ok(())
     }
 
