@@ -15,14 +15,19 @@ use crate::sys::mmsg::{RecvSlots, SendSlots};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct RecvCounters {
-    /// Packets received.
+    /// Datagrams received: one per buffer, or as many as a UDP GRO buffer
+    /// holds (what [`Packet::segments`] yields; a cut GRO buffer counts its
+    /// complete datagrams only).
     pub packets: u64,
     /// Payload bytes received, as copied into the buffers (without the IP
     /// header on raw `ip4:PROTO` sockets).
     pub bytes: u64,
-    /// `recvmmsg` calls that returned at least one packet.
+    /// `recvmmsg` calls that returned at least one buffer (each buffer is
+    /// one slot, one [`Packet`]).
     pub batches: u64,
-    /// Packets whose payload was cut to fit the slot (`MSG_TRUNC`).
+    /// Datagrams cut to fit the slot (`MSG_TRUNC`): one per cut buffer. A
+    /// cut GRO buffer counts one, the datagram cut in two; datagrams past
+    /// it in the buffer are lost without a count.
     pub truncated: u64,
     /// Packets whose control messages did not all fit (`MSG_CTRUNC`).
     pub control_truncated: u64,
@@ -32,7 +37,7 @@ pub struct RecvCounters {
 }
 
 impl RecvCounters {
-    /// Average packets per `recvmmsg` call that returned something.
+    /// Average datagrams per `recvmmsg` call that returned something.
     pub fn average_batch(&self) -> f64 {
         if self.batches == 0 {
             0.0
@@ -83,27 +88,43 @@ impl<'a> Packet<'a> {
 
     /// The datagrams in this buffer: one, or several when UDP GRO coalesced
     /// them ([`ControlFlags::GRO`]); each has the segment size but the last.
-    /// A coalesced buffer cut short by a small slot (see
-    /// [`truncated`](Self::truncated)) yields only its complete datagrams:
-    /// give GRO sockets slots of 64 KiB.
+    /// Without GRO a buffer is always one datagram, possibly empty (a UDP
+    /// datagram may carry no payload) or cut (see
+    /// [`truncated`](Self::truncated)). A coalesced buffer cut short by a
+    /// small slot yields only its complete datagrams, none at all when the
+    /// slot is shorter than one segment: give GRO sockets slots of 64 KiB.
     pub fn segments(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let seg = self
-            .cm
-            .gro_segment
-            .map_or(self.payload.len(), usize::from)
-            .max(1);
-        let mut payload = self.payload;
-        if self.cm.gro_segment.is_some() && self.flags.truncated {
-            payload = &payload[..payload.len() - payload.len() % seg];
+        let payload = self.payload;
+        let n = segment_count(payload.len(), self.cm.gro_segment, self.flags.truncated);
+        let seg = self.cm.gro_segment.map_or(payload.len(), usize::from);
+        (0..n).map(move |i| &payload[i * seg..((i + 1) * seg).min(payload.len())])
+    }
+
+    /// How many datagrams [`segments`](Self::segments) yields.
+    pub fn segment_count(&self) -> usize {
+        segment_count(
+            self.payload.len(),
+            self.cm.gro_segment,
+            self.flags.truncated,
+        )
+    }
+}
+
+/// The datagrams in a buffer of `len` bytes: one without GRO; with a GRO
+/// segment size, the whole segments of a cut buffer, or every segment (the
+/// last may be short) of a whole one.
+#[inline]
+fn segment_count(len: usize, gro_segment: Option<u16>, truncated: bool) -> usize {
+    match gro_segment {
+        None => 1,
+        Some(seg) => {
+            let seg = usize::from(seg).max(1);
+            if truncated {
+                len / seg
+            } else {
+                len.div_ceil(seg)
+            }
         }
-        let n = if payload.is_empty() {
-            1
-        } else {
-            payload.len().div_ceil(seg)
-        };
-        (0..n).map(move |i| {
-            &payload[(i * seg).min(payload.len())..((i + 1) * seg).min(payload.len())]
-        })
     }
 }
 
@@ -299,7 +320,10 @@ impl RecvBatch {
         self.decode_flags = cflags;
         let strip = conn.strips_ip_header();
         let want_drops = cflags.contains(ControlFlags::DROPS);
+        let want_gro = cflags.contains(ControlFlags::GRO);
         let mut bytes = 0u64;
+        // Datagrams: one per buffer, but a GRO buffer holds several.
+        let mut datagrams = n as u64;
         for i in 0..n {
             let msg_flags = self.slots.msg_flags(i);
             let meta = &mut self.meta[i];
@@ -322,6 +346,13 @@ impl RecvBatch {
                     self.counters.kernel_drops += u64::from(meta.drops_before);
                 }
             }
+            if want_gro {
+                if let Some(seg) = crate::control::find_gro(self.slots.control(i)) {
+                    let len = self.slots.payload_len(i) - meta.start as usize;
+                    let count = segment_count(len, Some(seg), meta.flags.truncated);
+                    datagrams = datagrams - 1 + count as u64;
+                }
+            }
             if msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
                 self.counters.truncated += u64::from(meta.flags.truncated);
                 self.counters.control_truncated += u64::from(meta.flags.control_truncated);
@@ -331,7 +362,7 @@ impl RecvBatch {
         self.len = n;
         if n > 0 {
             self.counters.batches += 1;
-            self.counters.packets += n as u64;
+            self.counters.packets += datagrams;
             self.counters.bytes += bytes;
         }
         Ok(n)
@@ -548,5 +579,63 @@ impl SendBatch {
             }
         }
         Ok(sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(payload: &[u8], gro_segment: Option<u16>, truncated: bool) -> Packet<'_> {
+        Packet {
+            payload,
+            cm: ControlMessage {
+                gro_segment,
+                ..ControlMessage::default()
+            },
+            src: None,
+            flags: RecvFlags {
+                truncated,
+                control_truncated: false,
+            },
+            drops_before: 0,
+        }
+    }
+
+    fn segments(p: &Packet<'_>) -> Vec<Vec<u8>> {
+        let v: Vec<Vec<u8>> = p.segments().map(<[u8]>::to_vec).collect();
+        assert_eq!(v.len(), p.segment_count());
+        v
+    }
+
+    #[test]
+    fn an_empty_datagram_is_one_empty_segment() {
+        assert_eq!(segments(&packet(&[], None, false)), vec![Vec::<u8>::new()]);
+    }
+
+    #[test]
+    fn a_cut_gro_buffer_shorter_than_one_segment_yields_nothing() {
+        let buf = [7u8; 500];
+        assert!(segments(&packet(&buf, Some(1000), true)).is_empty());
+        assert!(segments(&packet(&[], Some(1000), true)).is_empty());
+        // A cut buffer without GRO is still its one (cut) datagram.
+        assert_eq!(segments(&packet(&buf, None, true)), vec![buf.to_vec()]);
+    }
+
+    #[test]
+    fn gro_buffers_split_into_whole_segments() {
+        let buf: Vec<u8> = (0..25).collect();
+        let whole = segments(&packet(&buf, Some(10), false));
+        assert_eq!(
+            whole,
+            vec![buf[..10].to_vec(), buf[10..20].to_vec(), buf[20..].to_vec()]
+        );
+        let cut = segments(&packet(&buf, Some(10), true));
+        assert_eq!(cut, vec![buf[..10].to_vec(), buf[10..20].to_vec()]);
+        let exact = segments(&packet(&buf[..20], Some(10), false));
+        assert_eq!(exact.len(), 2);
+        for s in whole.iter().chain(&cut).chain(&exact) {
+            assert!(!s.is_empty());
+        }
     }
 }

@@ -924,6 +924,7 @@ fn gro_coalesced_buffers_split_into_the_sent_datagrams() {
     let dst = addr(&rx);
     let mut batch = RecvBatch::new(64, 65536, flags).unwrap();
     let mut coalesced_buffers = 0;
+    let mut packets_before = 0;
     for (len, seg) in [
         (9500usize, 1000u16),
         (3000, 1000),
@@ -964,7 +965,13 @@ fn gro_coalesced_buffers_split_into_the_sent_datagrams() {
             assert_eq!(s.len(), w.len(), "{len}/{seg}: datagram {i} length");
             assert_eq!(s, w, "{len}/{seg}: datagram {i} content");
         }
-        // The counters count buffers, not datagrams, and all the bytes.
+        // The counters count datagrams, not buffers, and all the bytes.
+        assert_eq!(
+            batch.counters().packets - packets_before,
+            want.len() as u64,
+            "{len}/{seg}: datagrams counted"
+        );
+        packets_before = batch.counters().packets;
         assert_drained(&mut batch, &rx);
     }
     assert_eq!(batch.counters().bytes, 9500 + 3000 + 700 + 56_100);
@@ -1045,7 +1052,79 @@ fn gro_buffer_cut_by_a_small_slot_is_reported_truncated() {
     assert_eq!(g.payload, &buf[..2048]);
     assert_eq!(g.cm.gro_segment, Some(1000));
     assert_eq!(batch.counters().truncated, 1);
+    assert_eq!(batch.counters().packets, 2, "the two whole datagrams");
     assert_eq!(batch.counters().bytes, 2048);
+    assert_drained(&mut batch, &rx);
+}
+
+#[test]
+fn gro_buffer_cut_shorter_than_one_segment_yields_no_datagram() {
+    // A 500-byte slot and 1000-byte segments: a coalesced buffer keeps
+    // only part of its first datagram. No complete datagram, so none is
+    // delivered (never an empty one), and it is counted as one truncated.
+    let flags = ControlFlags::GRO;
+    let rx = udp();
+    rx.set_control_flags(flags).unwrap();
+    let tx = udp();
+    let dst = addr(&rx);
+    let mut batch = RecvBatch::new(8, 500, flags).unwrap();
+    let buf = seq_payload(6, 9500);
+    tx.send_segments(&buf, 1000, dst).unwrap();
+    let got = recv_until(&mut batch, &rx, |r| !r.packets.is_empty());
+    let g = &got.packets[0];
+    assert!(g.truncated, "{g:?}");
+    assert_eq!(g.payload, &buf[..500]);
+    if g.cm.gro_segment.is_none() {
+        println!("note: lo did not coalesce; each datagram is cut on its own");
+        assert_eq!(g.segments, vec![buf[..500].to_vec()]);
+        return;
+    }
+    assert_eq!(g.cm.gro_segment, Some(1000));
+    assert_eq!(
+        g.segments,
+        Vec::<Vec<u8>>::new(),
+        "a cut buffer gave {:?}",
+        g.segments
+    );
+    let c = batch.counters();
+    assert_eq!((c.packets, c.truncated, c.batches), (0, 1, 1), "{c:?}");
+    assert_drained(&mut batch, &rx);
+}
+
+#[test]
+fn counters_count_datagrams_not_coalesced_buffers() {
+    let flags = ControlFlags::GRO;
+    let rx = udp();
+    rx.set_control_flags(flags).unwrap();
+    let tx = udp();
+    let dst = addr(&rx);
+    let mut batch = RecvBatch::new(64, 65536, flags).unwrap();
+    let mut datagrams = 0u64;
+    let mut bytes = 0usize;
+    let mut buffers = 0usize;
+    for (len, seg) in [(9500usize, 1000u16), (3000, 1000), (700, 1000), (20, 1)] {
+        let buf = seq_payload(len as u64, len);
+        tx.send_segments(&buf, seg, dst).unwrap();
+        datagrams += len.div_ceil(usize::from(seg)) as u64;
+        bytes += len;
+        let got = recv_until(&mut batch, &rx, |r| r.bytes() >= len);
+        buffers += got.packets.len();
+        let segments: usize = got.packets.iter().map(|g| g.segments.len()).sum();
+        assert_eq!(segments, len.div_ceil(usize::from(seg)));
+    }
+    // And a plain empty datagram: one datagram, zero bytes.
+    tx.send_to(&[], None, dst).unwrap();
+    let got = recv_n(&mut batch, &rx, 1);
+    assert_eq!(got.packets[0].segments, vec![Vec::<u8>::new()]);
+    datagrams += 1;
+    buffers += 1;
+    let c = batch.counters();
+    assert_eq!(c.packets, datagrams, "{c:?} ({buffers} buffers)");
+    assert_eq!(c.bytes, bytes as u64);
+    assert_eq!(c.truncated, 0);
+    if buffers as u64 == datagrams {
+        println!("note: lo delivered every GSO datagram separately even with UDP_GRO on");
+    }
     assert_drained(&mut batch, &rx);
 }
 
