@@ -407,7 +407,9 @@ impl PacketConn {
     /// The control message holds what [`control_flags`](Self::control_flags)
     /// asked for; a payload cut to fit `buf` and a lost control message are
     /// reported in [`RecvFlags`], never hidden. On a raw `ip4:PROTO` socket
-    /// the IP header is removed and the source port is 0.
+    /// the IP header is removed and the source port is 0; a `buf` too short
+    /// for the IP header itself is an error of kind `InvalidInput` that
+    /// says the packet was truncated (it is lost).
     pub fn recv_from(
         &self,
         buf: &mut [u8],
@@ -430,7 +432,17 @@ impl PacketConn {
         }
         let mut n = msg.len;
         if self.strip_ip_header {
-            let hl = ip_header_len(&buf[..n])?;
+            let hl = match ip_header_len(&buf[..n]) {
+                Ok(hl) => hl,
+                Err(e) => {
+                    return Err(match header_beyond(&buf[..n]) {
+                        Some(needed) if msg.flags & libc::MSG_TRUNC != 0 => {
+                            header_cut_error(buf.len(), needed)
+                        }
+                        _ => e,
+                    })
+                }
+            };
             buf.copy_within(hl..n, 0);
             n -= hl;
         }
@@ -588,6 +600,29 @@ pub(crate) fn raw_socket(
         .bind(&SocketAddrV4::new(local, 0).into())
         .map_err(|e| Error::os(format!("binding raw socket to {local}"), e))?;
     Ok(socket)
+}
+
+/// When `packet` (as copied into a read buffer) is shorter than its own
+/// IPv4 header, the header length it needs: the IHL's when the first byte
+/// is there and reads as IPv4, else the 20-byte minimum.
+pub(crate) fn header_beyond(packet: &[u8]) -> Option<usize> {
+    let needed = match packet.first() {
+        Some(&first) if first >> 4 == 4 && first & 0x0f >= 5 => usize::from(first & 0x0f) * 4,
+        _ => 20,
+    };
+    (packet.len() < needed).then_some(needed)
+}
+
+/// The error for a raw read whose buffer (`buf_len` bytes) could not hold
+/// the packet's IP header (`needed` bytes): the kernel cut the packet
+/// (`MSG_TRUNC`) and it is lost. Not a malformed packet: the buffer is too
+/// short.
+pub(crate) fn header_cut_error(buf_len: usize, needed: usize) -> io::Error {
+    crate::error::invalid(format!(
+        "the {buf_len}-byte buffer is shorter than the packet's {needed}-byte IPv4 header: \
+         the packet was truncated (MSG_TRUNC) and is lost; read raw packets into a buffer \
+         of at least 60 bytes (65535 for any whole packet)"
+    ))
 }
 
 /// The length of the IPv4 header at the start of `packet`, checked.
