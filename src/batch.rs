@@ -321,9 +321,12 @@ impl RecvBatch {
         let strip = conn.strips_ip_header();
         let want_drops = cflags.contains(ControlFlags::DROPS);
         let want_gro = cflags.contains(ControlFlags::GRO);
+        let want_scan = want_drops | want_gro;
         let mut bytes = 0u64;
-        // Datagrams: one per buffer, but a GRO buffer holds several.
-        let mut datagrams = n as u64;
+        // Datagrams: one per buffer (counted here), but a GRO buffer holds
+        // several (corrected in the loop, without a per-packet cost when GRO
+        // is off).
+        self.counters.packets += n as u64;
         for i in 0..n {
             let msg_flags = self.slots.msg_flags(i);
             let meta = &mut self.meta[i];
@@ -335,22 +338,26 @@ impl RecvBatch {
                     .unwrap_or(self.slots.payload_len(i)) as u32;
             }
             // The drop counter is needed now, in arrival order, for the
-            // deltas; the rest of the control data is decoded when the
-            // packet is read.
-            // The value seen before is kept by the socket, not the batch:
-            // any batch on any socket gets that socket's own delta.
-            if want_drops {
-                if let Some(cur) = crate::control::find_drops(self.slots.control(i)) {
-                    meta.drops_before = conn.drops_delta(cur);
-                    self.last_drops_total = cur;
-                    self.counters.kernel_drops += u64::from(meta.drops_before);
+            // deltas, and the GRO segment size for the datagram count; the
+            // rest of the control data is decoded when the packet is read.
+            // One test when neither is asked for.
+            if want_scan {
+                // The value seen before is kept by the socket, not the
+                // batch: any batch on any socket gets that socket's delta.
+                if want_drops {
+                    if let Some(cur) = crate::control::find_drops(self.slots.control(i)) {
+                        meta.drops_before = conn.drops_delta(cur);
+                        self.last_drops_total = cur;
+                        self.counters.kernel_drops += u64::from(meta.drops_before);
+                    }
                 }
-            }
-            if want_gro {
-                if let Some(seg) = crate::control::find_gro(self.slots.control(i)) {
-                    let len = self.slots.payload_len(i) - meta.start as usize;
-                    let count = segment_count(len, Some(seg), meta.flags.truncated);
-                    datagrams = datagrams - 1 + count as u64;
+                if want_gro {
+                    if let Some(seg) = crate::control::find_gro(self.slots.control(i)) {
+                        let len = self.slots.payload_len(i) - meta.start as usize;
+                        let count = segment_count(len, Some(seg), meta.flags.truncated);
+                        // packets >= n >= 1 here: the subtraction cannot wrap.
+                        self.counters.packets = self.counters.packets - 1 + count as u64;
+                    }
                 }
             }
             if msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
@@ -362,7 +369,6 @@ impl RecvBatch {
         self.len = n;
         if n > 0 {
             self.counters.batches += 1;
-            self.counters.packets += datagrams;
             self.counters.bytes += bytes;
         }
         Ok(n)
