@@ -15,7 +15,7 @@ fn captured(flags: ControlFlags) -> (RecvBatch, PacketConn) {
     let tx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
     tx.send_to(&[7u8; 64], None, rx.local_addr().unwrap())
         .unwrap();
-    let mut batch = RecvBatch::new(1, 2048, flags);
+    let mut batch = RecvBatch::new(1, 2048, flags).unwrap();
     rx.socket()
         .set_read_timeout(Some(std::time::Duration::from_secs(2)))
         .unwrap();

@@ -64,7 +64,7 @@ fn run(group: SocketAddrV4, stall: u64, rcvbuf: usize, idle: u64) -> std::io::Re
     let mut events = mio::Events::with_capacity(8);
     poll.registry()
         .register(&mut conn, mio::Token(0), mio::Interest::READABLE)?;
-    let mut drain = LibcDrain::new(64, 2048, ControlFlags::DROPS.control_len(), false);
+    let mut drain = LibcDrain::new(64, 2048, ControlFlags::DROPS.control_len(), false)?;
     let fd = conn.as_raw_fd();
     let (mut packets, mut bytes, mut lost, mut drops) = (0u64, 0u64, 0u64, 0u32);
     let mut next: Option<u64> = None;

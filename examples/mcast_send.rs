@@ -309,7 +309,8 @@ fn run(o: &Options) -> Result<(), Failure> {
 /// due, so that low rates sleep instead of spinning and high rates send in
 /// batches sized by how late the thread woke up.
 fn send_feed(o: &Options, conn: &PacketConn) -> Result<(u64, Duration), Failure> {
-    let mut batch = SendBatch::new(o.batch);
+    let mut batch =
+        SendBatch::new(o.batch).map_err(|e| Failure::runtime("making the send batch", e))?;
     let mut payloads = vec![0u8; o.batch * o.size];
     let mut sent = 0u64;
     let start = Instant::now();

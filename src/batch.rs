@@ -15,14 +15,19 @@ use crate::sys::mmsg::{RecvSlots, SendSlots};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct RecvCounters {
-    /// Packets received.
+    /// Datagrams received: one per buffer, or as many as a UDP GRO buffer
+    /// holds (what [`Packet::segments`] yields; a cut GRO buffer counts its
+    /// complete datagrams only).
     pub packets: u64,
     /// Payload bytes received, as copied into the buffers (without the IP
     /// header on raw `ip4:PROTO` sockets).
     pub bytes: u64,
-    /// `recvmmsg` calls that returned at least one packet.
+    /// `recvmmsg` calls that returned at least one buffer (each buffer is
+    /// one slot, one [`Packet`]).
     pub batches: u64,
-    /// Packets whose payload was cut to fit the slot (`MSG_TRUNC`).
+    /// Datagrams cut to fit the slot (`MSG_TRUNC`): one per cut buffer. A
+    /// cut GRO buffer counts one, the datagram cut in two; datagrams past
+    /// it in the buffer are lost without a count.
     pub truncated: u64,
     /// Packets whose control messages did not all fit (`MSG_CTRUNC`).
     pub control_truncated: u64,
@@ -32,7 +37,7 @@ pub struct RecvCounters {
 }
 
 impl RecvCounters {
-    /// Average packets per `recvmmsg` call that returned something.
+    /// Average datagrams per `recvmmsg` call that returned something.
     pub fn average_batch(&self) -> f64 {
         if self.batches == 0 {
             0.0
@@ -83,7 +88,8 @@ pub struct Packet<'a> {
     /// Truncation of payload or control data.
     pub flags: RecvFlags,
     /// Packets the kernel dropped on this socket since the previous packet
-    /// that carried the drop counter (0 without [`ControlFlags::DROPS`]).
+    /// of this socket that carried the drop counter, whichever batch read
+    /// it (0 without [`ControlFlags::DROPS`]).
     pub drops_before: u32,
 }
 
@@ -100,27 +106,43 @@ impl<'a> Packet<'a> {
 
     /// The datagrams in this buffer: one, or several when UDP GRO coalesced
     /// them ([`ControlFlags::GRO`]); each has the segment size but the last.
-    /// A coalesced buffer cut short by a small slot (see
-    /// [`truncated`](Self::truncated)) yields only its complete datagrams:
-    /// give GRO sockets slots of 64 KiB.
+    /// Without GRO a buffer is always one datagram, possibly empty (a UDP
+    /// datagram may carry no payload) or cut (see
+    /// [`truncated`](Self::truncated)). A coalesced buffer cut short by a
+    /// small slot yields only its complete datagrams, none at all when the
+    /// slot is shorter than one segment: give GRO sockets slots of 64 KiB.
     pub fn segments(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let seg = self
-            .cm
-            .gro_segment
-            .map_or(self.payload.len(), usize::from)
-            .max(1);
-        let mut payload = self.payload;
-        if self.cm.gro_segment.is_some() && self.flags.truncated {
-            payload = &payload[..payload.len() - payload.len() % seg];
+        let payload = self.payload;
+        let n = segment_count(payload.len(), self.cm.gro_segment, self.flags.truncated);
+        let seg = self.cm.gro_segment.map_or(payload.len(), usize::from);
+        (0..n).map(move |i| &payload[i * seg..((i + 1) * seg).min(payload.len())])
+    }
+
+    /// How many datagrams [`segments`](Self::segments) yields.
+    pub fn segment_count(&self) -> usize {
+        segment_count(
+            self.payload.len(),
+            self.cm.gro_segment,
+            self.flags.truncated,
+        )
+    }
+}
+
+/// The datagrams in a buffer of `len` bytes: one without GRO; with a GRO
+/// segment size, the whole segments of a cut buffer, or every segment (the
+/// last may be short) of a whole one.
+#[inline]
+fn segment_count(len: usize, gro_segment: Option<u16>, truncated: bool) -> usize {
+    match gro_segment {
+        None => 1,
+        Some(seg) => {
+            let seg = usize::from(seg).max(1);
+            if truncated {
+                len / seg
+            } else {
+                len.div_ceil(seg)
+            }
         }
-        let n = if payload.is_empty() {
-            1
-        } else {
-            payload.len().div_ceil(seg)
-        };
-        (0..n).map(move |i| {
-            &payload[(i * seg).min(payload.len())..((i + 1) * seg).min(payload.len())]
-        })
     }
 }
 
@@ -152,7 +174,7 @@ struct SlotMeta {
 ///     tx.send_to(&[i; 10], None, rx.local_addr()?)?;
 /// }
 ///
-/// let mut batch = RecvBatch::new(64, 2048, flags);
+/// let mut batch = RecvBatch::new(64, 2048, flags)?;
 /// let n = batch.recv(&rx)?;
 /// assert_eq!(n, 3);
 /// for (i, p) in batch.iter().enumerate() {
@@ -172,7 +194,7 @@ pub struct RecvBatch {
     flags: ControlFlags,
     decode_flags: ControlFlags,
     want_src: bool,
-    last_drops: Option<u32>,
+    last_drops_total: u32,
     counters: RecvCounters,
 }
 
@@ -189,35 +211,94 @@ impl fmt::Debug for RecvBatch {
 }
 
 impl RecvBatch {
+    /// The most slots a batch may have (the kernel takes at most 1024
+    /// messages per `recvmmsg`; past 64 a bigger batch adds nothing
+    /// measurable).
+    pub const MAX_SLOTS: usize = crate::sys::mmsg::MAX_SLOTS;
+    /// The largest payload buffer per slot, 64 KiB: room for any UDP
+    /// datagram (at most 65507 payload bytes over IPv4), any IPv4 packet of
+    /// a raw socket (65535 bytes with its header) and a full UDP GRO buffer.
+    pub const MAX_PAYLOAD_SIZE: usize = crate::sys::mmsg::MAX_PAYLOAD_SIZE;
+    /// The largest control buffer per slot for
+    /// [`with_control_len`](Self::with_control_len) (every control message
+    /// together needs [`ControlFlags::ALL`]`.control_len()`, far less).
+    pub const MAX_CONTROL_LEN: usize = crate::sys::mmsg::MAX_CONTROL_SIZE;
+
     /// A batch of `slots` packets of up to `payload_size` bytes each, with
     /// control buffers sized for `flags` (source address storage only with
     /// [`ControlFlags::SRC`]).
-    pub fn new(slots: usize, payload_size: usize, flags: ControlFlags) -> RecvBatch {
-        RecvBatch::with_control_len(slots, payload_size, flags, flags.control_len())
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` when `slots` is not in `1..=`[`MAX_SLOTS`](Self::MAX_SLOTS)
+    /// or `payload_size` not in `1..=`[`MAX_PAYLOAD_SIZE`](Self::MAX_PAYLOAD_SIZE);
+    /// the message names the bad value.
+    pub fn new(slots: usize, payload_size: usize, flags: ControlFlags) -> io::Result<RecvBatch> {
+        RecvBatch::build(
+            "RecvBatch::new",
+            slots,
+            payload_size,
+            flags,
+            flags.control_len(),
+        )
     }
 
     /// Like [`new`](Self::new) with an explicit control buffer length per
     /// slot. Meant for tests: a buffer shorter than
     /// [`ControlFlags::control_len`] loses control messages, and the
     /// packets report [`Packet::control_truncated`].
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new), and when `control_len` is over
+    /// [`MAX_CONTROL_LEN`](Self::MAX_CONTROL_LEN).
     pub fn with_control_len(
         slots: usize,
         payload_size: usize,
         flags: ControlFlags,
         control_len: usize,
-    ) -> RecvBatch {
+    ) -> io::Result<RecvBatch> {
+        RecvBatch::build(
+            "RecvBatch::with_control_len",
+            slots,
+            payload_size,
+            flags,
+            control_len,
+        )
+    }
+
+    fn build(
+        what: &str,
+        slots: usize,
+        payload_size: usize,
+        flags: ControlFlags,
+        control_len: usize,
+    ) -> io::Result<RecvBatch> {
         let want_src = flags.contains(ControlFlags::SRC);
-        let slots = RecvSlots::new(slots, payload_size, want_src, control_len);
-        RecvBatch {
+        let slots = RecvSlots::new(what, slots, payload_size, want_src, control_len)?;
+        Ok(RecvBatch {
             meta: vec![SlotMeta::default(); slots.capacity()],
             slots,
             len: 0,
             flags,
             decode_flags: flags,
             want_src,
-            last_drops: None,
+            last_drops_total: 0,
             counters: RecvCounters::default(),
-        }
+        })
+    }
+
+    /// Checks batch sizes as [`new`](Self::new) does, without allocating
+    /// (for builders that make batches later).
+    pub(crate) fn check_sizes(what: &str, slots: usize, payload_size: usize) -> io::Result<()> {
+        crate::sys::mmsg::check_sizes(
+            what,
+            slots,
+            payload_size,
+            1,
+            ControlFlags::ALL.control_len(),
+        )
+        .map(drop)
     }
 
     /// The number of slots.
@@ -257,7 +338,13 @@ impl RecvBatch {
         self.decode_flags = cflags;
         let strip = conn.strips_ip_header();
         let want_drops = cflags.contains(ControlFlags::DROPS);
+        let want_gro = cflags.contains(ControlFlags::GRO);
+        let want_scan = want_drops | want_gro;
         let mut bytes = 0u64;
+        // Datagrams: one per buffer (counted here), but a GRO buffer holds
+        // several (corrected in the loop, without a per-packet cost when GRO
+        // is off).
+        self.counters.packets += n as u64;
         for i in 0..n {
             let msg_flags = self.slots.msg_flags(i);
             let meta = &mut self.meta[i];
@@ -269,14 +356,26 @@ impl RecvBatch {
                     .unwrap_or(self.slots.payload_len(i)) as u32;
             }
             // The drop counter is needed now, in arrival order, for the
-            // deltas; the rest of the control data is decoded when the
-            // packet is read.
-            if want_drops {
-                if let Some(cur) = crate::control::find_drops(self.slots.control(i)) {
-                    let prev = self.last_drops.unwrap_or(0);
-                    meta.drops_before = cur.wrapping_sub(prev);
-                    self.last_drops = Some(cur);
-                    self.counters.kernel_drops += u64::from(meta.drops_before);
+            // deltas, and the GRO segment size for the datagram count; the
+            // rest of the control data is decoded when the packet is read.
+            // One test when neither is asked for.
+            if want_scan {
+                // The value seen before is kept by the socket, not the
+                // batch: any batch on any socket gets that socket's delta.
+                if want_drops {
+                    if let Some(cur) = crate::control::find_drops(self.slots.control(i)) {
+                        meta.drops_before = conn.drops_delta(cur);
+                        self.last_drops_total = cur;
+                        self.counters.kernel_drops += u64::from(meta.drops_before);
+                    }
+                }
+                if want_gro {
+                    if let Some(seg) = crate::control::find_gro(self.slots.control(i)) {
+                        let len = self.slots.payload_len(i) - meta.start as usize;
+                        let count = segment_count(len, Some(seg), meta.flags.truncated);
+                        // packets >= n >= 1 here: the subtraction cannot wrap.
+                        self.counters.packets = self.counters.packets - 1 + count as u64;
+                    }
                 }
             }
             if msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
@@ -288,7 +387,6 @@ impl RecvBatch {
         self.len = n;
         if n > 0 {
             self.counters.batches += 1;
-            self.counters.packets += n as u64;
             self.counters.bytes += bytes;
         }
         Ok(n)
@@ -353,18 +451,12 @@ impl RecvBatch {
         &self.counters
     }
 
-    pub(crate) fn last_drops(&self) -> Option<u32> {
-        self.last_drops
-    }
-
-    pub(crate) fn set_last_drops(&mut self, last: Option<u32>) {
-        self.last_drops = last;
-    }
-
-    /// The socket's cumulative drop counter as last seen (`SO_RXQ_OVFL`),
-    /// 0 until the kernel reported a drop.
+    /// The cumulative drop counter (`SO_RXQ_OVFL`) of the last packet this
+    /// batch received that carried one, 0 before any: the count of the
+    /// socket that packet came from. For one socket's own, whichever batch
+    /// read it, see [`PacketConn::kernel_drops_seen`].
     pub fn kernel_drops_total(&self) -> u32 {
-        self.last_drops.unwrap_or(0)
+        self.last_drops_total
     }
 }
 
@@ -436,7 +528,7 @@ impl<'a> Message<'a> {
 /// let dst = rx.local_addr()?;
 /// let payloads = [[1u8; 8], [2u8; 8], [3u8; 8]];
 /// let msgs: Vec<Message<'_>> = payloads.iter().map(|p| Message::new(p, dst)).collect();
-/// let mut batch = SendBatch::new(64);
+/// let mut batch = SendBatch::new(64)?;
 /// assert_eq!(batch.send(&tx, &msgs)?, 3);
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -457,11 +549,20 @@ const SEND_CONTROL_LEN: usize =
     crate::sys::cmsg_space(crate::sys::PKTINFO_LEN) + 2 * crate::sys::cmsg_space(4);
 
 impl SendBatch {
+    /// The largest capacity (the kernel sends at most 1024 messages per
+    /// `sendmmsg`).
+    pub const MAX_CAPACITY: usize = crate::sys::mmsg::MAX_SLOTS;
+
     /// A batch of up to `capacity` messages per call.
-    pub fn new(capacity: usize) -> SendBatch {
-        SendBatch {
-            slots: SendSlots::new(capacity, SEND_CONTROL_LEN),
-        }
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` when `capacity` is not in
+    /// `1..=`[`MAX_CAPACITY`](Self::MAX_CAPACITY).
+    pub fn new(capacity: usize) -> io::Result<SendBatch> {
+        Ok(SendBatch {
+            slots: SendSlots::new("SendBatch::new", capacity, SEND_CONTROL_LEN)?,
+        })
     }
 
     /// The most messages one call sends.
@@ -502,5 +603,63 @@ impl SendBatch {
             }
         }
         Ok(sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(payload: &[u8], gro_segment: Option<u16>, truncated: bool) -> Packet<'_> {
+        Packet {
+            payload,
+            cm: ControlMessage {
+                gro_segment,
+                ..ControlMessage::default()
+            },
+            src: None,
+            flags: RecvFlags {
+                truncated,
+                control_truncated: false,
+            },
+            drops_before: 0,
+        }
+    }
+
+    fn segments(p: &Packet<'_>) -> Vec<Vec<u8>> {
+        let v: Vec<Vec<u8>> = p.segments().map(<[u8]>::to_vec).collect();
+        assert_eq!(v.len(), p.segment_count());
+        v
+    }
+
+    #[test]
+    fn an_empty_datagram_is_one_empty_segment() {
+        assert_eq!(segments(&packet(&[], None, false)), vec![Vec::<u8>::new()]);
+    }
+
+    #[test]
+    fn a_cut_gro_buffer_shorter_than_one_segment_yields_nothing() {
+        let buf = [7u8; 500];
+        assert!(segments(&packet(&buf, Some(1000), true)).is_empty());
+        assert!(segments(&packet(&[], Some(1000), true)).is_empty());
+        // A cut buffer without GRO is still its one (cut) datagram.
+        assert_eq!(segments(&packet(&buf, None, true)), vec![buf.to_vec()]);
+    }
+
+    #[test]
+    fn gro_buffers_split_into_whole_segments() {
+        let buf: Vec<u8> = (0..25).collect();
+        let whole = segments(&packet(&buf, Some(10), false));
+        assert_eq!(
+            whole,
+            vec![buf[..10].to_vec(), buf[10..20].to_vec(), buf[20..].to_vec()]
+        );
+        let cut = segments(&packet(&buf, Some(10), true));
+        assert_eq!(cut, vec![buf[..10].to_vec(), buf[10..20].to_vec()]);
+        let exact = segments(&packet(&buf[..20], Some(10), false));
+        assert_eq!(exact.len(), 2);
+        for s in whole.iter().chain(&cut).chain(&exact) {
+            assert!(!s.is_empty());
+        }
     }
 }

@@ -328,12 +328,9 @@ impl ControlMessage {
             } else if level == libc::IPPROTO_UDP
                 && kind == sys::UDP_GRO
                 && flags.contains(ControlFlags::GRO)
+                && data.len() >= 4
             {
-                if let Some(v) = data.first_chunk::<4>() {
-                    self.gro_segment = u16::try_from(i32::from_ne_bytes(*v))
-                        .ok()
-                        .filter(|&s| s > 0);
-                }
+                self.gro_segment = gro_segment_of(data);
             }
         });
     }
@@ -463,6 +460,28 @@ pub(crate) fn find_drops(control: &[u8]) -> Option<u32> {
         }
     });
     drops
+}
+
+/// The segment size in a `UDP_GRO` message's data (an `int`), if it is one
+/// a `u16` holds and not 0.
+#[inline]
+fn gro_segment_of(data: &[u8]) -> Option<u16> {
+    let v = data.first_chunk::<4>()?;
+    u16::try_from(i32::from_ne_bytes(*v))
+        .ok()
+        .filter(|&s| s > 0)
+}
+
+/// The `UDP_GRO` segment size in a control buffer, if present.
+#[inline]
+pub(crate) fn find_gro(control: &[u8]) -> Option<u16> {
+    let mut seg = None;
+    sys::for_each_cmsg(control, |level, kind, data| {
+        if level == libc::IPPROTO_UDP && kind == sys::UDP_GRO && seg.is_none() {
+            seg = gro_segment_of(data);
+        }
+    });
+    seg
 }
 
 /// Writes one control message at the start of `buf` (which has room for

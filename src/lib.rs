@@ -156,9 +156,9 @@
 //! let tx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
 //! let payloads: Vec<[u8; 8]> = (0..10u64).map(u64::to_be_bytes).collect();
 //! let msgs: Vec<Message<'_>> = payloads.iter().map(|p| Message::new(p, rx.local_addr().unwrap())).collect();
-//! SendBatch::new(64).send_all(&tx, &msgs)?;
+//! SendBatch::new(64)?.send_all(&tx, &msgs)?;
 //!
-//! let mut batch = RecvBatch::new(64, 2048, flags);
+//! let mut batch = RecvBatch::new(64, 2048, flags)?;
 //! let n = batch.recv(&rx)?;
 //! for p in batch.iter() {
 //!     assert!(!p.truncated() && !p.control_truncated());

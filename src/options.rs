@@ -233,66 +233,68 @@ fn membership_error(context: String, e: io::Error, limit: Limit) -> io::Error {
     }
 }
 
+/// The kernel switch behind each control flag: (flags, level, option, name,
+/// value when on).
+const SWITCHES: [(ControlFlags, i32, i32, &str, i32); 7] = [
+    (
+        ControlFlags::TTL,
+        libc::IPPROTO_IP,
+        libc::IP_RECVTTL,
+        "IP_RECVTTL",
+        1,
+    ),
+    (
+        ControlFlags::TOS,
+        libc::IPPROTO_IP,
+        libc::IP_RECVTOS,
+        "IP_RECVTOS",
+        1,
+    ),
+    (
+        ControlFlags::PKTINFO,
+        libc::IPPROTO_IP,
+        libc::IP_PKTINFO,
+        "IP_PKTINFO",
+        1,
+    ),
+    (
+        ControlFlags::TIMESTAMP,
+        libc::SOL_SOCKET,
+        sys::SO_TIMESTAMPNS,
+        "SO_TIMESTAMPNS",
+        1,
+    ),
+    (
+        ControlFlags::DROPS,
+        libc::SOL_SOCKET,
+        sys::SO_RXQ_OVFL,
+        "SO_RXQ_OVFL",
+        1,
+    ),
+    (
+        ControlFlags::GRO,
+        libc::IPPROTO_UDP,
+        sys::UDP_GRO,
+        "UDP_GRO",
+        1,
+    ),
+    (
+        ControlFlags::TIMESTAMPING,
+        libc::SOL_SOCKET,
+        sys::SO_TIMESTAMPING,
+        "SO_TIMESTAMPING",
+        sys::TIMESTAMPING_RX,
+    ),
+];
+
 /// Switches the kernel's per-packet control messages from `old` to `new`.
 pub(crate) fn apply_control_flags(
     fd: BorrowedFd<'_>,
     old: ControlFlags,
     new: ControlFlags,
 ) -> io::Result<()> {
-    // (flags, level, option, name, value when on)
-    let switches: [(ControlFlags, i32, i32, &str, i32); 7] = [
-        (
-            ControlFlags::TTL,
-            libc::IPPROTO_IP,
-            libc::IP_RECVTTL,
-            "IP_RECVTTL",
-            1,
-        ),
-        (
-            ControlFlags::TOS,
-            libc::IPPROTO_IP,
-            libc::IP_RECVTOS,
-            "IP_RECVTOS",
-            1,
-        ),
-        (
-            ControlFlags::PKTINFO,
-            libc::IPPROTO_IP,
-            libc::IP_PKTINFO,
-            "IP_PKTINFO",
-            1,
-        ),
-        (
-            ControlFlags::TIMESTAMP,
-            libc::SOL_SOCKET,
-            sys::SO_TIMESTAMPNS,
-            "SO_TIMESTAMPNS",
-            1,
-        ),
-        (
-            ControlFlags::DROPS,
-            libc::SOL_SOCKET,
-            sys::SO_RXQ_OVFL,
-            "SO_RXQ_OVFL",
-            1,
-        ),
-        (
-            ControlFlags::GRO,
-            libc::IPPROTO_UDP,
-            sys::UDP_GRO,
-            "UDP_GRO",
-            1,
-        ),
-        (
-            ControlFlags::TIMESTAMPING,
-            libc::SOL_SOCKET,
-            sys::SO_TIMESTAMPING,
-            "SO_TIMESTAMPING",
-            sys::TIMESTAMPING_RX,
-        ),
-    ];
     let mut done: Vec<(i32, i32, &str, i32)> = Vec::new();
-    for (flags, level, name, what, on) in switches {
+    for (flags, level, name, what, on) in SWITCHES {
         let was = old.intersects(flags);
         let now = new.intersects(flags);
         if was != now {
@@ -309,6 +311,24 @@ pub(crate) fn apply_control_flags(
         }
     }
     Ok(())
+}
+
+/// The control-message switches the kernel has on for this socket, read
+/// back with `getsockopt`: `IP_PKTINFO` on reads as `DST | INTERFACE |
+/// LOCAL` (the three share it), and `SRC` never shows (it is no socket
+/// option). An option the socket's protocol does not have (`UDP_GRO` on a
+/// raw socket) reads as off.
+pub(crate) fn kernel_control_flags(fd: BorrowedFd<'_>) -> io::Result<ControlFlags> {
+    let mut on = ControlFlags::NONE;
+    for (flags, level, name, what, _) in SWITCHES {
+        match sys::getsockopt_int(fd, level, name) {
+            Ok(0) => {}
+            Ok(_) => on = on.union(flags),
+            Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => {}
+            Err(e) => return Err(Error::os(format!("reading {what}"), e)),
+        }
+    }
+    Ok(on)
 }
 
 /// `SO_RCVBUF` as the kernel reports it (twice what was asked, capped).

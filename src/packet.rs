@@ -5,7 +5,8 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -47,7 +48,19 @@ use crate::sys;
 #[derive(Debug)]
 pub struct PacketConn {
     socket: Socket,
+    /// The control flags asked for: written only with `flags_lock` held,
+    /// read without it (on every receive).
     flags: AtomicU32,
+    /// Held across read, apply to the kernel and store of the flags, so
+    /// that updates from several threads are never lost.
+    flags_lock: Mutex<()>,
+    /// The last cumulative `SO_RXQ_OVFL` value a receive saw, with
+    /// `DROPS_SEEN` set once there is one (0 before). Kept with the socket
+    /// so that every batch reading it, and a socket registered again in a
+    /// reactor, computes deltas from the same point. Touched only for
+    /// packets that carry the counter, which the kernel adds only after a
+    /// drop.
+    drops_seen: AtomicU64,
     mcast_ifindex: AtomicU32,
     strip_ip_header: bool,
 }
@@ -57,6 +70,8 @@ impl PacketConn {
         PacketConn {
             socket,
             flags: AtomicU32::new(0),
+            flags_lock: Mutex::new(()),
+            drops_seen: AtomicU64::new(0),
             mcast_ifindex: AtomicU32::new(0),
             strip_ip_header,
         }
@@ -295,23 +310,96 @@ impl PacketConn {
     /// Turns the per-packet extras in `flags` on or off, leaving the others
     /// as they are (Go's `SetControlMessage`). Each flag is independent: the
     /// shared `IP_PKTINFO` switch stays on while any of `DST`, `INTERFACE`
-    /// and `LOCAL` is on.
+    /// and `LOCAL` is on. Calls from several threads are serialised: none
+    /// loses another's change.
     pub fn set_control_message(&self, flags: ControlFlags, on: bool) -> io::Result<()> {
+        let _held = self.lock_flags();
         let old = self.control_flags();
         let new = if on {
             old.union(flags)
         } else {
             old.difference(flags)
         };
-        self.set_control_flags(new)
+        self.apply_control_flags(old, new)
     }
 
     /// Sets exactly the per-packet extras in `flags`.
     pub fn set_control_flags(&self, flags: ControlFlags) -> io::Result<()> {
-        let old = self.control_flags();
-        options::apply_control_flags(self.as_fd(), old, flags)?;
-        self.flags.store(flags.bits(), Ordering::Release);
+        let _held = self.lock_flags();
+        self.apply_control_flags(self.control_flags(), flags)
+    }
+
+    /// The flags lock. It guards no data of its own (the flags are an
+    /// atomic), so a panic while it was held leaves nothing inconsistent:
+    /// a poisoned lock is taken anyway.
+    fn lock_flags(&self) -> MutexGuard<'_, ()> {
+        self.flags_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Switches the kernel from `old` to `new` and records `new`; the caller
+    /// holds the flags lock.
+    fn apply_control_flags(&self, old: ControlFlags, new: ControlFlags) -> io::Result<()> {
+        options::apply_control_flags(self.as_fd(), old, new)?;
+        self.flags.store(new.bits(), Ordering::Release);
         Ok(())
+    }
+
+    /// The socket's cumulative drop counter (`SO_RXQ_OVFL`, needs
+    /// [`ControlFlags::DROPS`]) as last seen on a received packet; `None`
+    /// until a packet carried it (the kernel adds it only once drops
+    /// happened).
+    pub fn kernel_drops_seen(&self) -> Option<u32> {
+        let seen = self.drops_seen.load(Ordering::Relaxed);
+        (seen & DROPS_SEEN != 0).then_some(seen as u32)
+    }
+
+    /// Records `cur`, the cumulative drop counter a packet carried, and
+    /// returns the drops since the value seen before (all of `cur` for the
+    /// first one). The counter may wrap. A value older than the one
+    /// recorded (another thread read a later packet of this socket first)
+    /// counts 0 and leaves the newer one in place, so the deltas of all
+    /// readers still add up to the kernel's count.
+    #[inline]
+    pub(crate) fn drops_delta(&self, cur: u32) -> u32 {
+        let mut delta = 0;
+        let _ = self
+            .drops_seen
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |seen| {
+                if seen & DROPS_SEEN == 0 {
+                    delta = cur;
+                } else {
+                    delta = cur.wrapping_sub(seen as u32);
+                    if delta as i32 <= 0 {
+                        // The same value again, or an older one.
+                        delta = 0;
+                        return None;
+                    }
+                }
+                Some(DROPS_SEEN | u64::from(cur))
+            });
+        delta
+    }
+
+    /// The control-message switches the kernel has on for this socket, read
+    /// back with `getsockopt` (one call per switch; for checks and
+    /// diagnostics, not the hot path). Several flags share one switch:
+    /// `IP_PKTINFO` on reads as `DST | INTERFACE | LOCAL`; `SRC` is no
+    /// socket option and never shows.
+    ///
+    /// ```
+    /// use ipv4_reactor::{ControlFlags, PacketConn};
+    /// let conn = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
+    /// conn.set_control_flags(ControlFlags::TTL | ControlFlags::DST | ControlFlags::SRC)?;
+    /// assert_eq!(
+    ///     conn.kernel_control_flags()?,
+    ///     ControlFlags::TTL | ControlFlags::DST | ControlFlags::INTERFACE | ControlFlags::LOCAL
+    /// );
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn kernel_control_flags(&self) -> io::Result<ControlFlags> {
+        options::kernel_control_flags(self.as_fd())
     }
 
     /// Receives one packet: `(bytes, control message, source, flags)`.
@@ -319,7 +407,9 @@ impl PacketConn {
     /// The control message holds what [`control_flags`](Self::control_flags)
     /// asked for; a payload cut to fit `buf` and a lost control message are
     /// reported in [`RecvFlags`], never hidden. On a raw `ip4:PROTO` socket
-    /// the IP header is removed and the source port is 0.
+    /// the IP header is removed and the source port is 0; a `buf` too short
+    /// for the IP header itself is an error of kind `InvalidInput` that
+    /// says the packet was truncated (it is lost).
     pub fn recv_from(
         &self,
         buf: &mut [u8],
@@ -342,7 +432,17 @@ impl PacketConn {
         }
         let mut n = msg.len;
         if self.strip_ip_header {
-            let hl = ip_header_len(&buf[..n])?;
+            let hl = match ip_header_len(&buf[..n]) {
+                Ok(hl) => hl,
+                Err(e) => {
+                    return Err(match header_beyond(&buf[..n]) {
+                        Some(needed) if msg.flags & libc::MSG_TRUNC != 0 => {
+                            header_cut_error(buf.len(), needed)
+                        }
+                        _ => e,
+                    })
+                }
+            };
             buf.copy_within(hl..n, 0);
             n -= hl;
         }
@@ -485,6 +585,9 @@ impl PacketConn {
     }
 }
 
+/// Marks `PacketConn::drops_seen` as holding a value.
+const DROPS_SEEN: u64 = 1 << 32;
+
 /// A bound raw IPv4 socket for `protocol`, with `IP_HDRINCL` when
 /// `header_included`; the error names the protocol and, on `EPERM`, the
 /// capability needed.
@@ -518,6 +621,29 @@ pub(crate) fn raw_socket(
         .bind(&SocketAddrV4::new(local, 0).into())
         .map_err(|e| Error::os(format!("binding raw socket to {local}"), e))?;
     Ok(socket)
+}
+
+/// When `packet` (as copied into a read buffer) is shorter than its own
+/// IPv4 header, the header length it needs: the IHL's when the first byte
+/// is there and reads as IPv4, else the 20-byte minimum.
+pub(crate) fn header_beyond(packet: &[u8]) -> Option<usize> {
+    let needed = match packet.first() {
+        Some(&first) if first >> 4 == 4 && first & 0x0f >= 5 => usize::from(first & 0x0f) * 4,
+        _ => 20,
+    };
+    (packet.len() < needed).then_some(needed)
+}
+
+/// The error for a raw read whose buffer (`buf_len` bytes) could not hold
+/// the packet's IP header (`needed` bytes): the kernel cut the packet
+/// (`MSG_TRUNC`) and it is lost. Not a malformed packet: the buffer is too
+/// short.
+pub(crate) fn header_cut_error(buf_len: usize, needed: usize) -> io::Error {
+    crate::error::invalid(format!(
+        "the {buf_len}-byte buffer is shorter than the packet's {needed}-byte IPv4 header: \
+         the packet was truncated (MSG_TRUNC) and is lost; read raw packets into a buffer \
+         of at least 60 bytes (65535 for any whole packet)"
+    ))
 }
 
 /// The length of the IPv4 header at the start of `packet`, checked.
@@ -750,5 +876,28 @@ impl mio::event::Source for PacketConn {
 
     fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
         mio::unix::SourceFd(&self.as_raw_fd()).deregister(registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_deltas_are_per_socket_wrap_and_ignore_stale_values() {
+        let conn = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_eq!(conn.kernel_drops_seen(), None);
+        assert_eq!(conn.drops_delta(5), 5, "the first value counts whole");
+        assert_eq!(conn.drops_delta(5), 0, "the same value again");
+        assert_eq!(conn.drops_delta(8), 3);
+        assert_eq!(conn.drops_delta(7), 0, "an older value (another reader)");
+        assert_eq!(conn.kernel_drops_seen(), Some(8), "the newer one stays");
+        assert_eq!(conn.drops_delta(9), 1);
+
+        let other = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_eq!(other.drops_delta(u32::MAX - 1), u32::MAX - 1);
+        assert_eq!(other.drops_delta(3), 5, "the counter wraps");
+        assert_eq!(other.kernel_drops_seen(), Some(3));
+        assert_eq!(conn.kernel_drops_seen(), Some(9), "each socket its own");
     }
 }

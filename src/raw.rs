@@ -60,7 +60,10 @@ impl RawConn {
     /// the control messages asked for. A malformed header is an error of
     /// kind `InvalidData` naming what is wrong; a bad checksum is not an
     /// error (see [`header::ParseInfo`](crate::header::ParseInfo)), and a
-    /// payload cut to fit `buf` shows in the returned flags.
+    /// payload cut to fit `buf` shows in the returned flags. A `buf` too
+    /// short for the IP header itself (under 20 bytes, or under the
+    /// header's length with options) is an error of kind `InvalidInput`
+    /// saying the packet was truncated: the kernel cut it and it is lost.
     pub fn read_from<'b>(
         &self,
         buf: &'b mut [u8],
@@ -85,6 +88,14 @@ impl RawConn {
                 let header = Header::from_view(&view);
                 let hl = view.header_len();
                 return Ok((header, &buf[hl..n], cm, flags));
+            }
+            // A buffer too short for the header itself: the packet was cut
+            // by the kernel, not malformed (and is lost).
+            Err(HeaderError::Truncated { .. } | HeaderError::IhlBeyondBuffer { .. })
+                if flags.truncated =>
+            {
+                let needed = crate::packet::header_beyond(packet).unwrap_or(MAX_HEADER_LEN);
+                return Err(crate::packet::header_cut_error(buf.len(), needed));
             }
             Err(e) => return Err(e.into()),
         };

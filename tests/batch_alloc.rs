@@ -209,7 +209,7 @@ fn recv_touching(
 
 /// Drains `rx` without looking (uncounted), allowing stragglers a moment.
 fn drain(rx: &PacketConn) {
-    let mut scratch = RecvBatch::new(64, 65536, ControlFlags::NONE);
+    let mut scratch = RecvBatch::new(64, 65536, ControlFlags::NONE).unwrap();
     let mut waiter = Waiter::new();
     loop {
         while scratch.recv(rx).is_ok() {}
@@ -305,7 +305,7 @@ fn recv_batch_allocates_nothing_for_any_flag_combination() {
     let mut combos = 0;
     for flags in all_combinations() {
         rx.set_control_flags(flags).unwrap();
-        let mut batch = RecvBatch::new(16, 4096, flags);
+        let mut batch = RecvBatch::new(16, 4096, flags).unwrap();
 
         // Warm-up, uncounted: the first use of anything lazily set up.
         send_round(&tx, dst, 1);
@@ -392,7 +392,7 @@ fn recv_batch_with_short_control_buffer_and_truncation_allocates_nothing() {
     rx.set_control_flags(flags).unwrap();
     let tx = udp();
     let dst = rx.local_addr().unwrap();
-    let mut batch = RecvBatch::with_control_len(8, 50, flags, 40);
+    let mut batch = RecvBatch::with_control_len(8, 50, flags, 40).unwrap();
     let mut waiter = Waiter::new();
     for round in 0..2u8 {
         for i in 0..5u8 {
@@ -438,8 +438,8 @@ fn send_batch_allocates_nothing() {
         .map(|(i, (a, b))| if i % 3 == 0 { *b } else { *a })
         .collect();
 
-    let mut batch = SendBatch::new(64);
-    let mut small = SendBatch::new(5);
+    let mut batch = SendBatch::new(64).unwrap();
+    let mut small = SendBatch::new(5).unwrap();
     for (name, msgs) in [
         ("plain", &plain),
         ("with control", &with_control),

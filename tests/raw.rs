@@ -978,8 +978,8 @@ fn malformed_input_is_an_error_never_a_panic() {
                 }
                 Err(e) if is_timeout(&e) => {}
                 // Another packet whose header (with options) needs more
-                // than 24 bytes.
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {}
+                // than 24 bytes: cut, not malformed.
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {}
                 Err(e) => panic!("a cut packet should be Ok with flags: {e}"),
             }
         } else {
@@ -988,7 +988,9 @@ fn malformed_input_is_an_error_never_a_panic() {
                 Ok((h, _, _)) => panic!("8 bytes cannot hold a header, got {h}"),
                 Err(e) if is_timeout(&e) => {}
                 Err(e) => {
-                    assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+                    // The kernel cut the packet: reported as truncated.
+                    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+                    assert!(e.to_string().contains("truncated"), "{e}");
                     short_seen = true;
                 }
             }
@@ -1053,5 +1055,85 @@ fn reactor_delivers_whole_raw_packets() {
         assert_eq!(h.ttl, 30 + *i as u8);
         assert_eq!(usize::from(h.total_len), 20 + payloads[*i].len());
         assert_eq!(cm.dst, Some(Ipv4Addr::LOCALHOST));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A read buffer shorter than the IP header
+// ---------------------------------------------------------------------------
+
+/// Reads from `read` until it fails with something other than a timeout
+/// (packets it accepts are other tests' traffic, or fit); panics after
+/// `DEADLINE`.
+fn first_error<T>(mut read: impl FnMut() -> io::Result<T>) -> io::Error {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match read() {
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => return e,
+        }
+        assert!(Instant::now() < deadline, "no read failed");
+    }
+}
+
+fn assert_truncated_error(e: &io::Error, buf_len: usize) {
+    assert_eq!(
+        e.kind(),
+        io::ErrorKind::InvalidInput,
+        "a packet cut by a short buffer is not malformed: {e}"
+    );
+    let text = e.to_string();
+    assert!(text.contains("truncated"), "{text}");
+    assert!(text.contains(&format!("{buf_len}-byte buffer")), "{text}");
+}
+
+#[test]
+fn a_buffer_shorter_than_the_ip_header_reports_truncation_not_malformed() {
+    require_raw!("a_buffer_shorter_than_the_ip_header_reports_truncation_not_malformed");
+    let raw = RawConn::new(EXP, Ipv4Addr::LOCALHOST).unwrap();
+    let ip4 = PacketConn::ip4(EXP, Ipv4Addr::LOCALHOST).unwrap();
+    for s in [raw.socket(), ip4.socket()] {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+    }
+    let writer = RawConn::new(EXP, Ipv4Addr::LOCALHOST).unwrap();
+    let mut h = Header::new(
+        Ipv4Addr::LOCALHOST,
+        Ipv4Addr::LOCALHOST,
+        Protocol::from(EXP),
+    );
+    writer.write_to(&h, &marker("short", 1), None).unwrap();
+    // 10 bytes: not even the fixed header.
+    let e = first_error(|| raw.read_from(&mut [0u8; 10]).map(drop));
+    assert_truncated_error(&e, 10);
+    let e = first_error(|| ip4.recv_from(&mut [0u8; 10]));
+    assert_truncated_error(&e, 10);
+
+    // 22 bytes and a 24-byte header (4 bytes of options): the fixed part
+    // fits, the options do not.
+    h.options = vec![1, 1, 1, 0];
+    writer.write_to(&h, &marker("short", 2), None).unwrap();
+    let e = first_error(|| raw.read_from(&mut [0u8; 22]).map(drop));
+    assert_truncated_error(&e, 22);
+    let e = first_error(|| ip4.recv_from(&mut [0u8; 22]));
+    assert_truncated_error(&e, 22);
+
+    // A buffer that holds the header reads it, with the payload cut.
+    writer.write_to(&h, &marker("short", 3), None).unwrap();
+    let mut buf = [0u8; 30];
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match raw.read_from_with_flags(&mut buf) {
+            Ok((got, payload, _, flags)) if got.options == h.options => {
+                assert!(flags.truncated);
+                assert_eq!(payload.len(), 6);
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(Instant::now() < deadline, "the 30-byte read never came");
     }
 }

@@ -1267,7 +1267,7 @@ fn packet_conn_is_a_mio_source() {
         .expect("register in mio");
     thread::sleep(SETTLE);
     let tx = sender();
-    let mut batch = RecvBatch::new(8, 2048, rx.control_flags());
+    let mut batch = RecvBatch::new(8, 2048, rx.control_flags()).unwrap();
 
     for round in 0..2u64 {
         send(&tx, &round.to_be_bytes(), dst);
@@ -1391,4 +1391,65 @@ fn handler_time_is_measured_only_when_asked() {
             assert_eq!(c.handler_time, Duration::ZERO);
         }
     }
+}
+
+/// A socket deregistered and registered again keeps its drop accounting:
+/// the cumulative `SO_RXQ_OVFL` value seen before is not counted again by
+/// the new registration's receive slots.
+#[test]
+fn reregistering_a_socket_does_not_count_its_old_drops_again() {
+    let rx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    rx.set_recv_buffer_size(4096).expect("small SO_RCVBUF");
+    rx.set_control_flags(ControlFlags::DROPS).unwrap();
+    let dst = rx.local_addr().unwrap();
+    let tx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut reactor = Reactor::builder().build().expect("reactor");
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let handler = |seen: &Arc<Mutex<Vec<u64>>>| {
+        let seen = Arc::clone(seen);
+        move |p: &Packet<'_>, _: &mut Context<'_>| seen.lock().unwrap().push(seq_of(p.payload))
+    };
+    // Overflow the tiny buffer before the reactor reads anything.
+    for seq in 0..300u64 {
+        tx.send_to(&[seq.to_be_bytes(), [0; 8]].concat(), None, dst)
+            .unwrap();
+    }
+    let key = reactor.register(rx, handler(&seen)).expect("register");
+    assert!(turn_until(&mut reactor, DEADLINE, |_| !seen
+        .lock()
+        .unwrap()
+        .is_empty()));
+    turn_for(&mut reactor, Duration::from_millis(50));
+    // A packet queued after the drops carries the count.
+    tx.send_to(&1000u64.to_be_bytes(), None, dst).unwrap();
+    assert!(turn_until(&mut reactor, DEADLINE, |_| seen
+        .lock()
+        .unwrap()
+        .contains(&1000)));
+    let drops = reactor.counters().total.recv.kernel_drops;
+    let delivered = seen.lock().unwrap().len() as u64;
+    assert!(drops > 0, "no drops: the buffer was not small enough");
+    assert_eq!(delivered + drops, 301);
+
+    // Out and in again; no packet is dropped after this.
+    let rx = reactor.deregister(key).expect("deregister");
+    let key = reactor
+        .register(rx, handler(&seen))
+        .expect("register again");
+    tx.send_to(&1001u64.to_be_bytes(), None, dst).unwrap();
+    assert!(turn_until(&mut reactor, DEADLINE, |_| seen
+        .lock()
+        .unwrap()
+        .contains(&1001)));
+    let c = reactor.socket_counters(key).expect("registered");
+    assert_eq!(c.recv.packets, 1);
+    assert_eq!(
+        c.recv.kernel_drops, 0,
+        "the new registration counted drops that happened before it"
+    );
+    assert_eq!(
+        reactor.counters().total.recv.kernel_drops,
+        drops,
+        "nothing was dropped after re-registering, yet the total moved"
+    );
 }

@@ -91,7 +91,7 @@ pub fn fill(tx: &PacketConn, dst: SocketAddrV4, n: usize) -> std::io::Result<()>
         })
         .collect();
     let msgs: Vec<Message<'_>> = payloads.iter().map(|p| Message::new(p, dst)).collect();
-    let mut batch = SendBatch::new(64);
+    let mut batch = SendBatch::new(64)?;
     let mut sent = 0;
     while sent < n {
         sent += batch.send(tx, &msgs[sent..])?;
@@ -142,10 +142,10 @@ impl Drainer {
         };
         match side {
             Side::LibcCmsg | Side::LibcQuiet => {
-                d.libc = Some(LibcDrain::new(64, 2048, flags.control_len(), false))
+                d.libc = Some(LibcDrain::new(64, 2048, flags.control_len(), false)?)
             }
-            Side::BatchCmsg => d.batch = Some(RecvBatch::new(64, 2048, flags)),
-            Side::Batch1Cmsg => d.batch = Some(RecvBatch::new(1, 2048, flags)),
+            Side::BatchCmsg => d.batch = Some(RecvBatch::new(64, 2048, flags)?),
+            Side::Batch1Cmsg => d.batch = Some(RecvBatch::new(1, 2048, flags)?),
             Side::ReactorCmsg | Side::ReactorQuiet => {
                 d.reactor = Some(
                     Reactor::builder()

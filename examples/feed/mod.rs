@@ -193,7 +193,7 @@ fn send_feed_inner(
     const BATCH: usize = 32;
     let tx = PacketConn::multicast_sender(lo)?;
     let mut payloads = vec![vec![0u8; size]; BATCH];
-    let mut batch = SendBatch::new(BATCH);
+    let mut batch = SendBatch::new(BATCH)?;
     let start = Instant::now();
     let mut seq = 0u64;
     let mut send = |count: usize, seq: &mut u64| -> std::io::Result<()> {

@@ -4,6 +4,7 @@ use std::io;
 use std::thread;
 
 use super::{Handle, Reactor};
+use crate::batch::RecvBatch;
 
 /// The most readiness events a reactor takes per poll
 /// ([`ReactorBuilder::events_capacity`]).
@@ -116,8 +117,15 @@ impl ReactorBuilder {
     /// Creates the reactor on the calling thread.
     ///
     /// Errors: `InvalidInput` for an events capacity above
-    /// [`MAX_EVENTS_CAPACITY`]; the OS error if epoll cannot be set up.
+    /// [`MAX_EVENTS_CAPACITY`], or slots and payload size out of
+    /// [`RecvBatch`]'s ranges (naming them); the OS error if epoll cannot be
+    /// set up.
     pub fn build(self) -> io::Result<Reactor> {
+        RecvBatch::check_sizes(
+            "ReactorBuilder (batch_slots, payload_size)",
+            self.slots,
+            self.payload_size,
+        )?;
         if self.events > MAX_EVENTS_CAPACITY {
             return Err(crate::error::invalid(format!(
                 "a reactor taking {} readiness events per poll is too many: at most {MAX_EVENTS_CAPACITY}",

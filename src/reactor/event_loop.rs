@@ -148,7 +148,7 @@ impl Reactor {
             self.config.slots,
             self.config.payload_size,
             conn.control_flags(),
-        );
+        )?;
         entry.insert(Entry {
             key,
             conn,
@@ -210,10 +210,7 @@ impl Reactor {
             .filter(|e| e.key == key)
             .ok_or_else(|| unknown_key(key))?;
         entry.conn.set_control_flags(flags)?;
-        let last_drops = entry.batch.last_drops();
-        entry.batch = RecvBatch::new(self.config.slots, self.config.payload_size, flags);
-        // The kernel's counter is cumulative: carry what was already seen.
-        entry.batch.set_last_drops(last_drops);
+        entry.batch = RecvBatch::new(self.config.slots, self.config.payload_size, flags)?;
         Ok(())
     }
 

@@ -21,7 +21,9 @@ pub struct BaselineMeta {
 }
 
 /// A C-style `recvmmsg` loop: arrays allocated once, `CMSG_FIRSTHDR` /
-/// `CMSG_NXTHDR` to walk control data.
+/// `CMSG_NXTHDR` to walk control data, each `cmsg_len` checked against the
+/// buffer and against `CMSG_LEN` of the value before it is read (a message
+/// cut by `MSG_CTRUNC` is skipped; the flag is in `msg_flags`).
 pub struct LibcDrain {
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
@@ -46,28 +48,43 @@ unsafe impl Send for LibcDrain {}
 
 impl LibcDrain {
     /// `slots` messages of `payload` bytes, `ctrl_len` control bytes each.
-    pub fn new(slots: usize, payload: usize, ctrl_len: usize, want_name: bool) -> LibcDrain {
-        let ctrl_len = ctrl_len.div_ceil(8) * 8;
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for sizes outside those of
+    /// [`RecvBatch::with_control_len`](crate::RecvBatch::with_control_len):
+    /// 1 to 1024 slots, 1 to 65536 payload bytes, at most 4096 control bytes.
+    pub fn new(
+        slots: usize,
+        payload: usize,
+        ctrl_len: usize,
+        want_name: bool,
+    ) -> io::Result<LibcDrain> {
+        let sizes = super::mmsg::check_sizes("LibcDrain::new", slots, payload, 1, ctrl_len)?;
+        let (slots, ctrl_len) = (sizes.count, sizes.control_size);
         let mut d = LibcDrain {
-            // SAFETY: plain C structs; all-zero bytes are valid values.
+            // SAFETY: mmsghdr is a plain C struct; all-zero bytes are valid.
             hdrs: vec![unsafe { std::mem::zeroed() }; slots],
             iovs: Vec::with_capacity(slots),
-            bufs: vec![0; slots * payload],
-            ctrl: vec![0; slots * ctrl_len / 8],
-            // SAFETY: as above.
+            bufs: vec![0; sizes.payload_total],
+            ctrl: vec![0; sizes.control_words],
+            // SAFETY: sockaddr_in is a plain C struct; all-zero bytes are valid.
             names: vec![unsafe { std::mem::zeroed() }; slots],
             payload,
             ctrl_len,
             want_name,
         };
+        let bufs_base = d.bufs.as_mut_ptr();
         for i in 0..slots {
             d.iovs.push(libc::iovec {
-                // SAFETY: within the `bufs` allocation.
-                iov_base: unsafe { d.bufs.as_mut_ptr().add(i * payload) }.cast(),
+                // SAFETY: check_sizes computed payload_total = slots * payload
+                // without overflow and `bufs` has exactly that length; with
+                // i < slots, [i * payload, (i + 1) * payload) is inside it.
+                iov_base: unsafe { bufs_base.add(i * payload) }.cast(),
                 iov_len: payload,
             });
         }
-        d
+        Ok(d)
     }
 
     /// One `recvmmsg` (non-blocking); calls `per_packet` with each payload
@@ -78,19 +95,28 @@ impl LibcDrain {
         mut per_packet: impl FnMut(&[u8], &BaselineMeta),
     ) -> io::Result<usize> {
         let slots = self.hdrs.len();
+        // One base pointer per array, taken once: no reference to one element
+        // is made while the headers hold pointers to the others.
         let ctrl_base = self.ctrl.as_mut_ptr().cast::<u8>();
-        for i in 0..slots {
-            let h = &mut self.hdrs[i].msg_hdr;
-            h.msg_iov = &mut self.iovs[i];
-            h.msg_iovlen = 1;
-            if self.want_name {
-                h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_in).cast();
-                h.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
-            }
-            if self.ctrl_len > 0 {
-                // SAFETY: within the `ctrl` allocation.
-                h.msg_control = unsafe { ctrl_base.add(i * self.ctrl_len) }.cast();
-                h.msg_controllen = self.ctrl_len as _;
+        let iovs_base = self.iovs.as_mut_ptr();
+        let names_base = self.names.as_mut_ptr();
+        for (i, h) in self.hdrs.iter_mut().enumerate() {
+            let h = &mut h.msg_hdr;
+            // SAFETY: `new` gave `iovs` and `names` one element per header
+            // and `ctrl` slots * ctrl_len bytes (checked, no overflow); with
+            // i < slots, element i and control bytes
+            // [i * ctrl_len, (i + 1) * ctrl_len) are inside their arrays.
+            unsafe {
+                h.msg_iov = iovs_base.add(i);
+                h.msg_iovlen = 1;
+                if self.want_name {
+                    h.msg_name = names_base.add(i).cast();
+                    h.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+                }
+                if self.ctrl_len > 0 {
+                    h.msg_control = ctrl_base.add(i * self.ctrl_len).cast();
+                    h.msg_controllen = self.ctrl_len as _;
+                }
             }
         }
         // SAFETY: every header points at buffers owned by `self` with the
@@ -107,6 +133,13 @@ impl LibcDrain {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
+        // CMSG_LEN of each message read: a header shorter than that (cut by
+        // MSG_CTRUNC, or malformed) is skipped, as a careful C loop does.
+        let (ttl_len, pktinfo_len, ovfl_len) = (
+            super::cmsg_len(size_of::<i32>()),
+            super::cmsg_len(size_of::<libc::in_pktinfo>()),
+            super::cmsg_len(size_of::<u32>()),
+        );
         for i in 0..n as usize {
             let h = &self.hdrs[i];
             let mut meta = BaselineMeta {
@@ -114,27 +147,42 @@ impl LibcDrain {
                 msg_flags: h.msg_hdr.msg_flags,
                 ..BaselineMeta::default()
             };
-            // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG
-            // macros stay within msg_controllen.
+            // The walk sees at most this slot's own control bytes.
+            let mut mh = h.msg_hdr;
+            #[allow(clippy::unnecessary_cast)] // socklen_t on some C libraries
+            let clen = (mh.msg_controllen as usize).min(self.ctrl_len);
+            mh.msg_controllen = clen as _;
+            let end = mh.msg_control as usize + clen;
+            // SAFETY: msg_control is null with clen 0 (no control slot) or
+            // points at this slot's ctrl_len bytes, and clen <= ctrl_len.
+            // CMSG_FIRSTHDR / CMSG_NXTHDR return null unless a whole header
+            // lies within [msg_control, end); each header's cmsg_len is
+            // checked to stay within `end` (so CMSG_NXTHDR cannot step past
+            // it or wrap) and to cover the value read from CMSG_DATA before
+            // that read; the reads are unaligned-safe.
             unsafe {
-                let mut c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+                let mut c = libc::CMSG_FIRSTHDR(&mh);
                 while !c.is_null() {
+                    let len = (*c).cmsg_len as usize;
+                    if len > end - c as usize {
+                        break;
+                    }
                     let data = libc::CMSG_DATA(c);
                     match ((*c).cmsg_level, (*c).cmsg_type) {
-                        (libc::IPPROTO_IP, libc::IP_TTL) => {
+                        (libc::IPPROTO_IP, libc::IP_TTL) if len >= ttl_len => {
                             meta.ttl = std::ptr::read_unaligned(data.cast::<i32>())
                         }
-                        (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                        (libc::IPPROTO_IP, libc::IP_PKTINFO) if len >= pktinfo_len => {
                             let pi = std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
                             meta.dst = pi.ipi_addr.s_addr;
                             meta.ifindex = pi.ipi_ifindex;
                         }
-                        (libc::SOL_SOCKET, super::SO_RXQ_OVFL) => {
+                        (libc::SOL_SOCKET, super::SO_RXQ_OVFL) if len >= ovfl_len => {
                             meta.drops = std::ptr::read_unaligned(data.cast::<u32>())
                         }
                         _ => {}
                     }
-                    c = libc::CMSG_NXTHDR(&h.msg_hdr, c);
+                    c = libc::CMSG_NXTHDR(&mh, c);
                 }
             }
             let len = (h.msg_len as usize).min(self.payload);

@@ -1,5 +1,11 @@
 //! `recvmmsg` / `sendmmsg` plumbing: header, iovec, address and control
 //! arrays allocated once and re-primed before every call.
+//!
+//! Every size that reaches this module from a caller is checked here, before
+//! anything is allocated: the lengths the headers promise the kernel
+//! (`iov_len`, `msg_controllen`) are exactly the lengths of the slots carved
+//! out of the allocations, and the arithmetic that computes them cannot
+//! wrap (see [`check_sizes`]).
 
 use std::io;
 use std::mem::size_of;
@@ -13,21 +19,86 @@ use super::{from_sockaddr_in, sockaddr_in, syscall, CMSG_ALIGN};
 type CmsgWord = u64;
 const _: () = assert!(size_of::<CmsgWord>().is_multiple_of(CMSG_ALIGN));
 
-fn words_for(bytes: usize) -> usize {
-    bytes.div_ceil(size_of::<CmsgWord>())
+/// The most slots one batch may have: the kernel handles at most
+/// `UIO_MAXIOV` (1024) messages per `recvmmsg` / `sendmmsg` call.
+pub(crate) const MAX_SLOTS: usize = 1024;
+/// The largest payload buffer per slot: 64 KiB, what a UDP GRO buffer can
+/// hold (a single IPv4 datagram is at most 65535 bytes with its header).
+pub(crate) const MAX_PAYLOAD_SIZE: usize = 64 * 1024;
+/// The largest control buffer per slot. Every control message this crate
+/// asks for fits in a few hundred bytes (`ControlFlags::ALL.control_len()`).
+pub(crate) const MAX_CONTROL_SIZE: usize = 4096;
+
+/// The sizes of a set of slots, checked: `count` in `1..=MAX_SLOTS`,
+/// `payload_size` in `min_payload..=MAX_PAYLOAD_SIZE`, `control_size` at most
+/// `MAX_CONTROL_SIZE` (rounded up to whole `CmsgWord`s), and the totals
+/// computed with checked arithmetic. `what` names the caller in errors.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sizes {
+    pub(crate) count: usize,
+    /// Per slot, a multiple of `size_of::<CmsgWord>()`.
+    pub(crate) control_size: usize,
+    /// `count * payload_size`.
+    pub(crate) payload_total: usize,
+    /// `count * control_size / size_of::<CmsgWord>()`.
+    pub(crate) control_words: usize,
+}
+
+/// Checks the sizes a caller asked for; the error names the bad input and
+/// the allowed range.
+pub(crate) fn check_sizes(
+    what: &str,
+    count: usize,
+    payload_size: usize,
+    min_payload: usize,
+    control_size: usize,
+) -> io::Result<Sizes> {
+    if count == 0 || count > MAX_SLOTS {
+        return Err(crate::error::invalid(format!(
+            "{what}: {count} slots is out of range: 1 to {MAX_SLOTS} \
+             (the kernel takes at most {MAX_SLOTS} messages per call)"
+        )));
+    }
+    if payload_size < min_payload || payload_size > MAX_PAYLOAD_SIZE {
+        return Err(crate::error::invalid(format!(
+            "{what}: payload size {payload_size} bytes per slot is out of range: \
+             {min_payload} to {MAX_PAYLOAD_SIZE} (a UDP GRO buffer is at most 64 KiB, \
+             an IPv4 datagram at most 65535 bytes)"
+        )));
+    }
+    if control_size > MAX_CONTROL_SIZE {
+        return Err(crate::error::invalid(format!(
+            "{what}: control buffer of {control_size} bytes per slot is out of range: \
+             at most {MAX_CONTROL_SIZE} (every control message together needs {})",
+            crate::control::ControlFlags::ALL.control_len()
+        )));
+    }
+    let overflow = || {
+        crate::error::invalid(format!(
+            "{what}: {count} slots of {payload_size} payload and {control_size} control \
+             bytes do not fit in memory"
+        ))
+    };
+    let control_size = control_size
+        .checked_next_multiple_of(size_of::<CmsgWord>())
+        .ok_or_else(overflow)?;
+    let payload_total = count.checked_mul(payload_size).ok_or_else(overflow)?;
+    let control_bytes = count.checked_mul(control_size).ok_or_else(overflow)?;
+    if payload_total > isize::MAX as usize || control_bytes > isize::MAX as usize {
+        return Err(overflow());
+    }
+    Ok(Sizes {
+        count,
+        control_size,
+        payload_total,
+        control_words: control_bytes / size_of::<CmsgWord>(),
+    })
 }
 
 fn as_bytes(words: &[CmsgWord]) -> &[u8] {
     // SAFETY: u64 has no padding and every byte of it is initialised; u8 has
     // alignment 1, and the length covers exactly the same memory.
     unsafe { std::slice::from_raw_parts(words.as_ptr().cast(), std::mem::size_of_val(words)) }
-}
-
-fn as_bytes_mut(words: &mut [CmsgWord]) -> &mut [u8] {
-    // SAFETY: as in `as_bytes`; any byte pattern is a valid u64.
-    unsafe {
-        std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), std::mem::size_of_val(words))
-    }
 }
 
 fn zeroed_mmsghdr() -> libc::mmsghdr {
@@ -37,9 +108,15 @@ fn zeroed_mmsghdr() -> libc::mmsghdr {
 }
 
 fn zeroed_sockaddr_in() -> libc::sockaddr_in {
-    // SAFETY: as above.
+    // SAFETY: sockaddr_in is a plain C struct of integers; all-zero bytes
+    // are a valid value.
     unsafe { std::mem::zeroed() }
 }
+
+const EMPTY_IOVEC: libc::iovec = libc::iovec {
+    iov_base: std::ptr::null_mut(),
+    iov_len: 0,
+};
 
 /// Receive slots for `recvmmsg`: `count` payload buffers of `payload_size`
 /// bytes, optional source-address storage and `control_size` bytes of aligned
@@ -47,7 +124,8 @@ fn zeroed_sockaddr_in() -> libc::sockaddr_in {
 pub(crate) struct RecvSlots {
     hdrs: Vec<libc::mmsghdr>,
     // The vectors below are only reached through the raw pointers in `hdrs`
-    // while a call is in progress; they are never resized after `new`.
+    // while a call is in progress; they are never resized after `new`, so
+    // those pointers stay valid as long as `self` lives.
     _iovs: Vec<libc::iovec>,
     names: Vec<libc::sockaddr_in>,
     payload: Vec<u8>,
@@ -63,44 +141,57 @@ pub(crate) struct RecvSlots {
 unsafe impl Send for RecvSlots {}
 
 impl RecvSlots {
-    /// `control_size` is rounded up to a multiple of `CMSG_ALIGN`.
+    /// Checks the sizes (see [`check_sizes`]; `what` names the caller in
+    /// errors) and allocates. `control_size` is rounded up to a multiple of
+    /// `CMSG_ALIGN`.
     pub(crate) fn new(
+        what: &str,
         count: usize,
         payload_size: usize,
         want_name: bool,
         control_size: usize,
-    ) -> RecvSlots {
-        let count = count.max(1);
-        let control_size = words_for(control_size) * size_of::<CmsgWord>();
-        let mut payload = vec![0u8; count * payload_size];
+    ) -> io::Result<RecvSlots> {
+        let sizes = check_sizes(what, count, payload_size, 1, control_size)?;
+        let (count, control_size) = (sizes.count, sizes.control_size);
+        let mut payload = vec![0u8; sizes.payload_total];
         let mut names = vec![zeroed_sockaddr_in(); count];
-        let mut control = vec![0 as CmsgWord; count * control_size / size_of::<CmsgWord>()];
-        let mut iovs = Vec::with_capacity(count);
-        let mut hdrs = Vec::with_capacity(count);
+        let mut control = vec![0 as CmsgWord; sizes.control_words];
+        let mut iovs = vec![EMPTY_IOVEC; count];
+        let mut hdrs = vec![zeroed_mmsghdr(); count];
+        // One base pointer per buffer, taken once (no reference to any
+        // element is made afterwards, so every pointer stored below stays
+        // valid while the vectors are neither dropped nor resized).
         let payload_base = payload.as_mut_ptr();
-        let control_base = as_bytes_mut(&mut control).as_mut_ptr();
-        for i in 0..count {
-            iovs.push(libc::iovec {
-                // SAFETY: i * payload_size is within the allocation (or 0 for
-                // an empty one).
-                iov_base: unsafe { payload_base.add(i * payload_size) }.cast(),
-                iov_len: payload_size,
-            });
-        }
-        for i in 0..count {
-            let mut h = zeroed_mmsghdr();
-            h.msg_hdr.msg_iov = &mut iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            if want_name {
-                h.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_in).cast();
+        let control_base = control.as_mut_ptr().cast::<u8>();
+        let names_base = names.as_mut_ptr();
+        let iovs_base = iovs.as_mut_ptr();
+        for (i, h) in hdrs.iter_mut().enumerate() {
+            // SAFETY: check_sizes computed payload_total = count *
+            // payload_size and control_words * 8 = count * control_size
+            // without overflow, and the vectors were allocated with exactly
+            // those lengths just above; `iovs` and `names` hold `count`
+            // elements. With i < count, slot i's payload
+            // [i * payload_size, (i + 1) * payload_size) and control
+            // [i * control_size, (i + 1) * control_size) lie inside their
+            // allocations, so each `add` stays in bounds, and the lengths
+            // promised to the kernel below are exactly the slots' lengths.
+            unsafe {
+                let iov = iovs_base.add(i);
+                iov.write(libc::iovec {
+                    iov_base: payload_base.add(i * payload_size).cast(),
+                    iov_len: payload_size,
+                });
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+                if want_name {
+                    h.msg_hdr.msg_name = names_base.add(i).cast();
+                }
+                if control_size > 0 {
+                    h.msg_hdr.msg_control = control_base.add(i * control_size).cast();
+                }
             }
-            if control_size > 0 {
-                // SAFETY: i * control_size is within the control allocation.
-                h.msg_hdr.msg_control = unsafe { control_base.add(i * control_size) }.cast();
-            }
-            hdrs.push(h);
         }
-        RecvSlots {
+        Ok(RecvSlots {
             hdrs,
             _iovs: iovs,
             names,
@@ -109,7 +200,7 @@ impl RecvSlots {
             payload_size,
             control_size,
             want_name,
-        }
+        })
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -135,6 +226,11 @@ impl RecvSlots {
             h.msg_hdr.msg_controllen = self.control_size as _;
             h.msg_hdr.msg_flags = 0;
         }
+        // The kernel writes through the pointers `new` stored: each iovec
+        // covers its own payload_size-byte slot, each name a whole
+        // sockaddr_in, each control pointer control_size bytes (only when
+        // control_size > 0, else it is null with length 0); `max` is at
+        // most the number of headers.
         let n = syscall!(recvmmsg(
             fd,
             self.hdrs.as_mut_ptr(),
@@ -199,22 +295,17 @@ pub(crate) struct SendSlots {
 unsafe impl Send for SendSlots {}
 
 impl SendSlots {
-    pub(crate) fn new(count: usize, control_size: usize) -> SendSlots {
-        let count = count.max(1);
-        let control_size = words_for(control_size) * size_of::<CmsgWord>();
-        SendSlots {
-            hdrs: vec![zeroed_mmsghdr(); count],
-            iovs: vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0
-                };
-                count
-            ],
-            names: vec![zeroed_sockaddr_in(); count],
-            control: vec![0; count * control_size / size_of::<CmsgWord>()],
-            control_size,
-        }
+    /// Checks the sizes (see [`check_sizes`]; `what` names the caller in
+    /// errors) and allocates.
+    pub(crate) fn new(what: &str, count: usize, control_size: usize) -> io::Result<SendSlots> {
+        let sizes = check_sizes(what, count, 0, 0, control_size)?;
+        Ok(SendSlots {
+            hdrs: vec![zeroed_mmsghdr(); sizes.count],
+            iovs: vec![EMPTY_IOVEC; sizes.count],
+            names: vec![zeroed_sockaddr_in(); sizes.count],
+            control: vec![0; sizes.control_words],
+            control_size: sizes.control_size,
+        })
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -234,46 +325,60 @@ impl SendSlots {
     ) -> io::Result<usize> {
         let count = count.min(self.hdrs.len());
         let control_size = self.control_size;
+        // One base pointer per buffer, taken once: no reference to an element
+        // is made while the headers hold pointers to the others.
+        let iovs_base = self.iovs.as_mut_ptr();
+        let names_base = self.names.as_mut_ptr();
+        let control_base = self.control.as_mut_ptr().cast::<u8>();
+        let hdrs_base = self.hdrs.as_mut_ptr();
         for i in 0..count {
-            let cstart = i * control_size;
-            let ctl = &mut as_bytes_mut(&mut self.control)[cstart..cstart + control_size];
-            let (payload, dst, clen) = fill(i, ctl);
-            let clen = clen.min(control_size);
-            let ctl_ptr = ctl.as_mut_ptr();
-            self.iovs[i] = libc::iovec {
-                iov_base: payload.as_ptr() as *mut libc::c_void,
-                iov_len: payload.len(),
-            };
-            let h = &mut self.hdrs[i];
-            h.msg_len = 0;
-            h.msg_hdr.msg_iov = &mut self.iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            match dst {
-                Some(dst) => {
-                    self.names[i] = sockaddr_in(dst);
-                    h.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_in).cast();
-                    h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            // SAFETY: `new` allocated `hdrs`, `iovs` and `names` with the
+            // same number of elements and `control` with hdrs.len() *
+            // control_size bytes (computed without overflow by check_sizes);
+            // i < count <= hdrs.len(), so element i of each array and control
+            // bytes [i * control_size, (i + 1) * control_size) are inside
+            // their allocations, disjoint from every other slot. The slice
+            // handed to `fill` covers exactly slot i's control bytes and ends
+            // before the pointer derived from it is stored.
+            unsafe {
+                let ctl_ptr = control_base.add(i * control_size);
+                let ctl = std::slice::from_raw_parts_mut(ctl_ptr, control_size);
+                let (payload, dst, clen) = fill(i, ctl);
+                let clen = clen.min(control_size);
+                let iov = iovs_base.add(i);
+                iov.write(libc::iovec {
+                    iov_base: payload.as_ptr() as *mut libc::c_void,
+                    iov_len: payload.len(),
+                });
+                let h = &mut *hdrs_base.add(i);
+                h.msg_len = 0;
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+                match dst {
+                    Some(dst) => {
+                        let name = names_base.add(i);
+                        name.write(sockaddr_in(dst));
+                        h.msg_hdr.msg_name = name.cast();
+                        h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                    }
+                    None => {
+                        h.msg_hdr.msg_name = std::ptr::null_mut();
+                        h.msg_hdr.msg_namelen = 0;
+                    }
                 }
-                None => {
-                    h.msg_hdr.msg_name = std::ptr::null_mut();
-                    h.msg_hdr.msg_namelen = 0;
+                if clen > 0 {
+                    h.msg_hdr.msg_control = ctl_ptr.cast();
+                    h.msg_hdr.msg_controllen = clen as _;
+                } else {
+                    h.msg_hdr.msg_control = std::ptr::null_mut();
+                    h.msg_hdr.msg_controllen = 0;
                 }
+                h.msg_hdr.msg_flags = 0;
             }
-            if clen > 0 {
-                h.msg_hdr.msg_control = ctl_ptr.cast();
-                h.msg_hdr.msg_controllen = clen as _;
-            } else {
-                h.msg_hdr.msg_control = std::ptr::null_mut();
-                h.msg_hdr.msg_controllen = 0;
-            }
-            h.msg_hdr.msg_flags = 0;
         }
-        let n = syscall!(sendmmsg(
-            fd,
-            self.hdrs.as_mut_ptr(),
-            count as libc::c_uint,
-            flags
-        ));
+        // Headers 0..count point at their own iovec, name and control slot
+        // (set above) and at payloads borrowed from the caller for this call.
+        let n = syscall!(sendmmsg(fd, hdrs_base, count as libc::c_uint, flags));
         // The payload pointers borrowed from the caller must not outlive
         // this call.
         for iov in &mut self.iovs[..count] {

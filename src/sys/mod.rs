@@ -134,6 +134,18 @@ pub(crate) fn getsockopt<T: Copy>(
     getsockopt_len(fd, level, name).map(|(v, _)| v)
 }
 
+/// Reads an `int` option that the kernel may answer with one byte (as it
+/// does for `IP_TOS`, `IP_MULTICAST_TTL` and `IP_MULTICAST_LOOP` when asked
+/// with a short buffer); asked with 4 bytes it answers 4.
+pub(crate) fn getsockopt_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<i32> {
+    let (value, len) = getsockopt_len::<libc::c_int>(fd, level, name)?;
+    Ok(if len == 1 { value & 0xff } else { value })
+}
+
 pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     let mut flag: libc::c_int = on.into();
     syscall!(ioctl(fd.as_raw_fd(), libc::FIONBIO, &mut flag)).map(drop)
