@@ -198,6 +198,7 @@ mod batch;
 mod conn;
 mod control;
 pub mod error;
+pub mod feed;
 pub mod header;
 pub mod icmp;
 mod interface;
