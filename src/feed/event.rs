@@ -96,8 +96,8 @@ pub enum FeedEvent {
         /// Next sequence number of the ended session.
         next: u64,
     },
-    /// An arbiter's line has brought nothing for the stale time while
-    /// another line brought packets.
+    /// An arbiter's line has brought nothing for the stale time since
+    /// another line delivered a new sequence number.
     LineStale {
         /// The line's index.
         line: usize,

@@ -7,6 +7,9 @@
 //! - [`SeqTracker`] follows one sequence space: each packet is new, a late
 //!   fill, a copy, or a restart ([`Verdict`]); holes open, fill or are lost
 //!   once a window has passed them ([`FeedEvent`]).
+//! - [`Arbiter`] merges N redundant lines (A/B): each sequence number once,
+//!   from the line that brought it first; per line, its own gaps, the
+//!   deliveries it won, kernel drops and silence ([`LineCounters`]).
 //!
 //! Nothing here allocates per packet, and nothing here touches a socket:
 //! the caller hands in payloads, as a reactor handler does.
@@ -28,12 +31,14 @@
 //! assert_eq!((c.reordered, c.lost, c.gaps), (1, 0, 0));
 //! ```
 
+mod arbiter;
 mod event;
 mod format;
 mod record;
 mod tracker;
 mod window;
 
+pub use arbiter::{Arbiter, LineCounters, DEFAULT_STALE_AFTER, MAX_LINES};
 pub use event::{Delivery, FeedEvent, Verdict};
 pub use format::{
     ByteOrder, Malformed, PacketKind, SeqFormat, SeqInfo, Width, MAX_OFFSET, MDP3_HEADER_LEN,
