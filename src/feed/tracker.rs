@@ -677,24 +677,29 @@ impl SeqTracker {
     ) {
         let mut x = from;
         if x < self.low {
+            // Below the first number seen. While nothing is decided, the
+            // part within the window extends the run downwards (it started
+            // earlier than it looked: another line was ahead); the rest is
+            // stale.
             let y = to.min(self.low);
-            let window_start = self.next.saturating_sub(self.config.window);
-            if x >= window_start && self.decided == self.low {
-                // Below the first number seen, nothing decided yet: the run
-                // started earlier than it looked (another line was ahead).
+            let extend_from = if self.decided == self.low {
+                x.max(self.next.saturating_sub(self.config.window)).min(y)
+            } else {
+                y
+            };
+            self.book.c.stale += extend_from - x;
+            if extend_from < y {
                 if to < self.low {
                     sink(FeedEvent::GapOpened {
                         from: to,
                         to: self.low - 1,
                     });
                 }
-                self.window.set_range(x, y);
-                self.low = x;
-                self.decided = x;
-                self.book.late(x, y - 1, a, sink);
+                self.window.set_range(extend_from, y);
+                self.low = extend_from;
+                self.decided = extend_from;
+                self.book.late(extend_from, y - 1, a, sink);
                 out.late = true;
-            } else {
-                self.book.c.stale += y - x;
             }
             x = y;
         }
