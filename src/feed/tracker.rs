@@ -622,6 +622,28 @@ impl SeqTracker {
     #[inline]
     fn advance(&mut self, from: u64, new_next: u64, a: u64, sink: &mut impl FnMut(FeedEvent)) {
         let next = self.next;
+        if from == next && new_next == next + 1 {
+            // The usual case, one number in order: its bit's previous
+            // owner, one window back, leaves the window.
+            let was_delivered = self.window.replace(next);
+            if let Some(leaving) = next.checked_sub(self.config.window) {
+                if leaving >= self.decided {
+                    if !was_delivered {
+                        self.book.lost(leaving, leaving, sink);
+                    }
+                    self.decided = leaving + 1;
+                }
+            }
+            self.next = new_next;
+            self.book.c.messages += 1;
+            sink(FeedEvent::Deliver(Delivery {
+                first: next,
+                count: 1,
+                skip: next - a,
+                late: false,
+            }));
+            return;
+        }
         if from > next {
             sink(FeedEvent::GapOpened {
                 from: next,

@@ -62,6 +62,15 @@ impl Window {
         at(self.mask, seq)
     }
 
+    /// Sets the bit of `seq`; returns what it was.
+    #[inline]
+    pub(crate) fn replace(&mut self, seq: u64) -> bool {
+        let (w, b) = self.at(seq);
+        let old = self.words[w] >> b & 1 == 1;
+        self.words[w] |= 1 << b;
+        old
+    }
+
     #[cfg(test)]
     pub(crate) fn get(&self, seq: u64) -> bool {
         let (w, b) = self.at(seq);
