@@ -199,6 +199,7 @@ mod conn;
 mod control;
 mod cpu;
 pub mod error;
+pub mod feed;
 pub mod header;
 pub mod icmp;
 mod interface;
