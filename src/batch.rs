@@ -7,7 +7,7 @@ use std::net::SocketAddrV4;
 use std::os::fd::AsRawFd;
 
 use crate::control::{ControlFlags, ControlMessage, RecvFlags};
-use crate::packet::PacketConn;
+use crate::packet_conn::PacketConn;
 use crate::sys::mmsg::{RecvSlots, SendSlots};
 
 /// Counters of one receive path (a [`RecvBatch`], or a socket in the
@@ -352,7 +352,7 @@ impl RecvBatch {
             meta.start = 0;
             meta.drops_before = 0;
             if strip {
-                meta.start = crate::packet::ip_header_len(self.slots.payload(i))
+                meta.start = crate::packet_conn::ip_header_len(self.slots.payload(i))
                     .unwrap_or(self.slots.payload_len(i)) as u32;
             }
             // The drop counter is needed now, in arrival order, for the

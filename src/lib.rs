@@ -205,8 +205,8 @@ pub mod icmp;
 mod interface;
 pub mod netns;
 mod options;
-mod packet;
-mod raw;
+mod packet_conn;
+mod raw_conn;
 pub mod reactor;
 #[allow(unsafe_code)]
 mod sys;
@@ -225,8 +225,8 @@ pub use cpu::pin_current_thread;
 pub use error::{Error, Limit};
 pub use interface::{Interface, InterfaceInfo};
 pub use options::BPF_MAX_INSTRUCTIONS;
-pub use packet::{PacketConn, ReceiverBuilder};
-pub use raw::RawConn;
+pub use packet_conn::{PacketConn, ReceiverBuilder};
+pub use raw_conn::RawConn;
 /// One classic BPF instruction (`struct sock_filter`), for
 /// [`PacketConn::attach_filter`]: socket2's type, re-exported.
 pub use socket2::SockFilter;

@@ -20,7 +20,7 @@ use super::shared::{
 use super::{Handle, Handler, Key, PanicPolicy, ReactorBuilder, ReactorCounters, SocketCounters};
 use crate::batch::RecvBatch;
 use crate::control::ControlFlags;
-use crate::packet::PacketConn;
+use crate::packet_conn::PacketConn;
 
 pub(super) const WAKER: Token = Token(usize::MAX);
 

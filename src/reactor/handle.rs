@@ -16,7 +16,7 @@ use super::shared::{thread_token, Shared, TURNING};
 use super::{Handler, Key, Reactor, ReactorCounters, SocketCounters};
 use crate::control::ControlFlags;
 use crate::interface::Interface;
-use crate::packet::PacketConn;
+use crate::packet_conn::PacketConn;
 
 #[allow(unused_imports)] // for the docs
 use super::{Context, Overflow};

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Key;
 use crate::batch::Packet;
-use crate::packet::PacketConn;
+use crate::packet_conn::PacketConn;
 
 #[allow(unused_imports)] // for the docs
 use super::SocketCounters;

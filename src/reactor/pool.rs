@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::thread;
 
 use super::{Handle, Handler, Key, ReactorBuilder};
-use crate::packet::PacketConn;
+use crate::packet_conn::PacketConn;
 
 /// The most reactors a [`ReactorPool`] runs (one thread each), and one past
 /// the largest CPU number that [`ReactorBuilder::pin_to_cpu`] can pin to

@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use crate::control::{ControlMessage, RecvFlags, MAX_CONTROL_LEN};
 use crate::error::Error;
 use crate::header::{Header, HeaderError, MAX_HEADER_LEN};
-use crate::packet::PacketConn;
+use crate::packet_conn::PacketConn;
 use crate::sys;
 
 /// A raw IPv4 socket that reads and writes whole packets, IP header
@@ -49,7 +49,7 @@ impl RawConn {
     /// (`0.0.0.0` for any). It receives a copy of every packet of that
     /// protocol addressed to this host.
     pub fn new(protocol: u8, local: Ipv4Addr) -> io::Result<RawConn> {
-        let socket = crate::packet::raw_socket(protocol, local, true)?;
+        let socket = crate::packet_conn::raw_socket(protocol, local, true)?;
         Ok(RawConn {
             conn: PacketConn::from_raw_with_header(socket),
         })
@@ -94,8 +94,8 @@ impl RawConn {
             Err(HeaderError::Truncated { .. } | HeaderError::IhlBeyondBuffer { .. })
                 if flags.truncated =>
             {
-                let needed = crate::packet::header_beyond(packet).unwrap_or(MAX_HEADER_LEN);
-                return Err(crate::packet::header_cut_error(buf.len(), needed));
+                let needed = crate::packet_conn::header_beyond(packet).unwrap_or(MAX_HEADER_LEN);
+                return Err(crate::packet_conn::header_cut_error(buf.len(), needed));
             }
             Err(e) => return Err(e.into()),
         };
