@@ -6,8 +6,35 @@ use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::AtomicBool;
 
-use super::event_loop::Entry;
-use super::Context;
+use super::{Context, Handler, Key, SocketCounters};
+use crate::batch::{Packet, RecvBatch};
+use crate::packet_conn::PacketConn;
+
+/// Where a drain hands packets: a socket's own [`Handler`], or one line of
+/// a feed (see `feed_lines.rs`).
+pub(super) trait Deliver {
+    fn on_packet(&mut self, packet: &Packet<'_>, ctx: &mut Context<'_>);
+    fn on_error(&mut self, error: io::Error, ctx: &mut Context<'_>);
+}
+
+impl Deliver for Box<dyn Handler> {
+    #[inline]
+    fn on_packet(&mut self, packet: &Packet<'_>, ctx: &mut Context<'_>) {
+        (**self).on_packet(packet, ctx)
+    }
+
+    fn on_error(&mut self, error: io::Error, ctx: &mut Context<'_>) {
+        (**self).on_error(error, ctx)
+    }
+}
+
+/// The parts of a registered socket a drain works on.
+pub(super) struct Socket<'a> {
+    pub(super) key: Key,
+    pub(super) conn: &'a PacketConn,
+    pub(super) batch: &'a mut RecvBatch,
+    pub(super) counters: &'a mut SocketCounters,
+}
 
 pub(super) struct Outcome {
     pub(super) packets: usize,
@@ -20,22 +47,21 @@ pub(super) struct Outcome {
 }
 
 /// Reads one socket until nothing is queued or its budget is spent.
-pub(super) fn drain(
-    entry: &mut Entry,
+pub(super) fn drain<D: Deliver + ?Sized>(
+    socket: Socket<'_>,
+    handler: &mut D,
     budget: usize,
     measure: bool,
     stop_requested: &AtomicBool,
 ) -> Outcome {
-    let Entry {
+    let Socket {
         key,
         conn,
         batch,
-        handler,
         counters,
-        ..
-    } = entry;
+    } = socket;
     let mut ctx = Context {
-        key: *key,
+        key,
         conn,
         stop: false,
         deregister: false,

@@ -13,7 +13,8 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::drain::drain;
+use super::drain::{drain, Socket};
+use super::feed_lines::{FeedLine, FeedState};
 use super::shared::{
     thread_token, HaltOnExit, Shared, TurningMark, PHASE_HALTED, PHASE_NEW, PHASE_SERVING,
 };
@@ -32,12 +33,20 @@ const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
 pub(super) type Command = Box<dyn FnOnce(&mut Reactor) + Send>;
 
+/// Who gets a socket's packets.
+pub(super) enum EntryHandler {
+    /// Its own handler.
+    Own(Box<dyn Handler>),
+    /// Line `line` of the feed in slot `feed` of the reactor's feeds.
+    FeedLine { feed: usize, line: usize },
+}
+
 pub(super) struct Entry {
     /// The key this registration was given (slot and generation).
     pub(super) key: Key,
     pub(super) conn: PacketConn,
     pub(super) batch: RecvBatch,
-    pub(super) handler: Box<dyn Handler>,
+    pub(super) handler: EntryHandler,
     pub(super) counters: SocketCounters,
     pub(super) queued: bool,
     /// Receive errors in a row with nothing received between them.
@@ -53,7 +62,11 @@ pub struct Reactor {
     events: Events,
     entries: Slab<Entry>,
     /// The generation of the next registration's key.
-    next_generation: u64,
+    pub(super) next_generation: u64,
+    /// Feeds whose lines are registered sockets (`feed_lines.rs`).
+    pub(super) feeds: Slab<FeedState>,
+    /// When the feeds' lines are next checked for silence.
+    pub(super) next_feed_poll: Option<Instant>,
     ready: VecDeque<usize>,
     /// Sockets backed off after receive errors (their `retry_at` is set).
     backoff: Vec<usize>,
@@ -91,6 +104,8 @@ impl Reactor {
             poll,
             entries: Slab::new(),
             next_generation: 0,
+            feeds: Slab::new(),
+            next_feed_poll: None,
             ready: VecDeque::new(),
             backoff: Vec::new(),
             shared: Arc::new(Shared::new()),
@@ -130,13 +145,26 @@ impl Reactor {
 
     pub(super) fn register_boxed(
         &mut self,
-        mut conn: PacketConn,
+        conn: PacketConn,
         handler: Box<dyn Handler>,
+    ) -> io::Result<Key> {
+        self.register_entry(conn, EntryHandler::Own(handler))
+    }
+
+    pub(super) fn register_entry(
+        &mut self,
+        mut conn: PacketConn,
+        handler: EntryHandler,
     ) -> io::Result<Key> {
         conn.set_nonblocking(true)?;
         if let Some(micros) = self.config.busy_poll {
             conn.set_busy_poll(micros)?;
         }
+        let batch = RecvBatch::new(
+            self.config.slots,
+            self.config.payload_size,
+            conn.control_flags(),
+        )?;
         let entry = self.entries.vacant_entry();
         let slot = entry.key();
         let key = Key::new(slot, self.next_generation);
@@ -144,11 +172,6 @@ impl Reactor {
             .registry()
             .register(&mut conn, Token(slot), Interest::READABLE)?;
         self.next_generation += 1;
-        let batch = RecvBatch::new(
-            self.config.slots,
-            self.config.payload_size,
-            conn.control_flags(),
-        )?;
         entry.insert(Entry {
             key,
             conn,
@@ -335,7 +358,11 @@ impl Reactor {
             // A command catches its closure's panic itself (Handle::call_timeout).
             cmd(self);
         }
-        Ok(self.serve_ready())
+        let delivered = self.serve_ready();
+        if !self.feeds.is_empty() {
+            self.poll_feeds();
+        }
+        Ok(delivered)
     }
 
     /// The poll timeout shortened to the next retry of a backed-off socket.
@@ -415,12 +442,24 @@ impl Reactor {
                 continue;
             };
             let entry_key = entry.key;
-            let outcome = drain(
-                entry,
+            let socket = Socket {
+                key: entry.key,
+                conn: &entry.conn,
+                batch: &mut entry.batch,
+                counters: &mut entry.counters,
+            };
+            let (budget, measure, stop) = (
                 self.config.budget,
                 self.config.measure_handler_time,
                 &self.shared.stop,
             );
+            let outcome = match &mut entry.handler {
+                EntryHandler::Own(handler) => drain(socket, handler, budget, measure, stop),
+                EntryHandler::FeedLine { feed, line } => {
+                    let mut line = FeedLine::new(&mut self.feeds, *feed, *line);
+                    drain(socket, &mut line, budget, measure, stop)
+                }
+            };
             delivered += outcome.packets;
             if let Some(payload) = outcome.panic {
                 self.counters.handler_panics += 1;

@@ -13,8 +13,12 @@ use mio::Waker;
 
 use super::event_loop::{panic_message, unknown_key, Command};
 use super::shared::{thread_token, Shared, TURNING};
-use super::{Handler, Key, Reactor, ReactorCounters, SocketCounters};
+use super::{
+    FeedCounters, FeedHandler, FeedKey, FeedParts, Handler, Key, Reactor, ReactorCounters,
+    SocketCounters,
+};
 use crate::control::ControlFlags;
+use crate::feed::Arbiter;
 use crate::interface::Interface;
 use crate::packet_conn::PacketConn;
 
@@ -301,6 +305,32 @@ impl Handle {
     /// Counters of the reactor.
     pub fn counters(&self) -> io::Result<ReactorCounters> {
         self.call(|r| r.counters())
+    }
+
+    /// Registers the lines of one feed; see [`Reactor::register_feed`].
+    pub fn register_feed(
+        &self,
+        lines: Vec<PacketConn>,
+        arbiter: Arbiter,
+        handler: impl FeedHandler,
+    ) -> io::Result<FeedKey> {
+        let handler: Box<dyn FeedHandler> = Box::new(handler);
+        self.call(move |r| r.register_feed_boxed(lines, arbiter, handler))?
+    }
+
+    /// A feed's figures so far; see [`Reactor::feed_counters`].
+    pub fn feed_counters(&self, feed: FeedKey) -> io::Result<FeedCounters> {
+        self.call(move |r| {
+            r.feed_counters(feed).ok_or_else(|| {
+                crate::error::invalid(format!("{feed} is not registered in this reactor"))
+            })
+        })?
+    }
+
+    /// Deregisters a feed and gives back its sockets and finished arbiter;
+    /// see [`Reactor::deregister_feed`].
+    pub fn deregister_feed(&self, feed: FeedKey) -> io::Result<FeedParts> {
+        self.call(move |r| r.deregister_feed(feed))?
     }
 }
 

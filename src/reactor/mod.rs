@@ -74,13 +74,15 @@
 //! [`Handler`] and [`Context`] (`handler.rs`), [`ChannelSink`]
 //! (`channel_sink.rs`), [`Handle`] (`handle.rs`) and the state it shares
 //! with the loop (`shared.rs`), [`Key`] (`key.rs`), the counters
-//! (`counters.rs`), [`ReactorPool`] (`pool.rs`).
+//! (`counters.rs`), [`ReactorPool`] (`pool.rs`), the lines of a feed
+//! ([`Reactor::register_feed`], `feed_lines.rs`).
 
 mod builder;
 mod channel_sink;
 mod counters;
 mod drain;
 mod event_loop;
+mod feed_lines;
 mod handle;
 mod handler;
 mod key;
@@ -94,6 +96,7 @@ pub use channel_sink::{
 };
 pub use counters::{ReactorCounters, SocketCounters};
 pub use event_loop::Reactor;
+pub use feed_lines::{FeedCounters, FeedHandler, FeedKey, FeedParts};
 pub use handle::{Handle, DEFAULT_CALL_TIMEOUT};
 pub use handler::{from_fn, Context, FnHandler, Handler};
 pub use key::Key;
