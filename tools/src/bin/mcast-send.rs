@@ -273,15 +273,17 @@ fn run(a: &Args, plan: &Plan, stop: &StopSignal) -> Result<(), Failure> {
     let tos = conn
         .tos()
         .map_err(|e| Failure::runtime("reading IP_TOS", e))?;
-    let what = match (plan.count, a.duration) {
-        (Some(n), _) => format!("{n} packets"),
-        (None, Some(d)) => format!("packets for {} s", d.as_secs_f64()),
-        (None, None) => "packets until stopped".to_string(),
+    let count = plan.count.map_or("packets".to_string(), |n| format!("{n} packets"));
+    let until = match (plan.count, a.duration) {
+        (Some(_), Some(d)) => format!(", for at most {} s", d.as_secs_f64()),
+        (None, Some(d)) => format!(", for {} s", d.as_secs_f64()),
+        (Some(_), None) => String::new(),
+        (None, None) => ", until stopped".to_string(),
     };
     diag(
         TOOL,
         format_args!(
-            "sending {what} of {} bytes to {} from {local} via {}, ttl {}, tos {tos:#04x}, loop {}, batch {}, rate {}, seq {}{}",
+            "sending {count} of {} bytes to {} from {local} via {}, ttl {}, tos {tos:#04x}, loop {}, batch {}, rate {}, seq {}{}{until}",
             plan.size,
             a.dst,
             a.iface.label(),
