@@ -273,7 +273,9 @@ fn run(a: &Args, plan: &Plan, stop: &StopSignal) -> Result<(), Failure> {
     let tos = conn
         .tos()
         .map_err(|e| Failure::runtime("reading IP_TOS", e))?;
-    let count = plan.count.map_or("packets".to_string(), |n| format!("{n} packets"));
+    let count = plan
+        .count
+        .map_or("packets".to_string(), |n| format!("{n} packets"));
     let until = match (plan.count, a.duration) {
         (Some(_), Some(d)) => format!(", for at most {} s", d.as_secs_f64()),
         (None, Some(d)) => format!(", for {} s", d.as_secs_f64()),
