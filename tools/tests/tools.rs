@@ -668,7 +668,7 @@ fn sigint_ends_mcast_dump_with_the_summary_of_what_it_received() {
     assert_eq!(send(group, port, &["--count", &n.to_string()]).count, n);
     // The packets are queued on the dump's socket as they are sent; give
     // it a moment to read them.
-    thread::sleep(Duration::from_millis(500));
+    thread::sleep(Duration::from_secs(1));
 
     let finished = dump.signal_and_finish("INT", CHILD_LIMIT);
     assert_eq!(finished.status.code(), Some(0), "{finished:?}");
@@ -717,8 +717,10 @@ fn mcast_send_runs_for_its_duration() {
     let group = Ipv4Addr::new(239, 255, 173, 11);
     let (mut dump, port) = start_dump(group, &["--quiet", "--json", "--idle-exit-ms", "1500"]);
     let sent = send(group, port, &["--duration", "1.5", "--rate", "200"]);
-    // 200 pps for 1.5 s: 300 packets, give or take the last pacing step.
-    assert!((295..=301).contains(&sent.count), "{}", sent.count);
+    // 200 pps for 1.5 s: 300 packets, give or take the last pacing step
+    // (and a few more when a busy machine wakes the sender late near the
+    // end: what was due after the deadline is not sent).
+    assert!((280..=301).contains(&sent.count), "{}", sent.count);
     assert!(
         (1.4..3.0).contains(&sent.elapsed_s),
         "elapsed {}",
