@@ -191,6 +191,16 @@ impl Failure {
     }
 }
 
+/// A kernel error with no more context: a run-time failure.
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Failure {
+        Failure {
+            status: EXIT_FAILURE,
+            msg: e.to_string(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
