@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# mcast_dump --quiet against a plain libc recvmmsg loop (examples/libc_dump.rs)
-# doing the same per-packet work, side by side, alternating rounds.
-# Catch-up throughput: the receiver joins, stalls while mcast_send queues N
-# packets on lo, then drains; pps = packets / (last read - first read).
+# mcast-dump --quiet (the tools package) against a plain libc recvmmsg loop
+# (examples/libc_dump.rs) doing the same per-packet work, side by side,
+# alternating rounds. Catch-up throughput: the receiver joins, stalls while
+# mcast-send queues N packets on lo, then drains;
+# pps = packets / (last read - first read).
 # Needs root for a receive buffer that holds N packets (SO_RCVBUFFORCE).
 #
 #   bash benches/quiet_compare.sh            (N=150000 ROUNDS=5 by default)
@@ -11,23 +12,24 @@ cd "$(dirname "$0")/.."
 N=${N:-150000}
 ROUNDS=${ROUNDS:-5}
 GROUP=239.255.66.1
-cargo build --release --quiet --example mcast_dump --example mcast_send --example libc_dump
-bin=${CARGO_TARGET_DIR:-target}/release/examples
+cargo build --release --quiet -p ipv4-reactor-tools --bin mcast-dump --bin mcast-send
+cargo build --release --quiet -p ipv4-reactor --example libc_dump
+bin=${CARGO_TARGET_DIR:-target}/release
 results=$(mktemp)
-trap 'rm -f "$results" "$results".err' EXIT
+trap 'rm -f "$results" "$results".out "$results".err' EXIT
 
 run_side() { # side
     local side=$1 port=$((40000 + RANDOM % 20000)) out
     local common=(--stall-ms 2500 --rcvbuf 268435456 --idle-exit-ms 500)
     if [ "$side" = dump ]; then
-        "$bin/mcast_dump" "$GROUP:$port" --iface lo --quiet --json "${common[@]}" >"$results.out" 2>"$results.err" &
+        "$bin/mcast-dump" "$GROUP:$port" --iface lo --quiet --json "${common[@]}" >"$results.out" 2>"$results.err" &
     else
-        "$bin/libc_dump" "$GROUP:$port" "${common[@]}" >"$results.out" 2>"$results.err" &
+        "$bin/examples/libc_dump" "$GROUP:$port" "${common[@]}" >"$results.out" 2>"$results.err" &
     fi
     local pid=$!
     for _ in $(seq 100); do grep -q '^listening' "$results.err" 2>/dev/null && break; sleep 0.05; done
     sleep 0.3
-    "$bin/mcast_send" "$GROUP:$port" --iface lo --count "$N" --size 64 --batch 64 >/dev/null
+    "$bin/mcast-send" "$GROUP:$port" --iface lo --count "$N" --size 64 --batch 64 >/dev/null
     wait "$pid"
     out=$(grep summary "$results.out")
     echo "$side $out" >>"$results"
@@ -50,5 +52,5 @@ med = {k: statistics.median(r["pps"] for r in v) for k, v in rows.items()}
 for k, v in rows.items():
     got = [r["packets"] for r in v]
     print(f"{k:5} median {med[k]:>10.0f} pps  rounds {[round(r['pps']) for r in v]}  packets {got} of {n}")
-print(f"ratio mcast_dump --quiet / libc loop: {med['dump'] / med['libc']:.3f}")
+print(f"ratio mcast-dump --quiet / libc loop: {med['dump'] / med['libc']:.3f}")
 PY

@@ -9,46 +9,53 @@
 // buffer large enough to hold N packets (SO_RCVBUFFORCE); without it N is
 // cut to what net.core.rmem_max allows.
 
+use clap::Parser;
 use ipv4_reactor::PacketConn;
+use serde::Serialize;
 
 #[path = "../benches/support/drain_sides.rs"]
 mod drain_sides;
 
 use drain_sides::{fill, receiver, thread_cpu_ns, Drainer, Side, PAYLOAD};
 
+/// Catch-up (drain) throughput of each receive path, side by side, against
+/// a plain libc recvmmsg loop doing the same per-packet work.
+#[derive(Parser, Debug)]
+#[command(name = "drain_compare")]
+struct Args {
+    /// Packets queued before each drain
+    #[arg(long, value_name = "N", default_value_t = 50_000)]
+    packets: usize,
+    /// Rounds (the sides alternate; medians are reported)
+    #[arg(long, value_name = "N", default_value_t = 7,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
+    /// Only these sides (and their baselines): libc_cmsg batch_cmsg
+    /// reactor_cmsg batch1_cmsg std_recv_from libc_quiet reactor_quiet
+    #[arg(long, value_name = "KEY,KEY", value_delimiter = ',')]
+    only: Option<Vec<String>>,
+    /// Print the result as one JSON line
+    #[arg(long)]
+    json: bool,
+}
+
+/// One side's figures in the `--json` line.
+#[derive(Serialize)]
+struct SideJson {
+    pps: f64,
+    ratio: f64,
+    pps_per_cpu: f64,
+    cpu_ratio: f64,
+}
+
 fn main() -> std::io::Result<()> {
-    let mut packets = 50_000usize;
-    let mut rounds = 7usize;
-    let mut json = false;
-    let mut only: Option<Vec<String>> = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--packets" => {
-                packets = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| usage())
-            }
-            "--rounds" => {
-                rounds = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| usage())
-            }
-            "--json" => json = true,
-            "--only" => {
-                only = Some(
-                    args.next()
-                        .unwrap_or_else(|| usage())
-                        .split(',')
-                        .map(str::to_string)
-                        .collect(),
-                )
-            }
-            _ => usage(),
-        }
-    }
+    let Args {
+        packets,
+        rounds,
+        only,
+        json,
+    } = Args::parse();
+    let rounds = rounds as usize;
 
     let tx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
     // A side's baseline always runs with it, so every ratio has its reference.
@@ -118,20 +125,24 @@ fn main() -> std::io::Result<()> {
         )
     };
     if json {
-        let body: Vec<String> = rows
-            .iter()
-            .map(|r| {
-                let (wall, wall_ratio, cpu, cpu_ratio) = ratios(r);
-                format!(
-                    "\"{}\":{{\"pps\":{wall:.0},\"ratio\":{wall_ratio:.3},\"pps_per_cpu\":{cpu:.0},\"cpu_ratio\":{cpu_ratio:.3}}}",
-                    r.side.key()
-                )
-            })
-            .collect();
-        println!(
-            "{{\"packets\":{effective_packets},\"rounds\":{rounds},{}}}",
-            body.join(",")
-        );
+        // {"packets":..,"rounds":..,"<side>":{..},...}, sides in table order.
+        let mut out = serde_json::Map::new();
+        out.insert("packets".into(), effective_packets.into());
+        out.insert("rounds".into(), rounds.into());
+        for r in &rows {
+            let (wall, wall_ratio, cpu, cpu_ratio) = ratios(r);
+            let side = SideJson {
+                pps: wall.round(),
+                ratio: (wall_ratio * 1e3).round() / 1e3,
+                pps_per_cpu: cpu.round(),
+                cpu_ratio: (cpu_ratio * 1e3).round() / 1e3,
+            };
+            out.insert(
+                r.side.key().into(),
+                serde_json::to_value(side).expect("a serializable side"),
+            );
+        }
+        println!("{}", serde_json::Value::Object(out));
     } else {
         println!("catch-up drain of {effective_packets} queued {PAYLOAD}-byte packets, median of {rounds} alternating rounds");
         println!(
@@ -152,10 +163,4 @@ fn main() -> std::io::Result<()> {
         println!(" which leaves out time spent waiting for a CPU on a shared machine)");
     }
     Ok(())
-}
-
-fn usage() -> ! {
-    eprintln!("usage: drain_compare [--packets N] [--rounds N] [--only KEY,KEY] [--json]");
-    eprintln!("keys: libc_cmsg batch_cmsg reactor_cmsg batch1_cmsg std_recv_from libc_quiet reactor_quiet");
-    std::process::exit(2)
 }

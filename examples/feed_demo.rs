@@ -12,129 +12,109 @@
 mod feed;
 
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
+use clap::Parser;
+use serde::Serialize;
+
 use feed::{send_feed, FeedHandler, FeedStats, Live};
 use ipv4_reactor::reactor::{ChannelSink, Overflow, Reactor};
 use ipv4_reactor::{ControlFlags, Interface, PacketConn};
 
-const USAGE: &str = "\
-usage: feed_demo [--rate PPS] [--size BYTES] [--duration SECS] [--mode callback|channel]
-                 [--group A.B.C.D:PORT] [--batch N] [--spin] [--json]
-
-A loopback multicast feed (interface lo) sent by one thread and received by
-the reactor on another, with live figures and a latency summary.
-
-  --rate PPS        packets per second to send (default 100000)
-  --size BYTES      payload size, at least 8 (default 64)
-  --duration SECS   how long to send (default 10)
-  --mode M          callback: the handler borrows each packet (default);
-                    channel: packets go through a ChannelSink to a consumer thread
-  --group G:P       multicast group and port (default 239.255.77.1:30001)
-  --batch N         reactor slots per recvmmsg (default 64)
-  --spin            reactor spins instead of sleeping in epoll
-  --json            print the summary as one JSON line
-";
-
+/// A loopback multicast feed (interface lo) sent by one thread and received
+/// by the reactor on another, with live figures and a latency summary.
+#[derive(Parser, Debug)]
+#[command(name = "feed_demo")]
 struct Args {
+    /// Packets per second to send
+    #[arg(long, value_name = "PPS", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
     rate: u64,
-    size: usize,
+    /// Payload size, 8 to 65000
+    #[arg(long, value_name = "BYTES", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(8..=65_000))]
+    size: u64,
+    /// How long to send, in seconds
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = duration)]
     duration: Duration,
-    channel: bool,
+    /// callback: the handler borrows each packet; channel: packets go
+    /// through a ChannelSink to a consumer thread
+    #[arg(long, value_enum, default_value_t = Mode::Callback)]
+    mode: Mode,
+    /// Multicast group and port (sent on lo only)
+    #[arg(long, value_name = "A.B.C.D:PORT", default_value = "239.255.77.1:30001",
+          value_parser = group)]
     group: SocketAddrV4,
-    batch: usize,
+    /// Reactor slots per recvmmsg
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    batch: u64,
+    /// The reactor spins instead of sleeping in epoll
+    #[arg(long)]
     spin: bool,
+    /// Print the summary as one JSON line
+    #[arg(long)]
     json: bool,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        rate: 100_000,
-        size: 64,
-        duration: Duration::from_secs(10),
-        channel: false,
-        group: SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 1), 30001),
-        batch: 64,
-        spin: false,
-        json: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
-        match flag.as_str() {
-            "--rate" => a.rate = num(&value("--rate")?, "--rate")?,
-            "--size" => a.size = num(&value("--size")?, "--size")? as usize,
-            "--duration" => {
-                let v = value("--duration")?;
-                let secs: f64 = v
-                    .parse()
-                    .map_err(|_| format!("--duration: {v:?} is not a number of seconds"))?;
-                if !(secs > 0.0 && secs < 86_400.0) {
-                    return Err(format!("--duration: {v} is out of range"));
-                }
-                a.duration = Duration::from_secs_f64(secs);
-            }
-            "--mode" => {
-                a.channel = match value("--mode")?.as_str() {
-                    "callback" => false,
-                    "channel" => true,
-                    other => {
-                        return Err(format!("--mode: {other:?} is neither callback nor channel"))
-                    }
-                }
-            }
-            "--group" => {
-                let v = value("--group")?;
-                a.group = v
-                    .parse()
-                    .map_err(|_| format!("--group: {v:?} is not A.B.C.D:PORT"))?;
-                if !a.group.ip().is_multicast() {
-                    return Err(format!(
-                        "--group: {} is not a multicast address",
-                        a.group.ip()
-                    ));
-                }
-            }
-            "--batch" => a.batch = num(&value("--batch")?, "--batch")? as usize,
-            "--spin" => a.spin = true,
-            "--json" => a.json = true,
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    if a.size < 8 || a.size > 65_000 {
-        return Err(format!("--size: {} is out of range (8 to 65000)", a.size));
-    }
-    if a.rate == 0 {
-        return Err("--rate must be at least 1".into());
-    }
-    if a.batch == 0 || a.batch > 1024 {
-        return Err(format!("--batch: {} is out of range (1 to 1024)", a.batch));
-    }
-    Ok(a)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    Callback,
+    Channel,
 }
 
-fn num(v: &str, name: &str) -> Result<u64, String> {
-    v.parse()
-        .map_err(|_| format!("{name}: {v:?} is not a whole number"))
+fn duration(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs < 86_400.0 => Ok(Duration::from_secs_f64(secs)),
+        Ok(_) => Err(format!(
+            "{s} is out of range (more than 0, less than 86400)"
+        )),
+        Err(_) => Err(format!("{s:?} is not a number of seconds")),
+    }
+}
+
+fn group(s: &str) -> Result<SocketAddrV4, String> {
+    let g: SocketAddrV4 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not A.B.C.D:PORT"))?;
+    if !g.ip().is_multicast() {
+        return Err(format!("{} is not a multicast address", g.ip()));
+    }
+    Ok(g)
+}
+
+/// The `--json` summary.
+#[derive(Serialize)]
+struct Summary {
+    mode: Mode,
+    sent: u64,
+    received: u64,
+    lost: u64,
+    gaps: u64,
+    kernel_drops: u64,
+    unaccounted: i64,
+    elapsed_s: f64,
+    pps: f64,
+    batch_fill: f64,
+    latency_ns: Latency,
+}
+
+#[derive(Serialize)]
+struct Latency {
+    p50: u64,
+    p99: u64,
+    p999: u64,
+    max: u64,
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("feed_demo: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     match run(args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -146,6 +126,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> std::io::Result<bool> {
+    let channel = args.mode == Mode::Channel;
+    let (size, batch) = (args.size as usize, args.batch as usize);
     let lo = Interface::loopback();
     let flags = ControlFlags::TIMESTAMP | ControlFlags::DROPS | ControlFlags::DST;
     let rx = PacketConn::multicast_receiver(args.group, lo.clone())
@@ -157,14 +139,14 @@ fn run(args: Args) -> std::io::Result<bool> {
     let live = Arc::new(Live::default());
     let (done_tx, done_rx) = crossbeam_channel::bounded(2);
     let (handle, reactor_thread) = Reactor::builder()
-        .batch_slots(args.batch)
-        .payload_size(args.size.max(2048))
+        .batch_slots(batch)
+        .payload_size(size.max(2048))
         .spin(args.spin)
         .spawn()?;
 
     let mut consumer = None;
-    let key = if args.channel {
-        let (sink, packets) = ChannelSink::bounded(65_536, args.size.max(2048), Overflow::Block)?;
+    let key = if channel {
+        let (sink, packets) = ChannelSink::bounded(65_536, size.max(2048), Overflow::Block)?;
         let mut stats = FeedStats::new(Arc::clone(&live));
         let done = done_tx.clone();
         consumer = Some(thread::spawn(move || {
@@ -189,9 +171,9 @@ fn run(args: Args) -> std::io::Result<bool> {
         "feed_demo: group {} on lo, {} pps of {} bytes for {:.1} s, {} mode{}, receive buffer {} bytes",
         args.group,
         args.rate,
-        args.size,
+        size,
         args.duration.as_secs_f64(),
-        if args.channel { "channel" } else { "callback" },
+        if channel { "channel" } else { "callback" },
         if args.spin { ", spinning" } else { "" },
         rcvbuf
     );
@@ -203,7 +185,7 @@ fn run(args: Args) -> std::io::Result<bool> {
     let sender = {
         let sent = Arc::clone(&sent);
         let sending = Arc::clone(&sending);
-        let (group, rate, size, duration) = (args.group, args.rate, args.size, args.duration);
+        let (group, rate, duration) = (args.group, args.rate, args.duration);
         thread::spawn(move || send_feed(&lo, group, rate, size, duration, &sent, &sending))
     };
 
@@ -256,27 +238,36 @@ fn run(args: Args) -> std::io::Result<bool> {
     let missing = sent.saturating_sub(received);
     let unaccounted = missing as i64 - stats.kernel_drops as i64;
     let pps = received as f64 / send_elapsed.as_secs_f64();
-    let (p50, p99, p999) = (
-        stats.latency.percentile(50.0),
-        stats.latency.percentile(99.0),
-        stats.latency.percentile(99.9),
-    );
+    let latency = Latency {
+        p50: stats.latency.value_at_quantile(0.50),
+        p99: stats.latency.value_at_quantile(0.99),
+        p999: stats.latency.value_at_quantile(0.999),
+        max: stats.latency.max(),
+    };
     if args.json {
+        let summary = Summary {
+            mode: args.mode,
+            sent,
+            received,
+            lost: missing,
+            gaps: stats.gaps,
+            kernel_drops: stats.kernel_drops,
+            unaccounted,
+            elapsed_s: (send_elapsed.as_secs_f64() * 1e3).round() / 1e3,
+            pps: pps.round(),
+            batch_fill: (counters.recv.average_batch() * 100.0).round() / 100.0,
+            latency_ns: latency,
+        };
         println!(
-            "{{\"mode\":\"{}\",\"sent\":{sent},\"received\":{received},\"lost\":{missing},\"gaps\":{},\"kernel_drops\":{},\"unaccounted\":{unaccounted},\"elapsed_s\":{:.3},\"pps\":{pps:.0},\"batch_fill\":{:.2},\"latency_ns\":{{\"p50\":{p50},\"p99\":{p99},\"p999\":{p999},\"max\":{}}}}}",
-            if args.channel { "channel" } else { "callback" },
-            stats.gaps,
-            stats.kernel_drops,
-            send_elapsed.as_secs_f64(),
-            counters.recv.average_batch(),
-            stats.latency.max,
+            "{}",
+            serde_json::to_string(&summary).expect("a serializable summary")
         );
     } else {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
             "feed_demo summary ({} mode)",
-            if args.channel { "channel" } else { "callback" }
+            if channel { "channel" } else { "callback" }
         );
         let _ = writeln!(out, "  sent              {sent:>12}");
         let _ = writeln!(out, "  received          {received:>12}");
@@ -294,14 +285,14 @@ fn run(args: Args) -> std::io::Result<bool> {
             counters.recv.average_batch()
         );
         let _ = writeln!(out, "  latency, kernel receive timestamp to handler:");
-        let _ = writeln!(out, "    p50             {:>9.1} us", p50 as f64 / 1e3);
-        let _ = writeln!(out, "    p99             {:>9.1} us", p99 as f64 / 1e3);
-        let _ = writeln!(out, "    p99.9           {:>9.1} us", p999 as f64 / 1e3);
-        let _ = writeln!(
-            out,
-            "    max             {:>9.1} us",
-            stats.latency.max as f64 / 1e3
-        );
+        for (name, ns) in [
+            ("p50", latency.p50),
+            ("p99", latency.p99),
+            ("p99.9", latency.p999),
+            ("max", latency.max),
+        ] {
+            let _ = writeln!(out, "    {name:<15} {:>9.1} us", ns as f64 / 1e3);
+        }
     }
     if unaccounted != 0 {
         eprintln!(

@@ -8,25 +8,34 @@ use std::net::Ipv4Addr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use ipv4_reactor::header::{Header, Protocol};
 use ipv4_reactor::icmp::{self, IcmpFilter, IcmpType};
 use ipv4_reactor::{ControlFlags, RawConn};
 
-fn main() -> ExitCode {
-    let target: Ipv4Addr = match std::env::args().nth(1).map(|a| a.parse()) {
-        None => Ipv4Addr::LOCALHOST,
-        Some(Ok(a)) => a,
-        Some(Err(_)) => {
-            eprintln!("icmp_echo: the argument must be an IPv4 address in 127.0.0.0/8");
-            return ExitCode::from(2);
-        }
-    };
-    if !target.is_loopback() {
-        eprintln!(
-            "icmp_echo: {target} is not a loopback address; this example only pings 127.0.0.0/8"
-        );
-        return ExitCode::from(2);
+/// An ICMP echo ("ping") with RawConn, to a loopback address only.
+#[derive(Parser, Debug)]
+#[command(name = "icmp_echo")]
+struct Args {
+    /// The address to ping, in 127.0.0.0/8
+    #[arg(value_name = "127.X.Y.Z", default_value = "127.0.0.1", value_parser = loopback)]
+    target: Ipv4Addr,
+}
+
+fn loopback(s: &str) -> Result<Ipv4Addr, String> {
+    let a: Ipv4Addr = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IPv4 address"))?;
+    if !a.is_loopback() {
+        return Err(format!(
+            "{a} is not a loopback address; this example only pings 127.0.0.0/8"
+        ));
     }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    let target = Args::parse().target;
     match ping(target) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,48 +1,62 @@
 // cargo run --release --example libc_dump -- GROUP:PORT [--stall-ms MS] [--rcvbuf BYTES] [--idle-exit-ms MS]
 //
-// The baseline that `mcast_dump --quiet` is measured against: the same job
+// The baseline that `mcast-dump --quiet` is measured against: the same job
 // (join GROUP on lo, stall, then drain, counting packets, sequence gaps and
 // the kernel drop counter) done by a plain libc recvmmsg(64) loop, written
 // the way a C programmer would (`ipv4_reactor::baseline::LibcDrain`), woken
 // by epoll (through mio). Prints a `listening` line on stderr once joined
-// and one JSON summary line like mcast_dump's. See
+// and one JSON summary line like mcast-dump's. See
 // `benches/quiet_compare.sh` for the side-by-side run.
 
 use std::net::SocketAddrV4;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use ipv4_reactor::baseline::LibcDrain;
 use ipv4_reactor::{ControlFlags, Interface, PacketConn};
+use serde::Serialize;
+
+/// The same job as `mcast-dump --quiet` in a plain libc recvmmsg loop.
+#[derive(Parser, Debug)]
+#[command(name = "libc_dump")]
+struct Args {
+    /// Group and port to join on lo
+    #[arg(value_name = "GROUP:PORT")]
+    group: SocketAddrV4,
+    /// Sleep MS after joining, before the first read
+    #[arg(long = "stall-ms", value_name = "MS", default_value_t = 0)]
+    stall_ms: u64,
+    /// Receive buffer (0: the default)
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    rcvbuf: usize,
+    /// Exit when no packet was read for MS
+    #[arg(long = "idle-exit-ms", value_name = "MS", default_value_t = 1000)]
+    idle_exit_ms: u64,
+}
+
+/// `{"summary":{...}}`, with mcast-dump's key names.
+#[derive(Serialize)]
+struct SummaryJson {
+    summary: Summary,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    packets: u64,
+    bytes: u64,
+    lost: u64,
+    kernel_drops: u32,
+    elapsed_s: f64,
+    pps: f64,
+}
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let group: SocketAddrV4 = match args.next().map(|g| g.parse()) {
-        Some(Ok(g)) => g,
-        _ => fail("the first argument must be GROUP:PORT"),
-    };
-    let (mut stall, mut rcvbuf, mut idle) = (0u64, 0usize, 1000u64);
-    while let Some(flag) = args.next() {
-        let value: u64 = args
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| fail(&format!("{flag} needs a whole number")));
-        match flag.as_str() {
-            "--stall-ms" => stall = value,
-            "--rcvbuf" => rcvbuf = value as usize,
-            "--idle-exit-ms" => idle = value,
-            other => fail(&format!("unknown argument {other:?}")),
-        }
-    }
-    if let Err(e) = run(group, stall, rcvbuf, idle) {
+    let a = Args::parse();
+    if let Err(e) = run(a.group, a.stall_ms, a.rcvbuf, a.idle_exit_ms) {
         eprintln!("libc_dump: {e}");
         std::process::exit(1);
     }
-}
-
-fn fail(msg: &str) -> ! {
-    eprintln!("libc_dump: {msg}");
-    std::process::exit(2)
 }
 
 fn run(group: SocketAddrV4, stall: u64, rcvbuf: usize, idle: u64) -> std::io::Result<()> {
@@ -115,8 +129,19 @@ fn run(group: SocketAddrV4, stall: u64, rcvbuf: usize, idle: u64) -> std::io::Re
     } else {
         0.0
     };
+    let summary = SummaryJson {
+        summary: Summary {
+            packets,
+            bytes,
+            lost,
+            kernel_drops: drops,
+            elapsed_s: (elapsed * 1e6).round() / 1e6,
+            pps: (pps * 10.0).round() / 10.0,
+        },
+    };
     println!(
-        "{{\"summary\":{{\"packets\":{packets},\"bytes\":{bytes},\"lost\":{lost},\"kernel_drops\":{drops},\"elapsed_s\":{elapsed:.6},\"pps\":{pps:.1}}}}}"
+        "{}",
+        serde_json::to_string(&summary).expect("a serializable summary")
     );
     Ok(())
 }

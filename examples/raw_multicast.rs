@@ -16,49 +16,36 @@ use std::net::Ipv4Addr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use ipv4_reactor::header::{Header, Protocol};
 use ipv4_reactor::{ControlFlags, Interface, RawConn};
 
 /// An IP protocol number reserved for experiments (RFC 3692).
 const PROTO: u8 = 253;
-const DEFAULT_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 200, 1);
-const USAGE: &str = "usage: raw_multicast [--group A.B.C.D]   (a multicast group; sent on lo only)";
+/// Multicast over raw IP with a header of our own, on lo only.
+#[derive(Parser, Debug)]
+#[command(name = "raw_multicast")]
+struct Args {
+    /// A multicast group (sent on lo only)
+    #[arg(long, value_name = "A.B.C.D", default_value = "239.255.200.1", value_parser = group)]
+    group: Ipv4Addr,
+}
 
-fn parse_args() -> Result<Option<Ipv4Addr>, String> {
-    let mut group = DEFAULT_GROUP;
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let value = match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--group" => it.next().ok_or("--group needs a value")?,
-            a if a.starts_with("--group=") => a["--group=".len()..].to_string(),
-            a => return Err(format!("unknown argument '{a}'")),
-        };
-        group = value
-            .parse()
-            .map_err(|_| format!("--group: '{value}' is not an IPv4 address"))?;
-        if !group.is_multicast() {
-            return Err(format!(
-                "--group: {group} is not a multicast address (224.0.0.0/4); this example only \
-                 sends multicast on lo"
-            ));
-        }
+fn group(s: &str) -> Result<Ipv4Addr, String> {
+    let group: Ipv4Addr = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not an IPv4 address"))?;
+    if !group.is_multicast() {
+        return Err(format!(
+            "{group} is not a multicast address (224.0.0.0/4); this example only \
+             sends multicast on lo"
+        ));
     }
-    Ok(Some(group))
+    Ok(group)
 }
 
 fn main() -> ExitCode {
-    let group = match parse_args() {
-        Ok(Some(g)) => g,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(msg) => {
-            eprintln!("raw_multicast: {msg}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let group = Args::parse().group;
     match run(group) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -20,60 +20,56 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
+use serde::Serialize;
+
 use feed::{send_feed, FeedHandler, FeedStats, Live};
 use ipv4_reactor::reactor::{Context, Reactor};
 use ipv4_reactor::{ControlFlags, Interface, Packet, PacketConn};
 
-const USAGE: &str = "usage: soak [--duration SECS] [--rate PPS (0 = unpaced)] [--size BYTES] [--churn-ms MS] [--json]";
-
+/// A bounded soak of the whole receive path on lo: unpaced feed, join/leave
+/// churn, exact accounting, descriptors and memory flat.
+#[derive(Parser, Debug)]
+#[command(name = "soak")]
 struct Args {
-    duration: Duration,
+    /// How long to run, 1 to 600 seconds
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    duration: u64,
+    /// Packets per second of the main feed (0: unpaced)
+    #[arg(long, value_name = "PPS", default_value_t = 0)]
     rate: u64,
-    size: usize,
-    churn: Duration,
+    /// Payload size, 8 to 65000
+    #[arg(long, value_name = "BYTES", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(8..=65_000))]
+    size: u64,
+    /// Join or leave the churn group every MS milliseconds (at least 10)
+    #[arg(long = "churn-ms", value_name = "MS", default_value_t = 500)]
+    churn_ms: u64,
+    /// Print the summary as one JSON line
+    #[arg(long)]
     json: bool,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        duration: Duration::from_secs(60),
-        rate: 0,
-        size: 64,
-        churn: Duration::from_millis(500),
-        json: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut number = |name: &str| -> Result<u64, String> {
-            let v = it.next().ok_or_else(|| format!("{name} needs a value"))?;
-            v.parse()
-                .map_err(|_| format!("{name}: {v:?} is not a whole number"))
-        };
-        match flag.as_str() {
-            "--duration" => {
-                let secs = number("--duration")?;
-                if !(1..=600).contains(&secs) {
-                    return Err(format!("--duration: {secs} is out of range (1 to 600 s)"));
-                }
-                a.duration = Duration::from_secs(secs);
-            }
-            "--rate" => a.rate = number("--rate")?,
-            "--size" => {
-                a.size = number("--size")? as usize;
-                if !(8..=65_000).contains(&a.size) {
-                    return Err(format!("--size: {} is out of range (8 to 65000)", a.size));
-                }
-            }
-            "--churn-ms" => a.churn = Duration::from_millis(number("--churn-ms")?.max(10)),
-            "--json" => a.json = true,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(a)
+/// The `--json` summary.
+#[derive(Serialize)]
+struct Summary {
+    duration_s: f64,
+    sent: u64,
+    received: u64,
+    kernel_drops: u64,
+    unaccounted: i64,
+    pps: f64,
+    batch_fill: f64,
+    churn_ops: u64,
+    churn_sent: u64,
+    churn_received: u64,
+    fds_start: usize,
+    fds_end: usize,
+    fds_before: usize,
+    fds_after: usize,
+    rss_start: u64,
+    rss_end: u64,
 }
 
 fn open_fds() -> usize {
@@ -90,13 +86,7 @@ fn rss_bytes() -> u64 {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("soak: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -108,6 +98,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> std::io::Result<bool> {
+    let duration = Duration::from_secs(args.duration);
+    let churn = Duration::from_millis(args.churn_ms.max(10));
     let fds_before = open_fds();
     let lo = Interface::loopback();
     let main_group = SocketAddrV4::new(Ipv4Addr::new(239, 255, 78, 1), 30011);
@@ -142,7 +134,7 @@ fn run(args: &Args) -> std::io::Result<bool> {
     let sending = Arc::new(AtomicBool::new(true));
     let sender = {
         let (sent, sending, lo) = (Arc::clone(&sent), Arc::clone(&sending), lo.clone());
-        let (rate, size, duration) = (args.rate, args.size, args.duration);
+        let (rate, size) = (args.rate, args.size as usize);
         thread::spawn(move || send_feed(&lo, main_group, rate, size, duration, &sent, &sending))
     };
     let churn_sender = {
@@ -166,11 +158,11 @@ fn run(args: &Args) -> std::io::Result<bool> {
         } else {
             format!("{} pps", args.rate)
         },
-        args.churn.as_millis(),
-        args.duration.as_secs()
+        churn.as_millis(),
+        args.duration
     );
     let start = Instant::now();
-    let warmup = Duration::from_secs(2).min(args.duration / 4);
+    let warmup = Duration::from_secs(2).min(duration / 4);
     let mut baseline: Option<(usize, u64)> = None;
     let mut joined = false;
     let mut churn_ops = 0u64;
@@ -188,7 +180,7 @@ fn run(args: &Args) -> std::io::Result<bool> {
             }
             joined = !joined;
             churn_ops += 1;
-            next_churn += args.churn;
+            next_churn += churn;
         }
         if baseline.is_none() && now.duration_since(start) >= warmup {
             baseline = Some((open_fds(), rss_bytes()));
@@ -243,13 +235,27 @@ fn run(args: &Args) -> std::io::Result<bool> {
     let rss_flat = rss_growth < 4 << 20;
     let pps = stats.received as f64 / elapsed.as_secs_f64();
     if args.json {
+        let summary = Summary {
+            duration_s: (elapsed.as_secs_f64() * 10.0).round() / 10.0,
+            sent,
+            received: stats.received,
+            kernel_drops: stats.kernel_drops,
+            unaccounted,
+            pps: pps.round(),
+            batch_fill: (counters.recv.average_batch() * 100.0).round() / 100.0,
+            churn_ops,
+            churn_sent,
+            churn_received: churn_received.load(Ordering::Relaxed),
+            fds_start,
+            fds_end,
+            fds_before,
+            fds_after,
+            rss_start,
+            rss_end,
+        };
         println!(
-            "{{\"duration_s\":{:.1},\"sent\":{sent},\"received\":{},\"kernel_drops\":{},\"unaccounted\":{unaccounted},\"pps\":{pps:.0},\"batch_fill\":{:.2},\"churn_ops\":{churn_ops},\"churn_sent\":{churn_sent},\"churn_received\":{},\"fds_start\":{fds_start},\"fds_end\":{fds_end},\"fds_before\":{fds_before},\"fds_after\":{fds_after},\"rss_start\":{rss_start},\"rss_end\":{rss_end}}}",
-            elapsed.as_secs_f64(),
-            stats.received,
-            stats.kernel_drops,
-            counters.recv.average_batch(),
-            churn_received.load(Ordering::Relaxed),
+            "{}",
+            serde_json::to_string(&summary).expect("a serializable summary")
         );
     } else {
         println!("soak summary");

@@ -1,6 +1,7 @@
 //! Shared by `feed_demo` and `soak`: the sequence-numbered feed sender,
 //! per-packet accounting (gaps, loss, kernel drops) and a latency
-//! histogram. Payloads start with a big-endian u64 sequence number.
+//! histogram (hdrhistogram). Payloads start with a big-endian u64 sequence
+//! number.
 
 #![allow(dead_code)]
 
@@ -10,68 +11,14 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
+use hdrhistogram::Histogram;
 use ipv4_reactor::reactor::Context;
 use ipv4_reactor::{ControlMessage, Interface, Message, Packet, PacketConn, SendBatch};
 
-/// A log-linear latency histogram: fixed size, no allocation per sample,
-/// about 1.5% resolution.
-pub struct Histogram {
-    counts: Vec<u64>,
-    pub total: u64,
-    pub max: u64,
-}
-
-const SUB_BITS: u32 = 6;
-
-impl Histogram {
-    pub fn new() -> Histogram {
-        Histogram {
-            counts: vec![0; (64 << SUB_BITS) as usize],
-            total: 0,
-            max: 0,
-        }
-    }
-
-    fn index(v: u64) -> usize {
-        if v < (1 << SUB_BITS) {
-            return v as usize;
-        }
-        let msb = 63 - v.leading_zeros();
-        let shift = msb - SUB_BITS;
-        let sub = (v >> shift) as usize & ((1 << SUB_BITS) - 1);
-        (((shift + 1) as usize) << SUB_BITS) + sub
-    }
-
-    fn value_at(index: usize) -> u64 {
-        let bucket = (index >> SUB_BITS) as u32;
-        let sub = (index & ((1 << SUB_BITS) - 1)) as u64;
-        if bucket == 0 {
-            return sub;
-        }
-        let shift = bucket - 1;
-        ((1u64 << SUB_BITS) | sub) << shift
-    }
-
-    pub fn record(&mut self, v: u64) {
-        self.counts[Self::index(v)] += 1;
-        self.total += 1;
-        self.max = self.max.max(v);
-    }
-
-    pub fn percentile(&self, p: f64) -> u64 {
-        if self.total == 0 {
-            return 0;
-        }
-        let rank = ((p / 100.0) * self.total as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, &c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Self::value_at(i).min(self.max);
-            }
-        }
-        self.max
-    }
+/// The latency histogram: three significant digits from 1 ns to a minute
+/// (longer ones count as a minute), allocated once.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
 /// Live figures, written by the receiving side, read by the printer.
@@ -90,7 +37,7 @@ pub struct FeedStats {
     pub gaps: u64,
     pub lost: u64,
     pub kernel_drops: u64,
-    pub latency: Histogram,
+    pub latency: Histogram<u64>,
     live: Arc<Live>,
 }
 
@@ -102,7 +49,7 @@ impl FeedStats {
             gaps: 0,
             lost: 0,
             kernel_drops: 0,
-            latency: Histogram::new(),
+            latency: latency_histogram(),
             live,
         }
     }
@@ -117,7 +64,7 @@ impl FeedStats {
     ) {
         if let Some(ts) = cm.timestamp {
             if let Ok(d) = now.duration_since(ts) {
-                self.latency.record(d.as_nanos() as u64);
+                self.latency.saturating_record(d.as_nanos() as u64);
             }
         }
         if let Some(seq) = payload

@@ -1,6 +1,6 @@
 // xnet_peer: a multicast peer built on golang.org/x/net/ipv4, for the
-// interoperability tests in tests/interop.rs (another implementation of the
-// same socket options, talking to the crate's mcast_dump and mcast_send).
+// interoperability tests in tools/tests/interop.rs (another implementation
+// of the same socket options, talking to our mcast-dump and mcast-send).
 //
 //	xnet_peer send GROUP:PORT IFACE COUNT TTL TOS [GAP_US]
 //	xnet_peer recv GROUP:PORT IFACE COUNT TIMEOUT_MS
@@ -26,6 +26,7 @@ package main
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -139,18 +140,14 @@ func send(args []string) {
 	fmt.Fprintf(os.Stderr, "sent %d from %v\n", count, c.LocalAddr())
 }
 
+// One received packet, one JSON line (encoding/json keeps the field order).
 type packet struct {
-	seq     uint64
-	length  int
-	ttl     int
-	dst     string
-	ifindex int
-	src     string
-}
-
-func (p packet) json() string {
-	return fmt.Sprintf(`{"seq":%d,"len":%d,"ttl":%d,"dst":%s,"ifindex":%d,"src":%s}`,
-		p.seq, p.length, p.ttl, strconv.Quote(p.dst), p.ifindex, strconv.Quote(p.src))
+	Seq     uint64 `json:"seq"`
+	Length  int    `json:"len"`
+	TTL     int    `json:"ttl"`
+	Dst     string `json:"dst"`
+	IfIndex int    `json:"ifindex"`
+	Src     string `json:"src"`
 }
 
 func recv(args []string) {
@@ -195,14 +192,18 @@ func recv(args []string) {
 		if cm == nil {
 			fail("packet %d came without control messages", got)
 		}
-		pk := packet{length: n, ttl: cm.TTL, ifindex: cm.IfIndex, src: src.String()}
+		pk := packet{Length: n, TTL: cm.TTL, IfIndex: cm.IfIndex, Src: src.String()}
 		if n >= 8 {
-			pk.seq = binary.BigEndian.Uint64(buf[:8])
+			pk.Seq = binary.BigEndian.Uint64(buf[:8])
 		}
 		if cm.Dst != nil {
-			pk.dst = cm.Dst.String()
+			pk.Dst = cm.Dst.String()
 		}
-		fmt.Println(pk.json())
+		line, err := json.Marshal(pk)
+		if err != nil {
+			fail("encoding packet %d: %v", got, err)
+		}
+		fmt.Println(string(line))
 	}
 }
 

@@ -1,10 +1,11 @@
-//! Interoperability: the crate's tools (`mcast_dump`, `mcast_send`) against
+//! Interoperability: our tools (`mcast-dump`, `mcast-send`) against
 //! multicast programs written by others, run as child processes:
 //!
 //! - a small Go program of ours on `golang.org/x/net/ipv4`
 //!   (`tests/interop/go/xnet_peer.go`), as sender and as receiver;
 //! - iperf2 and sockperf as senders, socat as a receiver;
-//! - tcpdump reading the TOS and TTL bytes off the wire.
+//! - tcpdump reading the TOS and TTL bytes off the wire, and reading the
+//!   capture files `mcast-dump --pcap` writes.
 //!
 //! The peers come from Debian packages. A test whose peer is missing says
 //! `SKIPPED (needs PROGRAM: apt-get install PACKAGE)` and returns, as the
@@ -16,7 +17,7 @@
 //! `golang-golang-x-net-dev`.
 //!
 //! Network safety: on the host, every sender sends through `lo` only (the
-//! Go sender and `mcast_send` are given `lo`), and socat only receives.
+//! Go sender and `mcast-send` are given `lo`), and socat only receives.
 //! Third-party senders (iperf, sockperf) run only inside the private sender
 //! namespace of a [`Topology`], whose only links are `lo` and the veths to
 //! the receiver namespace, so nothing can leave through the host's own
@@ -26,13 +27,14 @@
 //! Groups: 239.255.180.x, one per test.
 
 mod procs;
+// Shared with the library's namespace tests (tests/netns.rs).
+#[path = "../../tests/topology/mod.rs"]
 mod topology;
 
 use std::fmt;
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, OnceLock};
@@ -40,14 +42,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use procs::{
-    examples_path, kill_if_running, parse_dump_output, seqs, strings, wait_for_stderr_line,
-    DumpOutput, Json,
+    find_program, kill_if_running, parse_dump_output, parse_json, peer, seqs, skipped_for_peer,
+    strings, tool, wait_for_stderr_line, DumpOutput, Json, JsonExt,
 };
 use topology::{Topology, S0};
 
-/// The longest a `mcast_dump` may run (its `--timeout-ms`).
+/// The longest a `mcast-dump` may run (its `--timeout-ms`).
 const DUMP_TIMEOUT_MS: u64 = 30_000;
-/// How long a `mcast_dump` fed by a sender that does not say how many
+/// How long a `mcast-dump` fed by a sender that does not say how many
 /// packets arrive keeps reading after the last one (its `--idle-exit-ms`):
 /// longer than sockperf's pause (about 2 s) between its warm-up messages
 /// and the test proper, and than any scheduling hiccup of a busy VM.
@@ -64,7 +66,7 @@ const SETTLE: Duration = Duration::from_millis(300);
 /// How long socat keeps reading after its sender ended, before it is told
 /// to stop (SIGTERM).
 const DRAIN: Duration = Duration::from_millis(700);
-/// `mcast_dump`'s receive buffer here (SO_RCVBUFFORCE as root, else capped
+/// `mcast-dump`'s receive buffer here (SO_RCVBUFFORCE as root, else capped
 /// by rmem_max): room for bursts while a busy VM does not schedule it.
 const DUMP_RCVBUF: &str = "4194304";
 
@@ -75,63 +77,10 @@ fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The directory of the built examples. They are built once per test run
-/// (`cargo build --examples`; a no-op when `cargo test` built them already).
-fn examples_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let manifest = manifest_dir();
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo
-            .args(["build", "--quiet", "--examples"])
-            .current_dir(&manifest);
-        let out = Proc::spawn("cargo build --examples", cargo).finish(Duration::from_secs(600));
-        assert!(
-            out.status.success(),
-            "cargo build --examples failed: {out:?}"
-        );
-        examples_path(&manifest)
-    })
-}
-
-/// The path of one of our examples, as a string (for `ip netns exec`).
-fn example(name: &str) -> String {
-    let path = examples_dir().join(name);
-    assert!(path.is_file(), "{} was not built", path.display());
-    path.to_str().expect("a UTF-8 path").to_string()
-}
-
-/// Says loudly, past the test harness's capture, that `test` did not run
-/// because `program` (from the Debian package `package`) is missing.
-fn skipped_for_peer(test: &str, program: &str, package: &str) {
-    use std::io::Write;
-    let _ = std::io::stderr().write_all(
-        format!("SKIPPED (needs {program}: apt-get install {package}): {test}\n").as_bytes(),
-    );
-}
-
-/// The path of an installed third-party program: a non-empty executable
-/// file in `PATH` or the usual system directories.
-fn find_program(program: &str) -> Option<String> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-    dirs.extend(["/usr/local/bin", "/usr/bin", "/usr/sbin", "/sbin"].map(PathBuf::from));
-    dirs.into_iter().find_map(|dir| {
-        let candidate = dir.join(program);
-        let meta = candidate.metadata().ok()?;
-        (meta.is_file() && meta.len() > 0 && meta.permissions().mode() & 0o111 != 0)
-            .then(|| candidate.to_str().expect("a UTF-8 path").to_string())
-    })
-}
-
-/// The path of a third-party program, or `None` after saying SKIPPED with
-/// the Debian package to install.
-fn peer(test: &str, program: &str, package: &str) -> Option<String> {
-    let found = find_program(program);
-    if found.is_none() {
-        skipped_for_peer(test, program, package);
-    }
-    found
+/// The path of one of our tools (the binaries Cargo built for these
+/// tests), as a string (for `ip netns exec`).
+fn our_tool(name: &str) -> String {
+    tool(name).to_string()
 }
 
 /// Where Debian's Go packages (`golang-golang-x-net-dev`) put their source.
@@ -355,7 +304,7 @@ impl Proc {
     /// Asks the child to stop with SIGTERM (through kill(1); the child
     /// has not been waited for, so its pid cannot have been reused), then
     /// waits as [`Proc::finish`] does. For peers that end cleanly on
-    /// SIGTERM (socat); `mcast_dump` does not catch it (it would die
+    /// SIGTERM (socat, and our tools, which print their summary);
     /// without its summary) and is ended by `--idle-exit-ms` instead.
     fn terminate(&mut self, limit: Duration) -> Finished {
         if let Ok(None) = self.child.try_wait() {
@@ -436,15 +385,15 @@ fn number_between(text: &str, before: &str, after: &str) -> u64 {
 }
 
 // ---------------------------------------------------------------------
-// mcast_dump and mcast_send.
+// mcast-dump and mcast-send.
 
-/// What a `mcast_dump` said in its `listening` line.
+/// What a `mcast-dump` said in its `listening` line.
 struct Listening {
     port: u16,
     ifindex: u64,
 }
 
-/// Starts `mcast_dump GROUP:0 --iface IFACE --json --rcvbuf .. --timeout-ms
+/// Starts `mcast-dump GROUP:0 --iface IFACE --json --rcvbuf .. --timeout-ms
 /// .. EXTRA` through `cmd` (the dump's path, or `ip netns exec NS` and its
 /// path), waits for its `listening` line, then for the join to settle.
 fn start_dump(mut cmd: Command, group: Ipv4Addr, iface: &str, extra: &[&str]) -> (Proc, Listening) {
@@ -460,7 +409,7 @@ fn start_dump(mut cmd: Command, group: Ipv4Addr, iface: &str, extra: &[&str]) ->
     ]);
     args.extend(strings(extra));
     cmd.args(&args);
-    let mut dump = Proc::spawn("mcast_dump", cmd);
+    let mut dump = Proc::spawn("mcast-dump", cmd);
     // "listening 239.255.180.1:41234 iface=lo ifindex=1 rcvbuf=... batch=64"
     let line = dump.wait_for("`listening`", |l| l.starts_with("listening "), READY_LIMIT);
     let addr: SocketAddrV4 = line
@@ -486,21 +435,10 @@ fn start_dump(mut cmd: Command, group: Ipv4Addr, iface: &str, extra: &[&str]) ->
     )
 }
 
-impl fmt::Debug for DumpOutput {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} packets, summary {:?}",
-            self.packets.len(),
-            self.summary
-        )
-    }
-}
-
 /// The JSON lines a `--json` dump printed, checked (see [`DumpOutput`]),
 /// with one line per packet the summary counts.
 fn dump_output(out: &Finished) -> DumpOutput {
-    assert!(out.status.success(), "mcast_dump failed: {out:?}");
+    assert!(out.status.success(), "mcast-dump failed: {out:?}");
     let text = out.stdout_text();
     let DumpOutput {
         packets: lines,
@@ -517,7 +455,7 @@ fn dump_output(out: &Finished) -> DumpOutput {
     }
 }
 
-/// Checks the fields every packet of one flow shares, as `mcast_dump` saw
+/// Checks the fields every packet of one flow shares, as `mcast-dump` saw
 /// them.
 fn assert_dump_fields(
     packets: &[Json],
@@ -537,14 +475,14 @@ fn assert_dump_fields(
     }
 }
 
-/// Runs `mcast_send ARGS --json` to its end through `cmd`; returns the
+/// Runs `mcast-send ARGS --json` to its end through `cmd`; returns the
 /// source address from its stderr (`... from ADDR:PORT via ...`) after
 /// checking that it sent `count` packets.
 fn run_send(mut cmd: Command, args: &[&str], count: u64) -> SocketAddrV4 {
     cmd.args(args).arg("--json");
-    let out = run_to_end("mcast_send", cmd);
-    assert!(out.status.success(), "mcast_send failed: {out:?}");
-    let summary = Json::parse(out.stdout_text().trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    let out = run_to_end("mcast-send", cmd);
+    assert!(out.status.success(), "mcast-send failed: {out:?}");
+    let summary = parse_json(out.stdout_text().trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
     assert_eq!(summary["sent"].u64(), count, "{out:?}");
     addr_after(&out.stderr, " from ")
 }
@@ -595,7 +533,7 @@ fn go_xnet_sender_to_mcast_dump_on_lo() {
     let group = Ipv4Addr::new(239, 255, 180, 1);
     let n: u64 = 100;
     let (mut dump, l) = start_dump(
-        Command::new(example("mcast_dump")),
+        Command::new(our_tool("mcast-dump")),
         group,
         "lo",
         &["--count", &n.to_string()],
@@ -654,7 +592,7 @@ fn mcast_send_to_go_xnet_receiver_on_lo() {
     let dst = format!("{group}:{}", addr.port());
     let count = n.to_string();
     let src = run_send(
-        Command::new(example("mcast_send")),
+        Command::new(our_tool("mcast-send")),
         &[
             &dst, "--iface", "lo", "--ttl", "5", "--tos", "0x28", "--count", &count, "--rate",
             "2000",
@@ -668,7 +606,7 @@ fn mcast_send_to_go_xnet_receiver_on_lo() {
     let packets: Vec<Json> = out
         .stdout_text()
         .lines()
-        .map(|l| Json::parse(l).unwrap_or_else(|e| panic!("{e}: line {l:?} of {out:?}")))
+        .map(|l| parse_json(l).unwrap_or_else(|e| panic!("{e}: line {l:?} of {out:?}")))
         .collect();
     for p in &packets {
         assert_eq!(
@@ -686,7 +624,7 @@ fn mcast_send_to_go_xnet_receiver_on_lo() {
 }
 
 // ---------------------------------------------------------------------
-// Across the link: third-party senders in the sender namespace, mcast_dump
+// Across the link: third-party senders in the sender namespace, mcast-dump
 // in the receiver namespace on en0.
 
 /// Checks that `seqs` is a run n-k..n of the sender's n sequence numbers:
@@ -718,7 +656,7 @@ fn go_xnet_sender_across_the_link_to_mcast_dump() {
     let n: u64 = 100;
     let en0 = ifindex_in(&topo.rcv, "en0");
     let (mut dump, l) = start_dump(
-        topo.command(&topo.rcv, &example("mcast_dump")),
+        topo.command(&topo.rcv, &our_tool("mcast-dump")),
         group,
         "en0",
         &["--idle-exit-ms", &DUMP_IDLE_EXIT_MS.to_string()],
@@ -764,7 +702,7 @@ fn iperf2_sender_across_the_link_to_mcast_dump() {
     let group = Ipv4Addr::new(239, 255, 180, 4);
     let en0 = ifindex_in(&topo.rcv, "en0");
     let (mut dump, l) = start_dump(
-        topo.command(&topo.rcv, &example("mcast_dump")),
+        topo.command(&topo.rcv, &our_tool("mcast-dump")),
         group,
         "en0",
         &["--idle-exit-ms", &DUMP_IDLE_EXIT_MS.to_string()],
@@ -814,9 +752,9 @@ fn iperf2_sender_across_the_link_to_mcast_dump() {
     let got = dump_out.packets.len() as u64;
     assert!(
         got > 0 && got >= sent / 2,
-        "mcast_dump got {got} of iperf's {sent} datagrams"
+        "mcast-dump got {got} of iperf's {sent} datagrams"
     );
-    // Its datagram id fills the upper half of the 8 bytes mcast_dump reads,
+    // Its datagram id fills the upper half of the 8 bytes mcast-dump reads,
     // so every datagram jumps by 2^32 or more: new baselines, never loss
     // (`lost` once grew by ~2^32 a datagram and wrapped past u64).
     let s = &dump_out.summary;
@@ -839,7 +777,7 @@ fn sockperf_sender_across_the_link_to_mcast_dump() {
     let group = Ipv4Addr::new(239, 255, 180, 5);
     let en0 = ifindex_in(&topo.rcv, "en0");
     let (mut dump, l) = start_dump(
-        topo.command(&topo.rcv, &example("mcast_dump")),
+        topo.command(&topo.rcv, &our_tool("mcast-dump")),
         group,
         "en0",
         &["--idle-exit-ms", &DUMP_IDLE_EXIT_MS.to_string()],
@@ -879,7 +817,7 @@ fn sockperf_sender_across_the_link_to_mcast_dump() {
     let packets = &dump_out.packets;
     let first_src = packets
         .first()
-        .unwrap_or_else(|| panic!("mcast_dump got nothing from sockperf: {dump_out:?}"))["src"]
+        .unwrap_or_else(|| panic!("mcast-dump got nothing from sockperf: {dump_out:?}"))["src"]
         .str()
         .to_string();
     let src: SocketAddrV4 = first_src.parse().expect("ADDR:PORT");
@@ -890,7 +828,7 @@ fn sockperf_sender_across_the_link_to_mcast_dump() {
     let got = packets.len() as u64;
     assert!(
         got >= sent / 2,
-        "mcast_dump got {got} of sockperf's {sent} messages"
+        "mcast-dump got {got} of sockperf's {sent} messages"
     );
 }
 
@@ -928,7 +866,7 @@ fn mcast_send_to_socat_receiver_on_lo() {
     thread::sleep(SETTLE);
 
     let src = run_send(
-        Command::new(example("mcast_send")),
+        Command::new(our_tool("mcast-send")),
         &[
             &format!("{group}:{port}"),
             "--iface",
@@ -1000,7 +938,7 @@ fn tcpdump_sees_tos_and_ttl_of_mcast_send_on_the_wire() {
     // More than tcpdump waits for, paced: tcpdump ends after the first 3.
     let count = 20;
     let src = run_send(
-        topo.command(&topo.snd, &example("mcast_send")),
+        topo.command(&topo.snd, &our_tool("mcast-send")),
         &[
             &format!("{group}:{port}"),
             "--iface",
@@ -1045,4 +983,92 @@ fn tcpdump_sees_tos_and_ttl_of_mcast_send_on_the_wire() {
         let next = lines.get(i + 1).map(|l| l.trim());
         assert_eq!(next, Some(udp.as_str()), "{out:?}");
     }
+}
+
+/// `mcast-dump --pcap` writes a capture that tcpdump reads: one record per
+/// datagram, nanosecond timestamps, IPv4 + UDP headers with the real
+/// source, group, ports, TTL, TOS and lengths, and checksums that tcpdump
+/// verifies.
+#[test]
+fn tcpdump_reads_the_capture_of_mcast_dump() {
+    let Some(tcpdump) = peer(
+        "tcpdump_reads_the_capture_of_mcast_dump",
+        "tcpdump",
+        "tcpdump",
+    ) else {
+        return;
+    };
+    let group = Ipv4Addr::new(239, 255, 180, 8);
+    let n: u64 = 25;
+    let dir = std::env::temp_dir().join(format!("ipv4r-interop-pcap-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("dump.pcap");
+    let (mut dump, l) = start_dump(
+        Command::new(our_tool("mcast-dump")),
+        group,
+        "lo",
+        &[
+            "--count",
+            &n.to_string(),
+            "--pcap",
+            pcap.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    let src = run_send(
+        Command::new(our_tool("mcast-send")),
+        &[
+            &format!("{group}:{}", l.port),
+            "--iface",
+            "lo",
+            "--bind",
+            "127.0.0.1",
+            "--ttl",
+            "3",
+            "--tos",
+            "0x28",
+            "--size",
+            "100",
+            "--count",
+            &n.to_string(),
+        ],
+        n,
+    );
+    let dumped = dump.finish(CHILD_LIMIT);
+    let out = dump_output(&dumped);
+    assert_eq!(seqs(&out.packets), (0..n).collect::<Vec<_>>());
+    assert!(
+        dumped
+            .stderr
+            .contains(&format!("{n} packets written to {}", pcap.display())),
+        "{dumped:?}"
+    );
+
+    let mut cmd = Command::new(&tcpdump);
+    cmd.args(["-r", pcap.to_str().unwrap(), "-n", "-vv", "--nano"]);
+    let read = run_to_end("tcpdump -r", cmd);
+    assert!(read.status.success(), "tcpdump -r failed: {read:?}");
+    assert!(read.stderr.contains("link-type RAW (Raw IP)"), "{read:?}");
+    // -vv prints two lines per packet, and checks both checksums:
+    // "13:49:14.228554822 IP (tos 0x28, ttl 3, id 0, offset 0, flags [none], proto UDP (17), length 128)"
+    // "    127.0.0.1.37876 > 239.255.180.8.35383: [udp sum ok] UDP, length 100"
+    let text = read.stdout_text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len() as u64, 2 * n, "{read:?}");
+    let udp = format!(
+        "{}.{} > {group}.{}: [udp sum ok] UDP, length 100",
+        src.ip(),
+        src.port(),
+        l.port
+    );
+    for pair in lines.chunks(2) {
+        let (time, rest) = pair[0].split_once(' ').expect("a timestamp");
+        let fraction = time.rsplit('.').next().unwrap();
+        assert_eq!(fraction.len(), 9, "nanoseconds: {time}");
+        assert_eq!(
+            rest, "IP (tos 0x28, ttl 3, id 0, offset 0, flags [none], proto UDP (17), length 128)",
+            "20 + 8 + 100, TOS and TTL as received: {read:?}"
+        );
+        assert_eq!(pair[1].trim(), udp, "{read:?}");
+    }
+    fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,0 +1,249 @@
+//! Helpers shared by the process-level tests (`tools.rs`, `interop.rs`,
+//! `ip_sniff.rs`): where the built tools are, waiting for a child's stderr
+//! line, signals, killing a child left running, and reading the tools'
+//! `--json` output with serde_json (objects keep their key order, so the
+//! tests can check it).
+
+#![allow(dead_code)]
+
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub use serde_json::Value as Json;
+
+/// The path of one of the package's binaries, as Cargo built it for the
+/// tests.
+pub fn tool(name: &str) -> &'static str {
+    match name {
+        "mcast-dump" => env!("CARGO_BIN_EXE_mcast-dump"),
+        "mcast-send" => env!("CARGO_BIN_EXE_mcast-send"),
+        "ip-sniff" => env!("CARGO_BIN_EXE_ip-sniff"),
+        other => panic!("no tool named {other}"),
+    }
+}
+
+pub fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// Waits for a stderr line of child `name` that `matches` (`what`
+/// describes it), keeping every line read in `stderr`.
+pub fn wait_for_stderr_line(
+    name: &str,
+    child: &mut Child,
+    stderr_lines: &mpsc::Receiver<String>,
+    stderr: &mut Vec<String>,
+    what: &str,
+    matches: impl Fn(&str) -> bool,
+    limit: Duration,
+) -> String {
+    let until = Instant::now() + limit;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match stderr_lines.recv_timeout(left) {
+            Ok(line) => {
+                stderr.push(line.clone());
+                if matches(&line) {
+                    return line;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                "{} printed no {what} line within {limit:?}; stderr so far:\n{}",
+                name,
+                stderr.join("\n")
+            ),
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                "{} ended before printing a {what} line ({:?}); stderr:\n{}",
+                name,
+                child.try_wait(),
+                stderr.join("\n")
+            ),
+        }
+    }
+}
+
+/// Sends `signal` (`INT`, `TERM`) to a child that has not been waited for
+/// (so its pid cannot have been reused), through kill(1).
+pub fn send_signal(name: &str, child: &mut Child, signal: &str) {
+    if let Ok(None) = child.try_wait() {
+        let pid = child.id().to_string();
+        let out = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .output()
+            .unwrap_or_else(|e| panic!("running kill -{signal} {pid} ({name}): {e}"));
+        assert!(
+            out.status.success(),
+            "kill -{signal} {pid} ({name}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Says loudly, past the test harness's capture, that `test` did not run
+/// because `program` (from the Debian package `package`) is missing.
+pub fn skipped_for_peer(test: &str, program: &str, package: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(
+        format!("SKIPPED (needs {program}: apt-get install {package}): {test}\n").as_bytes(),
+    );
+}
+
+/// The path of an installed third-party program: a non-empty executable
+/// file in `PATH` or the usual system directories.
+pub fn find_program(program: &str) -> Option<String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    dirs.extend(["/usr/local/bin", "/usr/bin", "/usr/sbin", "/sbin"].map(PathBuf::from));
+    dirs.into_iter().find_map(|dir| {
+        let candidate = dir.join(program);
+        let meta = candidate.metadata().ok()?;
+        (meta.is_file() && meta.len() > 0 && meta.permissions().mode() & 0o111 != 0)
+            .then(|| candidate.to_str().expect("a UTF-8 path").to_string())
+    })
+}
+
+/// The path of a third-party program, or `None` after saying SKIPPED with
+/// the Debian package to install.
+pub fn peer(test: &str, program: &str, package: &str) -> Option<String> {
+    let found = find_program(program);
+    if found.is_none() {
+        skipped_for_peer(test, program, package);
+    }
+    found
+}
+
+/// Kills `child` if it still runs (for `Drop`: a failing test leaves
+/// nothing behind).
+pub fn kill_if_running(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// One line of JSON.
+pub fn parse_json(line: &str) -> Result<Json, serde_json::Error> {
+    serde_json::from_str(line)
+}
+
+/// Strict accessors for the tools' JSON: each panics, naming the value,
+/// when the value is not what the test expects.
+pub trait JsonExt {
+    /// The keys of an object, in order.
+    fn keys(&self) -> Vec<&str>;
+    /// A whole number.
+    fn u64(&self) -> u64;
+    /// A string.
+    fn str(&self) -> &str;
+}
+
+impl JsonExt for Json {
+    fn keys(&self) -> Vec<&str> {
+        match self {
+            Json::Object(fields) => fields.keys().map(String::as_str).collect(),
+            _ => panic!("not an object: {self:?}"),
+        }
+    }
+
+    fn u64(&self) -> u64 {
+        self.as_u64()
+            .unwrap_or_else(|| panic!("not a whole number: {self:?}"))
+    }
+
+    fn str(&self) -> &str {
+        self.as_str()
+            .unwrap_or_else(|| panic!("not a string: {self:?}"))
+    }
+}
+
+/// The keys of a dump's summary, in order (`latency_ns` follows them for
+/// feeds with send stamps).
+pub const SUMMARY_KEYS: [&str; 8] = [
+    "packets",
+    "bytes",
+    "gaps",
+    "lost",
+    "kernel_drops",
+    "truncated",
+    "elapsed_s",
+    "pps",
+];
+
+/// The keys of a dump's packet line, in order (`latency_ns` follows them
+/// for feeds with send stamps).
+pub const PACKET_KEYS: [&str; 8] = [
+    "seq",
+    "len",
+    "src",
+    "dst",
+    "ifindex",
+    "ttl",
+    "tos",
+    "truncated",
+];
+
+/// The JSON lines a `--json` dump printed: per-packet objects, then the
+/// summary (checked to be last and alone).
+pub struct DumpOutput {
+    pub packets: Vec<Json>,
+    pub summary: Json,
+}
+
+impl fmt::Debug for DumpOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} packets, summary {:?}",
+            self.packets.len(),
+            self.summary
+        )
+    }
+}
+
+/// Parses the `--json` output `text` of a dump (`out`, for messages) and
+/// checks the keys of its packet lines and of its last line, the summary.
+/// With `latency`, both end with `latency_ns`.
+pub fn parse_dump_output_with(text: &str, latency: bool, out: &dyn fmt::Debug) -> DumpOutput {
+    let mut lines: Vec<Json> = text
+        .lines()
+        .map(|l| parse_json(l).unwrap_or_else(|e| panic!("{e}: line {l:?} of {out:?}")))
+        .collect();
+    let last = lines.pop().unwrap_or_else(|| panic!("no output: {out:?}"));
+    assert_eq!(last.keys(), ["summary"], "the last line is the summary");
+    let summary = last["summary"].clone();
+    let with_latency = |keys: &[&'static str]| {
+        let mut keys = keys.to_vec();
+        if latency {
+            keys.push("latency_ns");
+        }
+        keys
+    };
+    assert_eq!(summary.keys(), with_latency(&SUMMARY_KEYS), "summary keys");
+    if latency {
+        assert_eq!(
+            summary["latency_ns"].keys(),
+            ["p50", "p90", "p99", "p999", "max"],
+            "latency keys"
+        );
+    }
+    for p in &lines {
+        assert_eq!(p.keys(), with_latency(&PACKET_KEYS), "packet keys");
+    }
+    DumpOutput {
+        packets: lines,
+        summary,
+    }
+}
+
+/// [`parse_dump_output_with`] for a feed without send stamps.
+pub fn parse_dump_output(text: &str, out: &dyn fmt::Debug) -> DumpOutput {
+    parse_dump_output_with(text, false, out)
+}
+
+pub fn seqs(packets: &[Json]) -> Vec<u64> {
+    packets.iter().map(|p| p["seq"].u64()).collect()
+}
