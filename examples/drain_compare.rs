@@ -4,7 +4,7 @@
 // filled with N packets while nobody reads, then each receive path drains it;
 // rate = packets / (last read - first read). Sides alternate, round after
 // round, and the median of each is compared with a plain libc recvmmsg loop
-// doing the same per-packet work (`ipv4_reactor::baseline::LibcDrain`).
+// doing the same per-packet work (`benches/support/libc_drain.rs`).
 // Traffic is unicast UDP over 127.0.0.1 only. Run as root for a receive
 // buffer large enough to hold N packets (SO_RCVBUFFORCE); without it N is
 // cut to what net.core.rmem_max allows.

@@ -3,7 +3,7 @@
 // The baseline that `mcast-dump --quiet` is measured against: the same job
 // (join GROUP on lo, stall, then drain, counting packets, sequence gaps and
 // the kernel drop counter) done by a plain libc recvmmsg(64) loop, written
-// the way a C programmer would (`ipv4_reactor::baseline::LibcDrain`), woken
+// the way a C programmer would (`benches/support/libc_drain.rs`), woken
 // by epoll (through mio). Prints a `listening` line on stderr once joined
 // and one JSON summary line like mcast-dump's. See
 // `benches/quiet_compare.sh` for the side-by-side run.
@@ -13,8 +13,11 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ipv4_reactor::baseline::LibcDrain;
+#[path = "../benches/support/libc_drain.rs"]
+mod libc_drain;
+
 use ipv4_reactor::{ControlFlags, Interface, PacketConn};
+use libc_drain::LibcDrain;
 use serde::Serialize;
 
 /// The same job as `mcast-dump --quiet` in a plain libc recvmmsg loop.

@@ -211,13 +211,6 @@ pub mod reactor;
 #[allow(unsafe_code)]
 mod sys;
 
-/// A plain libc `recvmmsg` loop for benchmarks to compare against; not
-/// part of the supported API.
-#[doc(hidden)]
-pub mod baseline {
-    pub use crate::sys::baseline::{BaselineMeta, LibcDrain};
-}
-
 pub use batch::{Message, Packet, Packets, RecvBatch, RecvCounters, SendBatch};
 pub use conn::Conn;
 pub use control::{ControlFlags, ControlMessage, RecvFlags};

@@ -1496,15 +1496,18 @@ fn timestamping_gives_software_stamps_and_no_hardware_stamp_on_lo() {
 }
 
 // ---------------------------------------------------------------------------
+#[path = "../benches/support/libc_drain.rs"]
+mod libc_drain;
+
 // The C-style baseline loop (benchmarks compare against it)
 // ---------------------------------------------------------------------------
 
 /// Receives `n` datagrams with `drain`, returning each payload and its meta.
 fn libc_drain_n(
-    drain: &mut ipv4_reactor::baseline::LibcDrain,
+    drain: &mut libc_drain::LibcDrain,
     conn: &PacketConn,
     n: usize,
-) -> Vec<(Vec<u8>, ipv4_reactor::baseline::BaselineMeta)> {
+) -> Vec<(Vec<u8>, libc_drain::BaselineMeta)> {
     let mut got = Vec::new();
     let deadline = Instant::now() + PATIENCE;
     while got.len() < n {
@@ -1526,7 +1529,7 @@ fn libc_drain_reads_no_control_data_past_a_header_cut_by_ctrunc() {
     // IP_PKTINFO header with cmsg_len 16 and no data, and sets MSG_CTRUNC.
     // Reading in_pktinfo after it would read the next slot's header (or
     // past the allocation for the last slot).
-    use ipv4_reactor::baseline::LibcDrain;
+    use libc_drain::LibcDrain;
     let rx = udp();
     rx.set_control_flags(ControlFlags::DST | ControlFlags::TTL)
         .unwrap();

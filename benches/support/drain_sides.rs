@@ -8,9 +8,12 @@ use std::net::{SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use ipv4_reactor::baseline::LibcDrain;
+#[path = "libc_drain.rs"]
+mod libc_drain;
+
 use ipv4_reactor::reactor::{ChannelSink, Context, Overflow, Reactor};
 use ipv4_reactor::{ControlFlags, Message, Packet, PacketConn, RecvBatch, SendBatch};
+use libc_drain::LibcDrain;
 
 pub const PAYLOAD: usize = 64;
 

@@ -3,7 +3,6 @@
 //! Everything above this module sees safe functions that return
 //! `io::Result`. Each `unsafe` block carries a `// SAFETY:` line.
 
-pub mod baseline;
 pub(crate) mod mmsg;
 
 use std::io;

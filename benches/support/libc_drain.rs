@@ -1,5 +1,11 @@
 //! A plain libc `recvmmsg` loop, written the way a C programmer would, for
-//! benchmarks to compare the crate against. Not part of the supported API.
+//! the benchmarks to compare the crate against (included with `#[path]` by
+//! benches/drain.rs, examples/drain_compare.rs, examples/libc_dump.rs and
+//! the tests that check it). Not part of the library: it calls libc
+//! directly, with `unsafe`, as the C loop it stands for does.
+
+// Each includer uses a different part.
+#![allow(dead_code)]
 
 use std::io;
 use std::mem::size_of;
@@ -52,22 +58,32 @@ impl LibcDrain {
     /// # Errors
     ///
     /// `InvalidInput` for sizes outside those of
-    /// [`RecvBatch::with_control_len`](crate::RecvBatch::with_control_len):
-    /// 1 to 1024 slots, 1 to 65536 payload bytes, at most 4096 control bytes.
+    /// `RecvBatch::with_control_len`: 1 to 1024 slots, 1 to 65536 payload
+    /// bytes, at most 4096 control bytes.
     pub fn new(
         slots: usize,
         payload: usize,
         ctrl_len: usize,
         want_name: bool,
     ) -> io::Result<LibcDrain> {
-        let sizes = super::mmsg::check_sizes("LibcDrain::new", slots, payload, 1, ctrl_len)?;
-        let (slots, ctrl_len) = (sizes.count, sizes.control_size);
+        if !(1..=1024).contains(&slots) || !(1..=65536).contains(&payload) || ctrl_len > 4096 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "LibcDrain::new: slots {slots}, payload size {payload} bytes, control {ctrl_len} bytes: \
+                     1 to 1024 slots, 1 to 65536 payload bytes, at most 4096 control bytes"
+                ),
+            ));
+        }
+        // Control slots rounded up to whole u64 words, so each is aligned
+        // for cmsghdr; the sizes above keep every product far from overflow.
+        let ctrl_len = ctrl_len.div_ceil(8) * 8;
         let mut d = LibcDrain {
             // SAFETY: mmsghdr is a plain C struct; all-zero bytes are valid.
             hdrs: vec![unsafe { std::mem::zeroed() }; slots],
             iovs: Vec::with_capacity(slots),
-            bufs: vec![0; sizes.payload_total],
-            ctrl: vec![0; sizes.control_words],
+            bufs: vec![0; slots * payload],
+            ctrl: vec![0; slots * ctrl_len / 8],
             // SAFETY: sockaddr_in is a plain C struct; all-zero bytes are valid.
             names: vec![unsafe { std::mem::zeroed() }; slots],
             payload,
@@ -77,9 +93,9 @@ impl LibcDrain {
         let bufs_base = d.bufs.as_mut_ptr();
         for i in 0..slots {
             d.iovs.push(libc::iovec {
-                // SAFETY: check_sizes computed payload_total = slots * payload
-                // without overflow and `bufs` has exactly that length; with
-                // i < slots, [i * payload, (i + 1) * payload) is inside it.
+                // SAFETY: `bufs` has slots * payload bytes (small bounded
+                // factors, no overflow); with i < slots,
+                // [i * payload, (i + 1) * payload) is inside it.
                 iov_base: unsafe { bufs_base.add(i * payload) }.cast(),
                 iov_len: payload,
             });
@@ -135,11 +151,14 @@ impl LibcDrain {
         }
         // CMSG_LEN of each message read: a header shorter than that (cut by
         // MSG_CTRUNC, or malformed) is skipped, as a careful C loop does.
-        let (ttl_len, pktinfo_len, ovfl_len) = (
-            super::cmsg_len(size_of::<i32>()),
-            super::cmsg_len(size_of::<libc::in_pktinfo>()),
-            super::cmsg_len(size_of::<u32>()),
-        );
+        // SAFETY: CMSG_LEN is arithmetic on its argument only.
+        let (ttl_len, pktinfo_len, ovfl_len) = unsafe {
+            (
+                libc::CMSG_LEN(size_of::<i32>() as u32) as usize,
+                libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as usize,
+                libc::CMSG_LEN(size_of::<u32>() as u32) as usize,
+            )
+        };
         for i in 0..n as usize {
             let h = &self.hdrs[i];
             let mut meta = BaselineMeta {
@@ -177,7 +196,7 @@ impl LibcDrain {
                             meta.dst = pi.ipi_addr.s_addr;
                             meta.ifindex = pi.ipi_ifindex;
                         }
-                        (libc::SOL_SOCKET, super::SO_RXQ_OVFL) if len >= ovfl_len => {
+                        (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) if len >= ovfl_len => {
                             meta.drops = std::ptr::read_unaligned(data.cast::<u32>())
                         }
                         _ => {}
