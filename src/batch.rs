@@ -544,10 +544,6 @@ impl fmt::Debug for SendBatch {
     }
 }
 
-/// Control bytes the largest send-side message needs (PKTINFO, TTL, TOS).
-const SEND_CONTROL_LEN: usize =
-    crate::sys::cmsg_space(crate::sys::PKTINFO_LEN) + 2 * crate::sys::cmsg_space(4);
-
 impl SendBatch {
     /// The largest capacity (the kernel sends at most 1024 messages per
     /// `sendmmsg`).
@@ -561,7 +557,11 @@ impl SendBatch {
     /// `1..=`[`MAX_CAPACITY`](Self::MAX_CAPACITY).
     pub fn new(capacity: usize) -> io::Result<SendBatch> {
         Ok(SendBatch {
-            slots: SendSlots::new("SendBatch::new", capacity, SEND_CONTROL_LEN)?,
+            slots: SendSlots::new(
+                "SendBatch::new",
+                capacity,
+                crate::sys::cmsg::SEND_CONTROL_LEN,
+            )?,
         })
     }
 
@@ -579,10 +579,14 @@ impl SendBatch {
             return Ok(0);
         }
         self.slots
-            .send(conn.as_raw_fd(), msgs.len(), 0, |i, control| {
+            .send(conn.as_raw_fd(), msgs.len(), 0, |i, encoder| {
                 let m = &msgs[i];
-                let clen = m.cm.and_then(|cm| cm.encode(control)).unwrap_or(0);
-                (m.payload, Some(m.dst), clen)
+                if let Some(cm) = &m.cm {
+                    cm.encode(encoder).map_err(|e| {
+                        crate::error::invalid(format!("SendBatch::send, message {i}: {e}"))
+                    })?;
+                }
+                Ok((m.payload, Some(m.dst)))
             })
     }
 

@@ -398,45 +398,41 @@ impl ControlMessage {
     pub fn encoded_len(&self) -> usize {
         let mut len = 0;
         if self.src.is_some() || self.ifindex.is_some() {
-            len += sys::cmsg_space(sys::PKTINFO_LEN);
+            len += sys::cmsg::PKTINFO_SPACE;
         }
         if self.ttl.is_some() {
-            len += sys::cmsg_space(4);
+            len += sys::cmsg::INT_SPACE;
         }
         if self.tos.is_some() {
-            len += sys::cmsg_space(4);
+            len += sys::cmsg::INT_SPACE;
         }
         len
     }
 
     /// Writes the send-side control messages (`IP_PKTINFO` for `src` and
-    /// `ifindex`, `IP_TTL`, `IP_TOS`) into `buf` and returns the bytes used.
-    /// `buf` must be aligned to 8 bytes when handed to the kernel. Returns
-    /// `None` when `buf` is too short for [`encoded_len`](Self::encoded_len).
-    pub(crate) fn encode(&self, buf: &mut [u8]) -> Option<usize> {
-        let need = self.encoded_len();
-        if buf.len() < need {
-            return None;
-        }
-        let mut at = 0;
+    /// `ifindex`, `IP_TTL`, `IP_TOS`) with `encoder`. An error when they do
+    /// not fit (which the send buffer's size rules out; see below).
+    pub(crate) fn encode(&self, encoder: &mut sys::cmsg::Encoder<'_>) -> std::io::Result<()> {
         if self.src.is_some() || self.ifindex.is_some() {
-            let data = sys::pktinfo_bytes(
+            encoder.ip_pktinfo(
                 self.ifindex.unwrap_or(0),
                 self.src.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            );
-            at += put_cmsg(&mut buf[at..], libc::IPPROTO_IP, libc::IP_PKTINFO, &data);
+            )?;
         }
         if let Some(ttl) = self.ttl {
-            let data = i32::from(ttl).to_ne_bytes();
-            at += put_cmsg(&mut buf[at..], libc::IPPROTO_IP, libc::IP_TTL, &data);
+            encoder.ip_ttl(ttl)?;
         }
         if let Some(tos) = self.tos {
-            let data = i32::from(tos).to_ne_bytes();
-            at += put_cmsg(&mut buf[at..], libc::IPPROTO_IP, libc::IP_TOS, &data);
+            encoder.ip_tos(tos)?;
         }
-        Some(at)
+        Ok(())
     }
 }
+
+/// The most control bytes a `ControlMessage` encodes to (every send-side
+/// field set), which every send buffer holds.
+const MAX_ENCODED_LEN: usize = sys::cmsg::PKTINFO_SPACE + 2 * sys::cmsg::INT_SPACE;
+const _: () = assert!(MAX_ENCODED_LEN <= sys::cmsg::SEND_CONTROL_LEN);
 
 /// A `struct timespec` as a time; `None` for zero (no stamp) or garbage.
 fn timespec_time(data: &[u8]) -> Option<SystemTime> {
@@ -482,26 +478,6 @@ pub(crate) fn find_gro(control: &[u8]) -> Option<u16> {
         }
     });
     seg
-}
-
-/// Writes one control message at the start of `buf` (which has room for
-/// `CMSG_SPACE(data.len())`) and returns that space.
-pub(crate) fn put_cmsg(
-    buf: &mut [u8],
-    level: libc::c_int,
-    kind: libc::c_int,
-    data: &[u8],
-) -> usize {
-    let space = sys::cmsg_space(data.len());
-    let len = sys::cmsg_len(data.len());
-    buf[..space].fill(0);
-    let w = std::mem::size_of::<usize>();
-    buf[..w].copy_from_slice(&len.to_ne_bytes());
-    buf[w..w + 4].copy_from_slice(&level.to_ne_bytes());
-    buf[w + 4..w + 8].copy_from_slice(&kind.to_ne_bytes());
-    let data_at = sys::cmsg_align(sys::CMSG_HDR);
-    buf[data_at..data_at + data.len()].copy_from_slice(data);
-    space
 }
 
 impl fmt::Display for ControlMessage {
@@ -567,6 +543,16 @@ impl RecvFlags {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::cmsg::{Encoder, SendControl};
+
+    /// `cm` encoded as a sender's control buffer.
+    fn encoded(cm: &ControlMessage) -> SendControl {
+        let mut buf = SendControl::new();
+        let mut enc = Encoder::new(&mut buf);
+        cm.encode(&mut enc).unwrap();
+        assert_eq!(enc.len(), cm.encoded_len());
+        buf
+    }
 
     #[test]
     fn encode_then_decode_round_trips() {
@@ -577,10 +563,9 @@ mod tests {
             ifindex: Some(1),
             ..ControlMessage::default()
         };
-        let mut buf = [0u8; 128];
-        let n = cm.encode(&mut buf).unwrap();
-        assert_eq!(n, cm.encoded_len());
-        let back = ControlMessage::decode(&buf[..n], ControlFlags::ALL);
+        assert_eq!(cm.encoded_len(), MAX_ENCODED_LEN);
+        let buf = encoded(&cm);
+        let back = ControlMessage::decode(&buf.0[..cm.encoded_len()], ControlFlags::ALL);
         assert_eq!(back.ttl, Some(7));
         assert_eq!(back.tos, Some(0x28));
         assert_eq!(back.ifindex, Some(1));
@@ -596,9 +581,8 @@ mod tests {
             ifindex: Some(3),
             ..ControlMessage::default()
         };
-        let mut buf = [0u8; 128];
-        let n = cm.encode(&mut buf).unwrap();
-        let back = ControlMessage::decode(&buf[..n], ControlFlags::INTERFACE);
+        let buf = encoded(&cm);
+        let back = ControlMessage::decode(&buf.0[..cm.encoded_len()], ControlFlags::INTERFACE);
         assert_eq!(back.ttl, None);
         assert_eq!(back.ifindex, Some(3));
         assert_eq!(back.dst, None);
@@ -606,19 +590,15 @@ mod tests {
 
     #[test]
     fn decode_rejects_bad_lengths_without_panicking() {
-        let mut buf = [0u8; 64];
-        put_cmsg(
-            &mut buf,
-            libc::IPPROTO_IP,
-            libc::IP_TTL,
-            &64i32.to_ne_bytes(),
-        );
+        let mut buf = sys::CmsgBuf::<64>::new();
+        Encoder::new(&mut buf).ip_ttl(64).unwrap();
+        let buf = &mut buf.0;
         // cmsg_len beyond the buffer
         buf[..8].copy_from_slice(&1000usize.to_ne_bytes());
-        assert!(ControlMessage::decode(&buf, ControlFlags::ALL).is_empty());
+        assert!(ControlMessage::decode(buf, ControlFlags::ALL).is_empty());
         // cmsg_len shorter than the header
         buf[..8].copy_from_slice(&3usize.to_ne_bytes());
-        assert!(ControlMessage::decode(&buf, ControlFlags::ALL).is_empty());
+        assert!(ControlMessage::decode(buf, ControlFlags::ALL).is_empty());
         // a TTL message with no data
         buf[..8].copy_from_slice(&sys::cmsg_len(0).to_ne_bytes());
         assert!(ControlMessage::decode(&buf[..16], ControlFlags::ALL).is_empty());
@@ -626,10 +606,11 @@ mod tests {
 
     #[test]
     fn unknown_messages_are_skipped() {
-        let mut buf = [0u8; 64];
-        let a = put_cmsg(&mut buf, 999, 42, &[1, 2, 3, 4, 5]);
-        let b = put_cmsg(&mut buf[a..], libc::IPPROTO_IP, libc::IP_TOS, &[0x2e]);
-        let cm = ControlMessage::decode(&buf[..a + b], ControlFlags::ALL);
+        let mut buf = sys::CmsgBuf::<64>::new();
+        let mut enc = Encoder::new(&mut buf);
+        enc.push(999, 42, &[1, 2, 3, 4, 5]).unwrap();
+        enc.push(libc::IPPROTO_IP, libc::IP_TOS, &[0x2e]).unwrap();
+        let cm = ControlMessage::decode(enc.as_bytes(), ControlFlags::ALL);
         assert_eq!(cm.tos, Some(0x2e));
     }
 

@@ -459,14 +459,11 @@ impl PacketConn {
         cm: Option<&ControlMessage>,
         dst: SocketAddrV4,
     ) -> io::Result<usize> {
-        let mut control = sys::CmsgBuf::<MAX_CONTROL_LEN>::new();
-        let clen = match cm {
-            Some(cm) => cm
-                .encode(&mut control.0)
-                .ok_or_else(|| crate::error::invalid("control message too large to send"))?,
-            None => 0,
+        let control = |enc: &mut sys::cmsg::Encoder<'_>| match cm {
+            Some(cm) => cm.encode(enc),
+            None => Ok(()),
         };
-        sys::sendmsg(self.as_raw_fd(), buf, Some(dst), &control.0[..clen], 0)
+        sys::sendmsg(self.as_raw_fd(), buf, Some(dst), control, 0)
     }
 
     /// Sends `buf` as several UDP datagrams of `segment_size` bytes (the
@@ -484,14 +481,8 @@ impl PacketConn {
                 "UDP segment size must be at least 1 byte",
             ));
         }
-        let mut control = sys::CmsgBuf::<32>::new();
-        let clen = crate::control::put_cmsg(
-            &mut control.0,
-            libc::IPPROTO_UDP,
-            sys::UDP_SEGMENT,
-            &segment_size.to_ne_bytes(),
-        );
-        sys::sendmsg(self.as_raw_fd(), buf, Some(dst), &control.0[..clen], 0).map_err(|e| {
+        let control = |enc: &mut sys::cmsg::Encoder<'_>| enc.udp_segment(segment_size);
+        sys::sendmsg(self.as_raw_fd(), buf, Some(dst), control, 0).map_err(|e| {
             Error::os(
                 format!(
                     "sending {} bytes as {segment_size}-byte UDP segments to {dst}",

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use crate::control::{ControlMessage, RecvFlags, MAX_CONTROL_LEN};
+use crate::control::{ControlMessage, RecvFlags};
 use crate::error::Error;
 use crate::header::{Header, HeaderError, MAX_HEADER_LEN};
 use crate::packet_conn::PacketConn;
@@ -130,8 +130,7 @@ impl RawConn {
         let mut hbuf = [0u8; MAX_HEADER_LEN];
         let hl = h.emit(&mut hbuf)?;
         let dst = cm.and_then(|c| c.dst).unwrap_or(h.dst);
-        let mut control = sys::CmsgBuf::<MAX_CONTROL_LEN>::new();
-        let clen = match cm {
+        let control = |enc: &mut sys::cmsg::Encoder<'_>| match cm {
             Some(cm) => {
                 // TTL and TOS went into the header itself.
                 let send = ControlMessage {
@@ -139,15 +138,15 @@ impl RawConn {
                     src: cm.src,
                     ..ControlMessage::default()
                 };
-                send.encode(&mut control.0).unwrap_or(0)
+                send.encode(enc)
             }
-            None => 0,
+            None => Ok(()),
         };
         sys::sendmsg_vectored(
             self.conn.as_raw_fd(),
             &[IoSlice::new(&hbuf[..hl]), IoSlice::new(payload)],
             Some(SocketAddrV4::new(dst, 0)),
-            &control.0[..clen],
+            control,
             0,
         )
         .map_err(|e| Error::os(format!("writing a raw packet to {dst}"), e))

@@ -12,6 +12,7 @@ use std::mem::size_of;
 use std::net::SocketAddrV4;
 use std::os::fd::RawFd;
 
+use super::cmsg::Encoder;
 use super::{from_sockaddr_in, sockaddr_in, syscall, CMSG_ALIGN};
 
 /// Control buffers are carved out of `u64`s so every slot is aligned for
@@ -312,18 +313,20 @@ impl SendSlots {
         self.hdrs.len()
     }
 
-    /// Sends `count` messages; `fill(i, control)` returns message `i`'s
-    /// payload, destination and the number of control bytes it wrote into
-    /// `control` (aligned, `control_size` long). Returns how many were sent;
-    /// an error only when none was.
+    /// Sends up to `count` messages; `fill(i, encoder)` returns message
+    /// `i`'s payload and destination after writing its control messages
+    /// with `encoder` (over the slot's own `control_size` bytes). Returns
+    /// how many were sent; an error only when none was. When `fill` fails
+    /// for message `i`, the messages before it are sent (and counted) and
+    /// its error comes back only if `i` is the first.
     pub(crate) fn send<'a>(
         &mut self,
         fd: RawFd,
         count: usize,
         flags: libc::c_int,
-        mut fill: impl FnMut(usize, &mut [u8]) -> (&'a [u8], Option<SocketAddrV4>, usize),
+        mut fill: impl FnMut(usize, &mut Encoder<'_>) -> io::Result<(&'a [u8], Option<SocketAddrV4>)>,
     ) -> io::Result<usize> {
-        let count = count.min(self.hdrs.len());
+        let mut count = count.min(self.hdrs.len());
         let control_size = self.control_size;
         // One base pointer per buffer, taken once: no reference to an element
         // is made while the headers hold pointers to the others.
@@ -337,14 +340,27 @@ impl SendSlots {
             // control_size bytes (computed without overflow by check_sizes);
             // i < count <= hdrs.len(), so element i of each array and control
             // bytes [i * control_size, (i + 1) * control_size) are inside
-            // their allocations, disjoint from every other slot. The slice
-            // handed to `fill` covers exactly slot i's control bytes and ends
-            // before the pointer derived from it is stored.
+            // their allocations, disjoint from every other slot. Slot i's
+            // control bytes start at a multiple of control_size (itself a
+            // multiple of CMSG_ALIGN) in u64-aligned storage, as the encoder
+            // needs; the encoder, and the slice it holds, end in `finish`,
+            // which stores the pointer derived from them.
             unsafe {
-                let ctl_ptr = control_base.add(i * control_size);
-                let ctl = std::slice::from_raw_parts_mut(ctl_ptr, control_size);
-                let (payload, dst, clen) = fill(i, ctl);
-                let clen = clen.min(control_size);
+                let ctl = std::slice::from_raw_parts_mut(
+                    control_base.add(i * control_size),
+                    control_size,
+                );
+                let mut encoder = Encoder::over_slot(ctl);
+                let (payload, dst) = match fill(i, &mut encoder) {
+                    Ok(v) => v,
+                    Err(e) if i == 0 => return Err(e),
+                    Err(_) => {
+                        // Send the messages before it; the caller's next
+                        // call starts at this one and gets its error.
+                        count = i;
+                        break;
+                    }
+                };
                 let iov = iovs_base.add(i);
                 iov.write(libc::iovec {
                     iov_base: payload.as_ptr() as *mut libc::c_void,
@@ -366,13 +382,9 @@ impl SendSlots {
                         h.msg_hdr.msg_namelen = 0;
                     }
                 }
-                if clen > 0 {
-                    h.msg_hdr.msg_control = ctl_ptr.cast();
-                    h.msg_hdr.msg_controllen = clen as _;
-                } else {
-                    h.msg_hdr.msg_control = std::ptr::null_mut();
-                    h.msg_hdr.msg_controllen = 0;
-                }
+                // The encoder sets msg_control and msg_controllen to what
+                // it wrote, none when nothing.
+                encoder.finish(&mut h.msg_hdr);
                 h.msg_hdr.msg_flags = 0;
             }
         }
@@ -386,5 +398,54 @@ impl SendSlots {
             iov.iov_len = 0;
         }
         n.map(|n| n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    #[test]
+    fn control_that_does_not_fit_is_an_error_and_stops_the_batch_before_it() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let dst = match rx.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            other => panic!("not IPv4: {other}"),
+        };
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Slots of one IP_TTL message (24 bytes on 64-bit Linux).
+        let mut slots = SendSlots::new("test", 4, super::super::cmsg::INT_SPACE).unwrap();
+        let payloads = [[0u8; 4], [1; 4], [2; 4], [3; 4]];
+        let fill = |i: usize, enc: &mut Encoder<'_>| {
+            enc.ip_ttl(9)?;
+            if i == 2 {
+                // A second message has no room left in the slot.
+                enc.ip_tos(0x28)?;
+            }
+            Ok((&payloads[i][..], Some(dst)))
+        };
+        // Messages 0 and 1 go out; message 2 does not fit and stops the batch.
+        assert_eq!(slots.send(tx.as_raw_fd(), 4, 0, fill).unwrap(), 2);
+        let mut buf = [0u8; 16];
+        for want in 0..2u8 {
+            let (n, _) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &[want; 4]);
+        }
+        // Starting at the refused message: the error comes back, nothing is sent.
+        let e = slots
+            .send(tx.as_raw_fd(), 2, 0, |i, enc| fill(i + 2, enc))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("does not fit"), "{e}");
+        rx.set_nonblocking(true).unwrap();
+        assert_eq!(
+            rx.recv_from(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock,
+            "nothing was sent with a half-built control buffer"
+        );
     }
 }
