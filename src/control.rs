@@ -33,13 +33,15 @@ impl ControlFlags {
     pub const TTL: ControlFlags = ControlFlags(1 << 0);
     /// The IP header's TOS byte (`IP_RECVTOS`).
     pub const TOS: ControlFlags = ControlFlags(1 << 1);
-    /// The packet's source address (the message name; no socket option).
+    /// The packet's source address, in [`ControlMessage::src`] (from the
+    /// message's name; no socket option).
     pub const SRC: ControlFlags = ControlFlags(1 << 2);
     /// The IP header's destination: the group for multicast (`IP_PKTINFO`).
     pub const DST: ControlFlags = ControlFlags(1 << 3);
     /// The index of the interface the packet arrived on (`IP_PKTINFO`).
     pub const INTERFACE: ControlFlags = ControlFlags(1 << 4);
-    /// The local address the kernel would reply from (`IP_PKTINFO`'s `ipi_spec_dst`).
+    /// The local address the packet arrived on, the one the kernel would
+    /// reply from, in [`ControlMessage::local`] (`IP_PKTINFO`'s `ipi_spec_dst`).
     pub const LOCAL: ControlFlags = ControlFlags(1 << 5);
     /// The kernel's receive timestamp, nanoseconds (`SO_TIMESTAMPNS`).
     ///
@@ -192,9 +194,15 @@ impl fmt::Debug for ControlFlags {
 /// What came with one packet, or what to attach to one that is sent.
 ///
 /// On receive each field is `Some` only when its [`ControlFlags`] flag was on
-/// and the kernel delivered it. On send, `src` picks the source address and
+/// and the kernel delivered it. On send, `local` picks the source address and
 /// `ifindex` the outgoing interface (`IP_PKTINFO`), `ttl` and `tos` set the
-/// packet's header fields; the other fields are ignored.
+/// packet's header fields; the other fields are ignored (`dst` picks the
+/// route of a [`RawConn`](crate::RawConn) write).
+///
+/// Each field means the same on both sides, so a message received and sent
+/// back asks for what the request had: a reply from the local address it
+/// arrived on (`local`), through its interface (`ifindex`). `src`, where a
+/// packet came from, is never sent.
 ///
 /// ```
 /// use std::net::Ipv4Addr;
@@ -212,15 +220,21 @@ pub struct ControlMessage {
     pub ttl: Option<u8>,
     /// TOS byte of the IP header (`ControlFlags::TOS`); on send, the TOS to use.
     pub tos: Option<u8>,
-    /// On receive, the packet's source address (`ControlFlags::SRC`); on send,
-    /// the source address to send from (`IP_PKTINFO` `ipi_spec_dst`).
+    /// Where the packet came from: the sender's address (`ControlFlags::SRC`,
+    /// from the message's name; the port is in the receive's source).
+    /// Receive only: ignored on send (the address to send from is `local`).
     pub src: Option<Ipv4Addr>,
     /// The IP header's destination: the group, for multicast (`ControlFlags::DST`).
     pub dst: Option<Ipv4Addr>,
     /// The arrival interface (`ControlFlags::INTERFACE`); on send, the
     /// interface to send through.
     pub ifindex: Option<u32>,
-    /// The local address the kernel would answer from (`ControlFlags::LOCAL`).
+    /// The local address. On receive, the address the packet arrived on,
+    /// the one the kernel would answer from (`ControlFlags::LOCAL`,
+    /// `IP_PKTINFO`'s `ipi_spec_dst`); for a multicast packet, an address of
+    /// the arrival interface (the group is in `dst`). On send, the source
+    /// address to send from (`ipi_spec_dst`; the kernel checks that it is
+    /// local).
     pub local: Option<Ipv4Addr>,
     /// The kernel's receive timestamp (`ControlFlags::TIMESTAMP`).
     pub timestamp: Option<SystemTime>,
@@ -237,11 +251,20 @@ pub struct ControlMessage {
 }
 
 impl ControlMessage {
-    /// A message that asks for the given source address and interface on send
-    /// (`IP_PKTINFO`): replying from the address a request arrived on.
-    pub fn with_source(src: Ipv4Addr, ifindex: Option<u32>) -> ControlMessage {
+    /// A message that sends from local address `local`, through interface
+    /// `ifindex` if given (`IP_PKTINFO`): replying from the address a
+    /// request arrived on is `send_from(request_cm.local.unwrap(), None)`
+    /// ([`ControlFlags::LOCAL`]).
+    ///
+    /// ```
+    /// use std::net::Ipv4Addr;
+    /// use ipv4_reactor::ControlMessage;
+    /// let cm = ControlMessage::send_from(Ipv4Addr::new(127, 0, 0, 5), Some(1));
+    /// assert_eq!((cm.local, cm.ifindex, cm.src), (Some(Ipv4Addr::new(127, 0, 0, 5)), Some(1), None));
+    /// ```
+    pub fn send_from(local: Ipv4Addr, ifindex: Option<u32>) -> ControlMessage {
         ControlMessage {
-            src: Some(src),
+            local: Some(local),
             ifindex,
             ..ControlMessage::default()
         }
@@ -271,9 +294,9 @@ impl ControlMessage {
         self
     }
 
-    /// With `src` set (on send: the source address, via `IP_PKTINFO`).
-    pub fn with_src(mut self, src: Ipv4Addr) -> ControlMessage {
-        self.src = Some(src);
+    /// With `local` set (on send: the source address, via `IP_PKTINFO`).
+    pub fn with_local(mut self, local: Ipv4Addr) -> ControlMessage {
+        self.local = Some(local);
         self
     }
 
@@ -397,7 +420,7 @@ impl ControlMessage {
     /// message when it is sent.
     pub fn encoded_len(&self) -> usize {
         let mut len = 0;
-        if self.src.is_some() || self.ifindex.is_some() {
+        if self.local.is_some() || self.ifindex.is_some() {
             len += sys::cmsg::PKTINFO_SPACE;
         }
         if self.ttl.is_some() {
@@ -409,14 +432,14 @@ impl ControlMessage {
         len
     }
 
-    /// Writes the send-side control messages (`IP_PKTINFO` for `src` and
+    /// Writes the send-side control messages (`IP_PKTINFO` for `local` and
     /// `ifindex`, `IP_TTL`, `IP_TOS`) with `encoder`. An error when they do
     /// not fit (which the send buffer's size rules out; see below).
     pub(crate) fn encode(&self, encoder: &mut sys::cmsg::Encoder<'_>) -> std::io::Result<()> {
-        if self.src.is_some() || self.ifindex.is_some() {
+        if self.local.is_some() || self.ifindex.is_some() {
             encoder.ip_pktinfo(
                 self.ifindex.unwrap_or(0),
-                self.src.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                self.local.unwrap_or(Ipv4Addr::UNSPECIFIED),
             )?;
         }
         if let Some(ttl) = self.ttl {
@@ -559,7 +582,7 @@ mod tests {
         let cm = ControlMessage {
             ttl: Some(7),
             tos: Some(0x28),
-            src: Some(Ipv4Addr::new(127, 0, 0, 2)),
+            local: Some(Ipv4Addr::new(127, 0, 0, 2)),
             ifindex: Some(1),
             ..ControlMessage::default()
         };
@@ -569,9 +592,29 @@ mod tests {
         assert_eq!(back.ttl, Some(7));
         assert_eq!(back.tos, Some(0x28));
         assert_eq!(back.ifindex, Some(1));
-        // On send, src travels as ipi_spec_dst, which decode reports as `local`.
+        // `local` travels as ipi_spec_dst both ways: it keeps its meaning.
         assert_eq!(back.local, Some(Ipv4Addr::new(127, 0, 0, 2)));
         assert_eq!(back.dst, Some(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(back.src, None);
+    }
+
+    #[test]
+    fn src_is_where_a_packet_came_from_and_is_never_sent() {
+        let cm = ControlMessage::new().with_ttl(3);
+        let with_src = ControlMessage {
+            src: Some(Ipv4Addr::new(127, 0, 0, 9)),
+            ..cm
+        };
+        assert_eq!(with_src.encoded_len(), cm.encoded_len());
+        assert_eq!(
+            encoded(&with_src).0[..cm.encoded_len()],
+            encoded(&cm).0[..cm.encoded_len()]
+        );
+        let only_src = ControlMessage {
+            src: Some(Ipv4Addr::new(127, 0, 0, 9)),
+            ..ControlMessage::default()
+        };
+        assert_eq!(only_src.encoded_len(), 0, "no IP_PKTINFO for src");
     }
 
     #[test]

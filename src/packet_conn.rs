@@ -450,9 +450,11 @@ impl PacketConn {
     }
 
     /// Sends `buf` to `dst`, with the per-packet options of `cm` if given:
-    /// source address and interface (`IP_PKTINFO`), TTL and TOS. Replying
-    /// from the address a request arrived on is
-    /// `send_to(reply, Some(&ControlMessage::with_source(request_cm.dst.unwrap(), None)), src)`.
+    /// source address (`cm.local`) and interface (`IP_PKTINFO`), TTL and
+    /// TOS. Replying from the address a request arrived on (received with
+    /// [`ControlFlags::LOCAL`]) is
+    /// `send_to(reply, Some(&ControlMessage::send_from(request_cm.local.unwrap(), None)), src)`,
+    /// or `Some(&request_cm)` itself: each field keeps its meaning.
     pub fn send_to(
         &self,
         buf: &[u8],

@@ -108,7 +108,7 @@ impl RawConn {
     ///
     /// With `cm`: `ttl` and `tos` replace the header's fields; `dst`
     /// picks the route (the header's destination is still sent as
-    /// written); `ifindex` picks the interface and `src` fills a zero
+    /// written); `ifindex` picks the interface and `local` fills a zero
     /// header source. Without `cm`, the route is the header's destination.
     /// Returns the bytes written, header included.
     ///
@@ -135,7 +135,7 @@ impl RawConn {
                 // TTL and TOS went into the header itself.
                 let send = ControlMessage {
                     ifindex: cm.ifindex,
-                    src: cm.src,
+                    local: cm.local,
                     ..ControlMessage::default()
                 };
                 send.encode(enc)

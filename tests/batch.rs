@@ -1148,7 +1148,7 @@ fn send_batch_per_message_destinations_ttl_tos_and_source() {
     let default_tos = tx.tos().unwrap();
     let lo = loopback_index();
 
-    // (to a?, ttl, tos, src, ifindex)
+    // (to a?, ttl, tos, local address to send from, ifindex)
     type Spec = (bool, Option<u8>, Option<u8>, Option<Ipv4Addr>, Option<u32>);
     let specs: Vec<Spec> = vec![
         (true, Some(9), Some(0x28), None, None),
@@ -1190,7 +1190,7 @@ fn send_batch_per_message_destinations_ttl_tos_and_source() {
                 let mut cm = ControlMessage::default();
                 cm.ttl = ttl;
                 cm.tos = tos;
-                cm.src = src;
+                cm.local = src;
                 cm.ifindex = ifindex;
                 Message::with_control(p, dst, cm)
             }

@@ -425,7 +425,7 @@ fn send_batch_allocates_nothing() {
             cm.ttl = Some(10 + i as u8);
             cm.tos = Some(0x28);
             if i % 2 == 0 {
-                cm.src = Some(Ipv4Addr::LOCALHOST);
+                cm.local = Some(Ipv4Addr::LOCALHOST);
                 cm.ifindex = Some(1);
             }
             Message::with_control(p, dst, cm)

@@ -197,7 +197,7 @@ fn replies_leave_from_the_address_the_request_arrived_on() {
     };
     let server = in_ns(&topo.rcv, || -> std::io::Result<PacketConn> {
         let s = PacketConn::bind_udp(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
-        s.set_control_flags(ControlFlags::DST | ControlFlags::INTERFACE)?;
+        s.set_control_flags(ControlFlags::DST | ControlFlags::INTERFACE | ControlFlags::LOCAL)?;
         s.socket().set_read_timeout(Some(Duration::from_secs(2)))?;
         Ok(s)
     })
@@ -220,7 +220,8 @@ fn replies_leave_from_the_address_the_request_arrived_on() {
             .unwrap();
         let (_, cm, from, _) = server.recv_from(&mut buf).unwrap();
         assert_eq!(cm.dst, Some(target));
-        let reply_cm = ControlMessage::with_source(cm.dst.unwrap(), None);
+        assert_eq!(cm.local, Some(target), "the local address it arrived on");
+        let reply_cm = ControlMessage::send_from(cm.local.unwrap(), None);
         server
             .send_to(b"reply", with_cm.then_some(&reply_cm), from)
             .unwrap();
