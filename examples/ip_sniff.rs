@@ -171,8 +171,8 @@ fn sniff(args: &Args) -> io::Result<()> {
             None => SLICE,
         };
         raw.socket().set_read_timeout(Some(wait))?;
-        let (header, payload_len, truncated) = match raw.read_from_with_flags(&mut buf) {
-            Ok((h, payload, _cm, flags)) => (h, payload.len(), flags.truncated),
+        let (header, payload_len, truncated) = match raw.read_from(&mut buf) {
+            Ok(p) => (p.header, p.payload.len(), p.meta.truncated()),
             Err(e)
                 if matches!(
                     e.kind(),

@@ -6,7 +6,8 @@ use std::io;
 use std::net::SocketAddrV4;
 use std::os::fd::AsRawFd;
 
-use crate::control::{ControlFlags, ControlMessage, RecvFlags};
+use crate::control::{ControlFlags, ControlMessage};
+use crate::meta::RecvFlags;
 use crate::packet_conn::PacketConn;
 use crate::sys::mmsg::{RecvSlots, SendSlots};
 

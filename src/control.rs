@@ -543,26 +543,6 @@ impl fmt::Display for ControlMessage {
     }
 }
 
-/// What the kernel said about one received packet besides its data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct RecvFlags {
-    /// The payload was longer than the buffer and was cut (`MSG_TRUNC`).
-    pub truncated: bool,
-    /// Some control messages did not fit the control buffer and were lost
-    /// (`MSG_CTRUNC`): the `ControlMessage` is incomplete.
-    pub control_truncated: bool,
-}
-
-impl RecvFlags {
-    pub(crate) fn from_msg_flags(flags: libc::c_int) -> RecvFlags {
-        RecvFlags {
-            truncated: flags & libc::MSG_TRUNC != 0,
-            control_truncated: flags & libc::MSG_CTRUNC != 0,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

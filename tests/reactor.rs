@@ -624,11 +624,11 @@ fn deregister_through_a_handle_while_running() {
         .expect("SO_RCVTIMEO");
     let mut buf = [0u8; 64];
     for want in [&b"after-1"[..], b"after-2"] {
-        let (n, cm, _, _) = conn
+        let meta = conn
             .recv_from(&mut buf)
             .expect("recv on the returned socket");
-        assert_eq!(&buf[..n], want);
-        assert_eq!(cm.dst, Some(g));
+        assert_eq!(&buf[..meta.len], want);
+        assert_eq!(meta.cm.dst, Some(g));
     }
     thread::sleep(Duration::from_millis(100));
     assert_eq!(
