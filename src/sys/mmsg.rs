@@ -153,29 +153,25 @@ impl RecvSlots {
         control_size: usize,
     ) -> io::Result<RecvSlots> {
         let sizes = check_sizes(what, count, payload_size, 1, control_size)?;
-        let (count, control_size) = (sizes.count, sizes.control_size);
+        let count = sizes.count;
         let mut payload = vec![0u8; sizes.payload_total];
-        let mut names = vec![zeroed_sockaddr_in(); count];
-        let mut control = vec![0 as CmsgWord; sizes.control_words];
+        let names = vec![zeroed_sockaddr_in(); count];
+        let control = vec![0 as CmsgWord; sizes.control_words];
         let mut iovs = vec![EMPTY_IOVEC; count];
         let mut hdrs = vec![zeroed_mmsghdr(); count];
         // One base pointer per buffer, taken once (no reference to any
         // element is made afterwards, so every pointer stored below stays
         // valid while the vectors are neither dropped nor resized).
         let payload_base = payload.as_mut_ptr();
-        let control_base = control.as_mut_ptr().cast::<u8>();
-        let names_base = names.as_mut_ptr();
         let iovs_base = iovs.as_mut_ptr();
         for (i, h) in hdrs.iter_mut().enumerate() {
             // SAFETY: check_sizes computed payload_total = count *
-            // payload_size and control_words * 8 = count * control_size
-            // without overflow, and the vectors were allocated with exactly
-            // those lengths just above; `iovs` and `names` hold `count`
+            // payload_size without overflow, and `payload` was allocated
+            // with exactly that length just above; `iovs` holds `count`
             // elements. With i < count, slot i's payload
-            // [i * payload_size, (i + 1) * payload_size) and control
-            // [i * control_size, (i + 1) * control_size) lie inside their
-            // allocations, so each `add` stays in bounds, and the lengths
-            // promised to the kernel below are exactly the slots' lengths.
+            // [i * payload_size, (i + 1) * payload_size) lies inside the
+            // allocation, so each `add` stays in bounds, and the length
+            // promised to the kernel is exactly the slot's length.
             unsafe {
                 let iov = iovs_base.add(i);
                 iov.write(libc::iovec {
@@ -184,24 +180,85 @@ impl RecvSlots {
                 });
                 h.msg_hdr.msg_iov = iov;
                 h.msg_hdr.msg_iovlen = 1;
-                if want_name {
-                    h.msg_hdr.msg_name = names_base.add(i).cast();
-                }
-                if control_size > 0 {
-                    h.msg_hdr.msg_control = control_base.add(i * control_size).cast();
-                }
             }
         }
-        Ok(RecvSlots {
+        let mut slots = RecvSlots {
             hdrs,
             _iovs: iovs,
             names,
             payload,
             control,
             payload_size,
-            control_size,
+            control_size: sizes.control_size,
             want_name,
-        })
+        };
+        slots.point_names_and_control();
+        Ok(slots)
+    }
+
+    /// Points every header's name at its slot's address storage (or at
+    /// nothing, without `want_name`) and its control buffer at its slot's
+    /// `control_size` bytes (or at nothing, when 0).
+    fn point_names_and_control(&mut self) {
+        let (want_name, control_size) = (self.want_name, self.control_size);
+        debug_assert_eq!(self.names.len(), self.hdrs.len());
+        debug_assert_eq!(
+            self.control.len() * size_of::<CmsgWord>(),
+            self.hdrs.len() * control_size
+        );
+        // One base pointer per buffer, taken once, as in `new`.
+        let names_base = self.names.as_mut_ptr();
+        let control_base = self.control.as_mut_ptr().cast::<u8>();
+        for (i, h) in self.hdrs.iter_mut().enumerate() {
+            // SAFETY: `names` holds one sockaddr_in per header, and
+            // `control` holds hdrs.len() * control_size bytes (check_sizes
+            // computed control_words without overflow, in `new` or
+            // `reserve`, and the vector was allocated with that length);
+            // with i < hdrs.len(), name i and control bytes
+            // [i * control_size, (i + 1) * control_size) lie inside their
+            // allocations. `recv` promises the kernel exactly those lengths.
+            unsafe {
+                h.msg_hdr.msg_name = if want_name {
+                    names_base.add(i).cast()
+                } else {
+                    std::ptr::null_mut()
+                };
+                h.msg_hdr.msg_control = if control_size > 0 {
+                    control_base.add(i * control_size).cast()
+                } else {
+                    std::ptr::null_mut()
+                };
+            }
+        }
+    }
+
+    /// Makes the slots fit another set of control flags: source-address
+    /// storage used or not as `want_name` says (it is always allocated),
+    /// and control buffers of at least `control_size` bytes: reallocated
+    /// when they are shorter, kept (never shrunk) when they are not. The
+    /// slots' contents are lost, so call it between receives only.
+    pub(crate) fn reserve(
+        &mut self,
+        what: &str,
+        want_name: bool,
+        control_size: usize,
+    ) -> io::Result<()> {
+        if control_size > self.control_size {
+            let sizes = check_sizes(what, self.hdrs.len(), self.payload_size, 1, control_size)?;
+            self.control = vec![0 as CmsgWord; sizes.control_words];
+            self.control_size = sizes.control_size;
+        }
+        self.want_name = want_name;
+        self.point_names_and_control();
+        // Nothing was received into the new buffers: every slot reads empty
+        // until the next `recv`.
+        for h in &mut self.hdrs {
+            h.msg_len = 0;
+            h.msg_hdr.msg_namelen = 0;
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+        }
+        Ok(())
     }
 
     pub(crate) fn capacity(&self) -> usize {
