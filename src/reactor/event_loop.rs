@@ -123,7 +123,8 @@ impl Reactor {
 
     /// Registers a socket with its handler (a [`Handler`], a closure, or a
     /// [`ChannelSink`]). The socket is made non-blocking; its receive slots
-    /// are sized for its current control flags.
+    /// are sized for its current control flags, and follow them when they
+    /// change.
     pub fn register(&mut self, conn: PacketConn, handler: impl Handler) -> io::Result<Key> {
         self.register_boxed(conn, Box::new(handler))
     }
