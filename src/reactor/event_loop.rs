@@ -47,7 +47,7 @@ pub(super) struct Entry {
 }
 
 /// A single-threaded event loop over packet sockets. See the
-/// [module docs](self).
+/// [module docs](crate::reactor).
 pub struct Reactor {
     poll: Poll,
     events: Events,
@@ -122,7 +122,7 @@ impl Reactor {
     }
 
     /// Registers a socket with its handler (a [`Handler`], a closure, or a
-    /// [`ChannelSink`]). The socket is made non-blocking; its receive slots
+    /// [`ChannelSink`](super::ChannelSink)). The socket is made non-blocking; its receive slots
     /// are sized for its current control flags, and follow them when they
     /// change.
     pub fn register(&mut self, conn: PacketConn, handler: impl Handler) -> io::Result<Key> {
