@@ -167,7 +167,10 @@ struct SlotMeta {
 /// when the flags hold [`ControlFlags::SRC`]. Flags raised on the socket
 /// from anywhere (a handler's [`Context::conn`](crate::reactor::Context::conn),
 /// [`Handle::with_conn`](crate::reactor::Handle::with_conn), another thread)
-/// thus never leave the slots too small. The flags given at construction
+/// thus never leave the slots too small for the receives after the change
+/// (a change on another thread that races with a receive in progress can
+/// cut that receive's control data, which its packets report as
+/// [`control_truncated`](Packet::control_truncated)). The flags given at construction
 /// only size the first allocation; give the socket's own to have it right
 /// from the start. Each packet's control messages are decoded from its own
 /// slot.
