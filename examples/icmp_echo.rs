@@ -65,7 +65,8 @@ fn ping(target: Ipv4Addr) -> std::io::Result<()> {
         raw.write_to(&header, &request, None)?;
         let mut buf = [0u8; 1500];
         loop {
-            let (reply_header, payload, cm) = raw.read_from(&mut buf)?;
+            let reply = raw.read_from(&mut buf)?;
+            let (reply_header, payload, cm) = (reply.header, reply.payload, reply.meta.cm);
             let Ok(echo) = icmp::parse_echo(payload) else {
                 continue;
             };

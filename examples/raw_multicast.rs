@@ -99,7 +99,7 @@ fn run(group: Ipv4Addr) -> io::Result<()> {
     let mut buf = [0u8; 2048];
     while Instant::now() < deadline {
         let (h, data, cm) = match reader.read_from(&mut buf) {
-            Ok(v) => v,
+            Ok(p) => (p.header, p.payload, p.meta.cm),
             Err(e)
                 if matches!(
                     e.kind(),

@@ -6,7 +6,8 @@ use std::io;
 use std::net::SocketAddrV4;
 use std::os::fd::AsRawFd;
 
-use crate::control::{ControlFlags, ControlMessage, RecvFlags};
+use crate::control::{ControlFlags, ControlMessage};
+use crate::meta::RecvFlags;
 use crate::packet_conn::PacketConn;
 use crate::sys::mmsg::{RecvSlots, SendSlots};
 
@@ -157,10 +158,22 @@ struct SlotMeta {
 /// allocated once: payload buffer, source address and an aligned control
 /// buffer per slot. Nothing is allocated per call.
 ///
-/// The control buffers are sized from the flags given at construction; ask
-/// the socket for the same flags with
-/// [`PacketConn::set_control_flags`]. Each packet's control messages are
-/// decoded from its own slot.
+/// The slots follow the socket: each receive compares the socket's
+/// [`control_flags`](PacketConn::control_flags) with those the slots were
+/// last fitted to (one comparison per call, nothing per packet), and when
+/// they differ, it fits the slots to the new flags before it reads:
+/// control buffers grow (a new allocation, only when the new flags need
+/// more room; they never shrink) and source-address storage is used exactly
+/// when the flags hold [`ControlFlags::SRC`]. Flags raised on the socket
+/// from anywhere (a handler's [`Context::conn`](crate::reactor::Context::conn),
+/// [`Handle::with_conn`](crate::reactor::Handle::with_conn), another thread)
+/// thus never leave the slots too small for the receives after the change
+/// (a change on another thread that races with a receive in progress can
+/// cut that receive's control data, which its packets report as
+/// [`control_truncated`](Packet::control_truncated)). The flags given at construction
+/// only size the first allocation; give the socket's own to have it right
+/// from the start. Each packet's control messages are decoded from its own
+/// slot.
 ///
 /// ```
 /// use ipv4_reactor::{ControlFlags, PacketConn, RecvBatch};
@@ -191,8 +204,10 @@ pub struct RecvBatch {
     slots: RecvSlots,
     meta: Vec<SlotMeta>,
     len: usize,
+    /// The flags the slots were last fitted to: those given at construction,
+    /// then the socket's at each receive (the packets' control messages are
+    /// decoded with them).
     flags: ControlFlags,
-    decode_flags: ControlFlags,
     want_src: bool,
     last_drops_total: u32,
     counters: RecvCounters,
@@ -226,7 +241,8 @@ impl RecvBatch {
 
     /// A batch of `slots` packets of up to `payload_size` bytes each, with
     /// control buffers sized for `flags` (source address storage only with
-    /// [`ControlFlags::SRC`]).
+    /// [`ControlFlags::SRC`]). A socket whose flags differ gets the slots
+    /// fitted to its own at the first receive (see [`RecvBatch`]).
     ///
     /// # Errors
     ///
@@ -246,7 +262,9 @@ impl RecvBatch {
     /// Like [`new`](Self::new) with an explicit control buffer length per
     /// slot. Meant for tests: a buffer shorter than
     /// [`ControlFlags::control_len`] loses control messages, and the
-    /// packets report [`Packet::control_truncated`].
+    /// packets report [`Packet::control_truncated`]. The length holds while
+    /// the socket's control flags are `flags`; when they change, the slots
+    /// are fitted to the new ones as in any batch.
     ///
     /// # Errors
     ///
@@ -281,7 +299,6 @@ impl RecvBatch {
             slots,
             len: 0,
             flags,
-            decode_flags: flags,
             want_src,
             last_drops_total: 0,
             counters: RecvCounters::default(),
@@ -306,9 +323,18 @@ impl RecvBatch {
         self.slots.capacity()
     }
 
-    /// The flags the control buffers are sized for.
+    /// The flags the slots were last fitted to: those given at
+    /// construction until the first receive, then the socket's control
+    /// flags as of the last receive.
     pub fn flags(&self) -> ControlFlags {
         self.flags
+    }
+
+    /// The control buffer bytes per slot (at least the
+    /// [`control_len`](ControlFlags::control_len) of [`flags`](Self::flags),
+    /// unless made shorter with [`with_control_len`](Self::with_control_len)).
+    pub fn control_len(&self) -> usize {
+        self.slots.control_size()
     }
 
     /// Receives what is queued, up to the number of slots, without blocking
@@ -333,9 +359,13 @@ impl RecvBatch {
         flags: libc::c_int,
     ) -> io::Result<usize> {
         self.len = 0;
-        let n = self.slots.recv(conn.as_raw_fd(), max, flags)?;
         let cflags = conn.control_flags();
-        self.decode_flags = cflags;
+        // The one test per call that keeps the slots in step with the
+        // socket's flags, however they were changed.
+        if cflags != self.flags {
+            self.fit(cflags)?;
+        }
+        let n = self.slots.recv(conn.as_raw_fd(), max, flags)?;
         let strip = conn.strips_ip_header();
         let want_drops = cflags.contains(ControlFlags::DROPS);
         let want_gro = cflags.contains(ControlFlags::GRO);
@@ -392,6 +422,24 @@ impl RecvBatch {
         Ok(n)
     }
 
+    /// Fits the slots to `flags`, the socket's new control flags: room for
+    /// every control message they ask for (growing, never shrinking, the
+    /// control buffers) and the source address exactly when they hold
+    /// `SRC`. Called only when the flags changed.
+    #[cold]
+    #[inline(never)]
+    fn fit(&mut self, flags: ControlFlags) -> io::Result<()> {
+        let want_src = flags.contains(ControlFlags::SRC);
+        self.slots.reserve(
+            "RecvBatch (fitting the slots to the socket's control flags)",
+            want_src,
+            flags.control_len(),
+        )?;
+        self.want_src = want_src;
+        self.flags = flags;
+        Ok(())
+    }
+
     /// How many packets the last receive returned.
     pub fn len(&self) -> usize {
         self.len
@@ -410,7 +458,7 @@ impl RecvBatch {
             return None;
         }
         let meta = &self.meta[i];
-        let mut cm = ControlMessage::decode(self.slots.control(i), self.decode_flags);
+        let mut cm = ControlMessage::decode(self.slots.control(i), self.flags);
         let src = if self.want_src {
             let src = self.slots.src(i);
             cm.src = src.map(|s| *s.ip());
@@ -544,10 +592,6 @@ impl fmt::Debug for SendBatch {
     }
 }
 
-/// Control bytes the largest send-side message needs (PKTINFO, TTL, TOS).
-const SEND_CONTROL_LEN: usize =
-    crate::sys::cmsg_space(crate::sys::PKTINFO_LEN) + 2 * crate::sys::cmsg_space(4);
-
 impl SendBatch {
     /// The largest capacity (the kernel sends at most 1024 messages per
     /// `sendmmsg`).
@@ -561,7 +605,11 @@ impl SendBatch {
     /// `1..=`[`MAX_CAPACITY`](Self::MAX_CAPACITY).
     pub fn new(capacity: usize) -> io::Result<SendBatch> {
         Ok(SendBatch {
-            slots: SendSlots::new("SendBatch::new", capacity, SEND_CONTROL_LEN)?,
+            slots: SendSlots::new(
+                "SendBatch::new",
+                capacity,
+                crate::sys::cmsg::SEND_CONTROL_LEN,
+            )?,
         })
     }
 
@@ -579,10 +627,14 @@ impl SendBatch {
             return Ok(0);
         }
         self.slots
-            .send(conn.as_raw_fd(), msgs.len(), 0, |i, control| {
+            .send(conn.as_raw_fd(), msgs.len(), 0, |i, encoder| {
                 let m = &msgs[i];
-                let clen = m.cm.and_then(|cm| cm.encode(control)).unwrap_or(0);
-                (m.payload, Some(m.dst), clen)
+                if let Some(cm) = &m.cm {
+                    cm.encode(encoder).map_err(|e| {
+                        crate::error::invalid(format!("SendBatch::send, message {i}: {e}"))
+                    })?;
+                }
+                Ok((m.payload, Some(m.dst)))
             })
     }
 

@@ -33,13 +33,15 @@ impl ControlFlags {
     pub const TTL: ControlFlags = ControlFlags(1 << 0);
     /// The IP header's TOS byte (`IP_RECVTOS`).
     pub const TOS: ControlFlags = ControlFlags(1 << 1);
-    /// The packet's source address (the message name; no socket option).
+    /// The packet's source address, in [`ControlMessage::src`] (from the
+    /// message's name; no socket option).
     pub const SRC: ControlFlags = ControlFlags(1 << 2);
     /// The IP header's destination: the group for multicast (`IP_PKTINFO`).
     pub const DST: ControlFlags = ControlFlags(1 << 3);
     /// The index of the interface the packet arrived on (`IP_PKTINFO`).
     pub const INTERFACE: ControlFlags = ControlFlags(1 << 4);
-    /// The local address the kernel would reply from (`IP_PKTINFO`'s `ipi_spec_dst`).
+    /// The local address the packet arrived on, the one the kernel would
+    /// reply from, in [`ControlMessage::local`] (`IP_PKTINFO`'s `ipi_spec_dst`).
     pub const LOCAL: ControlFlags = ControlFlags(1 << 5);
     /// The kernel's receive timestamp, nanoseconds (`SO_TIMESTAMPNS`).
     ///
@@ -192,9 +194,15 @@ impl fmt::Debug for ControlFlags {
 /// What came with one packet, or what to attach to one that is sent.
 ///
 /// On receive each field is `Some` only when its [`ControlFlags`] flag was on
-/// and the kernel delivered it. On send, `src` picks the source address and
+/// and the kernel delivered it. On send, `local` picks the source address and
 /// `ifindex` the outgoing interface (`IP_PKTINFO`), `ttl` and `tos` set the
-/// packet's header fields; the other fields are ignored.
+/// packet's header fields; the other fields are ignored (`dst` picks the
+/// route of a [`RawConn`](crate::RawConn) write).
+///
+/// Each field means the same on both sides, so a message received and sent
+/// back asks for what the request had: a reply from the local address it
+/// arrived on (`local`), through its interface (`ifindex`). `src`, where a
+/// packet came from, is never sent.
 ///
 /// ```
 /// use std::net::Ipv4Addr;
@@ -212,15 +220,21 @@ pub struct ControlMessage {
     pub ttl: Option<u8>,
     /// TOS byte of the IP header (`ControlFlags::TOS`); on send, the TOS to use.
     pub tos: Option<u8>,
-    /// On receive, the packet's source address (`ControlFlags::SRC`); on send,
-    /// the source address to send from (`IP_PKTINFO` `ipi_spec_dst`).
+    /// Where the packet came from: the sender's address (`ControlFlags::SRC`,
+    /// from the message's name; the port is in the receive's source).
+    /// Receive only: ignored on send (the address to send from is `local`).
     pub src: Option<Ipv4Addr>,
     /// The IP header's destination: the group, for multicast (`ControlFlags::DST`).
     pub dst: Option<Ipv4Addr>,
     /// The arrival interface (`ControlFlags::INTERFACE`); on send, the
     /// interface to send through.
     pub ifindex: Option<u32>,
-    /// The local address the kernel would answer from (`ControlFlags::LOCAL`).
+    /// The local address. On receive, the address the packet arrived on,
+    /// the one the kernel would answer from (`ControlFlags::LOCAL`,
+    /// `IP_PKTINFO`'s `ipi_spec_dst`); for a multicast packet, an address of
+    /// the arrival interface (the group is in `dst`). On send, the source
+    /// address to send from (`ipi_spec_dst`; the kernel checks that it is
+    /// local).
     pub local: Option<Ipv4Addr>,
     /// The kernel's receive timestamp (`ControlFlags::TIMESTAMP`).
     pub timestamp: Option<SystemTime>,
@@ -237,11 +251,20 @@ pub struct ControlMessage {
 }
 
 impl ControlMessage {
-    /// A message that asks for the given source address and interface on send
-    /// (`IP_PKTINFO`): replying from the address a request arrived on.
-    pub fn with_source(src: Ipv4Addr, ifindex: Option<u32>) -> ControlMessage {
+    /// A message that sends from local address `local`, through interface
+    /// `ifindex` if given (`IP_PKTINFO`): replying from the address a
+    /// request arrived on is `send_from(request_cm.local.unwrap(), None)`
+    /// ([`ControlFlags::LOCAL`]).
+    ///
+    /// ```
+    /// use std::net::Ipv4Addr;
+    /// use ipv4_reactor::ControlMessage;
+    /// let cm = ControlMessage::send_from(Ipv4Addr::new(127, 0, 0, 5), Some(1));
+    /// assert_eq!((cm.local, cm.ifindex, cm.src), (Some(Ipv4Addr::new(127, 0, 0, 5)), Some(1), None));
+    /// ```
+    pub fn send_from(local: Ipv4Addr, ifindex: Option<u32>) -> ControlMessage {
         ControlMessage {
-            src: Some(src),
+            local: Some(local),
             ifindex,
             ..ControlMessage::default()
         }
@@ -271,9 +294,9 @@ impl ControlMessage {
         self
     }
 
-    /// With `src` set (on send: the source address, via `IP_PKTINFO`).
-    pub fn with_src(mut self, src: Ipv4Addr) -> ControlMessage {
-        self.src = Some(src);
+    /// With `local` set (on send: the source address, via `IP_PKTINFO`).
+    pub fn with_local(mut self, local: Ipv4Addr) -> ControlMessage {
+        self.local = Some(local);
         self
     }
 
@@ -397,46 +420,42 @@ impl ControlMessage {
     /// message when it is sent.
     pub fn encoded_len(&self) -> usize {
         let mut len = 0;
-        if self.src.is_some() || self.ifindex.is_some() {
-            len += sys::cmsg_space(sys::PKTINFO_LEN);
+        if self.local.is_some() || self.ifindex.is_some() {
+            len += sys::cmsg::PKTINFO_SPACE;
         }
         if self.ttl.is_some() {
-            len += sys::cmsg_space(4);
+            len += sys::cmsg::INT_SPACE;
         }
         if self.tos.is_some() {
-            len += sys::cmsg_space(4);
+            len += sys::cmsg::INT_SPACE;
         }
         len
     }
 
-    /// Writes the send-side control messages (`IP_PKTINFO` for `src` and
-    /// `ifindex`, `IP_TTL`, `IP_TOS`) into `buf` and returns the bytes used.
-    /// `buf` must be aligned to 8 bytes when handed to the kernel. Returns
-    /// `None` when `buf` is too short for [`encoded_len`](Self::encoded_len).
-    pub(crate) fn encode(&self, buf: &mut [u8]) -> Option<usize> {
-        let need = self.encoded_len();
-        if buf.len() < need {
-            return None;
-        }
-        let mut at = 0;
-        if self.src.is_some() || self.ifindex.is_some() {
-            let data = sys::pktinfo_bytes(
+    /// Writes the send-side control messages (`IP_PKTINFO` for `local` and
+    /// `ifindex`, `IP_TTL`, `IP_TOS`) with `encoder`. An error when they do
+    /// not fit (which the send buffer's size rules out; see below).
+    pub(crate) fn encode(&self, encoder: &mut sys::cmsg::Encoder<'_>) -> std::io::Result<()> {
+        if self.local.is_some() || self.ifindex.is_some() {
+            encoder.ip_pktinfo(
                 self.ifindex.unwrap_or(0),
-                self.src.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            );
-            at += put_cmsg(&mut buf[at..], libc::IPPROTO_IP, libc::IP_PKTINFO, &data);
+                self.local.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            )?;
         }
         if let Some(ttl) = self.ttl {
-            let data = i32::from(ttl).to_ne_bytes();
-            at += put_cmsg(&mut buf[at..], libc::IPPROTO_IP, libc::IP_TTL, &data);
+            encoder.ip_ttl(ttl)?;
         }
         if let Some(tos) = self.tos {
-            let data = i32::from(tos).to_ne_bytes();
-            at += put_cmsg(&mut buf[at..], libc::IPPROTO_IP, libc::IP_TOS, &data);
+            encoder.ip_tos(tos)?;
         }
-        Some(at)
+        Ok(())
     }
 }
+
+/// The most control bytes a `ControlMessage` encodes to (every send-side
+/// field set), which every send buffer holds.
+const MAX_ENCODED_LEN: usize = sys::cmsg::PKTINFO_SPACE + 2 * sys::cmsg::INT_SPACE;
+const _: () = assert!(MAX_ENCODED_LEN <= sys::cmsg::SEND_CONTROL_LEN);
 
 /// A `struct timespec` as a time; `None` for zero (no stamp) or garbage.
 fn timespec_time(data: &[u8]) -> Option<SystemTime> {
@@ -484,26 +503,6 @@ pub(crate) fn find_gro(control: &[u8]) -> Option<u16> {
     seg
 }
 
-/// Writes one control message at the start of `buf` (which has room for
-/// `CMSG_SPACE(data.len())`) and returns that space.
-pub(crate) fn put_cmsg(
-    buf: &mut [u8],
-    level: libc::c_int,
-    kind: libc::c_int,
-    data: &[u8],
-) -> usize {
-    let space = sys::cmsg_space(data.len());
-    let len = sys::cmsg_len(data.len());
-    buf[..space].fill(0);
-    let w = std::mem::size_of::<usize>();
-    buf[..w].copy_from_slice(&len.to_ne_bytes());
-    buf[w..w + 4].copy_from_slice(&level.to_ne_bytes());
-    buf[w + 4..w + 8].copy_from_slice(&kind.to_ne_bytes());
-    let data_at = sys::cmsg_align(sys::CMSG_HDR);
-    buf[data_at..data_at + data.len()].copy_from_slice(data);
-    space
-}
-
 impl fmt::Display for ControlMessage {
     /// `ttl=.. src=.. dst=.. ifindex=..` (as Go prints it, `-` for absent),
     /// then the extras that are present.
@@ -544,49 +543,58 @@ impl fmt::Display for ControlMessage {
     }
 }
 
-/// What the kernel said about one received packet besides its data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct RecvFlags {
-    /// The payload was longer than the buffer and was cut (`MSG_TRUNC`).
-    pub truncated: bool,
-    /// Some control messages did not fit the control buffer and were lost
-    /// (`MSG_CTRUNC`): the `ControlMessage` is incomplete.
-    pub control_truncated: bool,
-}
-
-impl RecvFlags {
-    pub(crate) fn from_msg_flags(flags: libc::c_int) -> RecvFlags {
-        RecvFlags {
-            truncated: flags & libc::MSG_TRUNC != 0,
-            control_truncated: flags & libc::MSG_CTRUNC != 0,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::cmsg::{Encoder, SendControl};
+
+    /// `cm` encoded as a sender's control buffer.
+    fn encoded(cm: &ControlMessage) -> SendControl {
+        let mut buf = SendControl::new();
+        let mut enc = Encoder::new(&mut buf);
+        cm.encode(&mut enc).unwrap();
+        assert_eq!(enc.len(), cm.encoded_len());
+        buf
+    }
 
     #[test]
     fn encode_then_decode_round_trips() {
         let cm = ControlMessage {
             ttl: Some(7),
             tos: Some(0x28),
-            src: Some(Ipv4Addr::new(127, 0, 0, 2)),
+            local: Some(Ipv4Addr::new(127, 0, 0, 2)),
             ifindex: Some(1),
             ..ControlMessage::default()
         };
-        let mut buf = [0u8; 128];
-        let n = cm.encode(&mut buf).unwrap();
-        assert_eq!(n, cm.encoded_len());
-        let back = ControlMessage::decode(&buf[..n], ControlFlags::ALL);
+        assert_eq!(cm.encoded_len(), MAX_ENCODED_LEN);
+        let buf = encoded(&cm);
+        let back = ControlMessage::decode(&buf.0[..cm.encoded_len()], ControlFlags::ALL);
         assert_eq!(back.ttl, Some(7));
         assert_eq!(back.tos, Some(0x28));
         assert_eq!(back.ifindex, Some(1));
-        // On send, src travels as ipi_spec_dst, which decode reports as `local`.
+        // `local` travels as ipi_spec_dst both ways: it keeps its meaning.
         assert_eq!(back.local, Some(Ipv4Addr::new(127, 0, 0, 2)));
         assert_eq!(back.dst, Some(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(back.src, None);
+    }
+
+    #[test]
+    fn src_is_where_a_packet_came_from_and_is_never_sent() {
+        let cm = ControlMessage::new().with_ttl(3);
+        let with_src = ControlMessage {
+            src: Some(Ipv4Addr::new(127, 0, 0, 9)),
+            ..cm
+        };
+        assert_eq!(with_src.encoded_len(), cm.encoded_len());
+        assert_eq!(
+            encoded(&with_src).0[..cm.encoded_len()],
+            encoded(&cm).0[..cm.encoded_len()]
+        );
+        let only_src = ControlMessage {
+            src: Some(Ipv4Addr::new(127, 0, 0, 9)),
+            ..ControlMessage::default()
+        };
+        assert_eq!(only_src.encoded_len(), 0, "no IP_PKTINFO for src");
     }
 
     #[test]
@@ -596,9 +604,8 @@ mod tests {
             ifindex: Some(3),
             ..ControlMessage::default()
         };
-        let mut buf = [0u8; 128];
-        let n = cm.encode(&mut buf).unwrap();
-        let back = ControlMessage::decode(&buf[..n], ControlFlags::INTERFACE);
+        let buf = encoded(&cm);
+        let back = ControlMessage::decode(&buf.0[..cm.encoded_len()], ControlFlags::INTERFACE);
         assert_eq!(back.ttl, None);
         assert_eq!(back.ifindex, Some(3));
         assert_eq!(back.dst, None);
@@ -606,19 +613,15 @@ mod tests {
 
     #[test]
     fn decode_rejects_bad_lengths_without_panicking() {
-        let mut buf = [0u8; 64];
-        put_cmsg(
-            &mut buf,
-            libc::IPPROTO_IP,
-            libc::IP_TTL,
-            &64i32.to_ne_bytes(),
-        );
+        let mut buf = sys::CmsgBuf::<64>::new();
+        Encoder::new(&mut buf).ip_ttl(64).unwrap();
+        let buf = &mut buf.0;
         // cmsg_len beyond the buffer
         buf[..8].copy_from_slice(&1000usize.to_ne_bytes());
-        assert!(ControlMessage::decode(&buf, ControlFlags::ALL).is_empty());
+        assert!(ControlMessage::decode(buf, ControlFlags::ALL).is_empty());
         // cmsg_len shorter than the header
         buf[..8].copy_from_slice(&3usize.to_ne_bytes());
-        assert!(ControlMessage::decode(&buf, ControlFlags::ALL).is_empty());
+        assert!(ControlMessage::decode(buf, ControlFlags::ALL).is_empty());
         // a TTL message with no data
         buf[..8].copy_from_slice(&sys::cmsg_len(0).to_ne_bytes());
         assert!(ControlMessage::decode(&buf[..16], ControlFlags::ALL).is_empty());
@@ -626,10 +629,11 @@ mod tests {
 
     #[test]
     fn unknown_messages_are_skipped() {
-        let mut buf = [0u8; 64];
-        let a = put_cmsg(&mut buf, 999, 42, &[1, 2, 3, 4, 5]);
-        let b = put_cmsg(&mut buf[a..], libc::IPPROTO_IP, libc::IP_TOS, &[0x2e]);
-        let cm = ControlMessage::decode(&buf[..a + b], ControlFlags::ALL);
+        let mut buf = sys::CmsgBuf::<64>::new();
+        let mut enc = Encoder::new(&mut buf);
+        enc.push(999, 42, &[1, 2, 3, 4, 5]).unwrap();
+        enc.push(libc::IPPROTO_IP, libc::IP_TOS, &[0x2e]).unwrap();
+        let cm = ControlMessage::decode(enc.as_bytes(), ControlFlags::ALL);
         assert_eq!(cm.tos, Some(0x2e));
     }
 

@@ -63,12 +63,12 @@
 //! tx.send_to(b"tick", None, SocketAddrV4::new(group, port))?;
 //!
 //! let mut buf = [0u8; 1500];
-//! let (n, cm, src, _) = rx.recv_from(&mut buf)?;
-//! assert_eq!(&buf[..n], b"tick");
-//! assert_eq!(cm.dst, Some(group)); // the group it was sent to
-//! assert_eq!(cm.ifindex, Some(1)); // arrived on lo
-//! assert_eq!(cm.ttl, Some(2));
-//! assert_eq!(src, tx.local_addr()?);
+//! let meta = rx.recv_from(&mut buf)?;
+//! assert_eq!(&buf[..meta.len], b"tick");
+//! assert_eq!(meta.cm.dst, Some(group)); // the group it was sent to
+//! assert_eq!(meta.cm.ifindex, Some(1)); // arrived on lo
+//! assert_eq!(meta.cm.ttl, Some(2));
+//! assert_eq!(meta.src, tx.local_addr()?); // where it came from
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
@@ -203,6 +203,7 @@ pub mod feed;
 pub mod header;
 pub mod icmp;
 mod interface;
+mod meta;
 pub mod netns;
 mod options;
 mod packet_conn;
@@ -213,13 +214,14 @@ mod sys;
 
 pub use batch::{Message, Packet, Packets, RecvBatch, RecvCounters, SendBatch};
 pub use conn::Conn;
-pub use control::{ControlFlags, ControlMessage, RecvFlags};
+pub use control::{ControlFlags, ControlMessage};
 pub use cpu::pin_current_thread;
 pub use error::{Error, Limit};
 pub use interface::{Interface, InterfaceInfo};
+pub use meta::{RecvFlags, RecvMeta};
 pub use options::BPF_MAX_INSTRUCTIONS;
 pub use packet_conn::{PacketConn, ReceiverBuilder};
-pub use raw_conn::RawConn;
+pub use raw_conn::{RawConn, RawPacket};
 /// One classic BPF instruction (`struct sock_filter`), for
 /// [`PacketConn::attach_filter`]: socket2's type, re-exported.
 pub use socket2::SockFilter;

@@ -10,9 +10,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::control::{ControlFlags, ControlMessage, RecvFlags, MAX_CONTROL_LEN};
+use crate::control::{ControlFlags, ControlMessage, MAX_CONTROL_LEN};
 use crate::error::Error;
 use crate::interface::{Interface, InterfaceInfo};
+use crate::meta::{RecvFlags, RecvMeta};
 use crate::options::{self, GroupOp, SourceOp};
 use crate::sys;
 
@@ -38,11 +39,11 @@ use crate::sys;
 /// a.send_to(b"hello", None, b.local_addr()?)?;
 ///
 /// let mut buf = [0u8; 1500];
-/// let (n, cm, src, _flags) = b.recv_from(&mut buf)?;
-/// assert_eq!(&buf[..n], b"hello");
-/// assert_eq!(cm.ttl, Some(33));
-/// assert_eq!(cm.dst, Some(Ipv4Addr::LOCALHOST));
-/// assert_eq!(src, a.local_addr()?);
+/// let meta = b.recv_from(&mut buf)?;
+/// assert_eq!(&buf[..meta.len], b"hello");
+/// assert_eq!(meta.cm.ttl, Some(33));
+/// assert_eq!(meta.cm.dst, Some(Ipv4Addr::LOCALHOST));
+/// assert_eq!(meta.src, a.local_addr()?);
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug)]
@@ -402,7 +403,9 @@ impl PacketConn {
         options::kernel_control_flags(self.as_fd())
     }
 
-    /// Receives one packet: `(bytes, control message, source, flags)`.
+    /// Receives one packet into `buf` and returns what came with it: the
+    /// bytes written ([`RecvMeta::len`]), where it came from, the control
+    /// messages and the truncation flags.
     ///
     /// The control message holds what [`control_flags`](Self::control_flags)
     /// asked for; a payload cut to fit `buf` and a lost control message are
@@ -410,10 +413,7 @@ impl PacketConn {
     /// the IP header is removed and the source port is 0; a `buf` too short
     /// for the IP header itself is an error of kind `InvalidInput` that
     /// says the packet was truncated (it is lost).
-    pub fn recv_from(
-        &self,
-        buf: &mut [u8],
-    ) -> io::Result<(usize, ControlMessage, SocketAddrV4, RecvFlags)> {
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
         let flags = self.control_flags();
         let mut control = sys::CmsgBuf::<MAX_CONTROL_LEN>::new();
         let msg = sys::recvmsg(
@@ -446,27 +446,31 @@ impl PacketConn {
             buf.copy_within(hl..n, 0);
             n -= hl;
         }
-        Ok((n, cm, src, RecvFlags::from_msg_flags(msg.flags)))
+        Ok(RecvMeta {
+            len: n,
+            src,
+            cm,
+            flags: RecvFlags::from_msg_flags(msg.flags),
+        })
     }
 
     /// Sends `buf` to `dst`, with the per-packet options of `cm` if given:
-    /// source address and interface (`IP_PKTINFO`), TTL and TOS. Replying
-    /// from the address a request arrived on is
-    /// `send_to(reply, Some(&ControlMessage::with_source(request_cm.dst.unwrap(), None)), src)`.
+    /// source address (`cm.local`) and interface (`IP_PKTINFO`), TTL and
+    /// TOS. Replying from the address a request arrived on (received with
+    /// [`ControlFlags::LOCAL`]) is
+    /// `send_to(reply, Some(&ControlMessage::send_from(request_cm.local.unwrap(), None)), src)`,
+    /// or `Some(&request_cm)` itself: each field keeps its meaning.
     pub fn send_to(
         &self,
         buf: &[u8],
         cm: Option<&ControlMessage>,
         dst: SocketAddrV4,
     ) -> io::Result<usize> {
-        let mut control = sys::CmsgBuf::<MAX_CONTROL_LEN>::new();
-        let clen = match cm {
-            Some(cm) => cm
-                .encode(&mut control.0)
-                .ok_or_else(|| crate::error::invalid("control message too large to send"))?,
-            None => 0,
+        let control = |enc: &mut sys::cmsg::Encoder<'_>| match cm {
+            Some(cm) => cm.encode(enc),
+            None => Ok(()),
         };
-        sys::sendmsg(self.as_raw_fd(), buf, Some(dst), &control.0[..clen], 0)
+        sys::sendmsg(self.as_raw_fd(), buf, Some(dst), control, 0)
     }
 
     /// Sends `buf` as several UDP datagrams of `segment_size` bytes (the
@@ -484,14 +488,8 @@ impl PacketConn {
                 "UDP segment size must be at least 1 byte",
             ));
         }
-        let mut control = sys::CmsgBuf::<32>::new();
-        let clen = crate::control::put_cmsg(
-            &mut control.0,
-            libc::IPPROTO_UDP,
-            sys::UDP_SEGMENT,
-            &segment_size.to_ne_bytes(),
-        );
-        sys::sendmsg(self.as_raw_fd(), buf, Some(dst), &control.0[..clen], 0).map_err(|e| {
+        let control = |enc: &mut sys::cmsg::Encoder<'_>| enc.udp_segment(segment_size);
+        sys::sendmsg(self.as_raw_fd(), buf, Some(dst), control, 0).map_err(|e| {
             Error::os(
                 format!(
                     "sending {} bytes as {segment_size}-byte UDP segments to {dst}",

@@ -6,9 +6,10 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use crate::control::{ControlMessage, RecvFlags, MAX_CONTROL_LEN};
+use crate::control::ControlMessage;
 use crate::error::Error;
 use crate::header::{Header, HeaderError, MAX_HEADER_LEN};
+use crate::meta::RecvMeta;
 use crate::packet_conn::PacketConn;
 use crate::sys;
 
@@ -34,8 +35,8 @@ use crate::sys;
 /// raw.write_to(&h, &echo, None)?;
 ///
 /// let mut buf = [0u8; 1500];
-/// let (header, payload, _cm) = raw.read_from(&mut buf)?;
-/// println!("{header}: {} bytes", payload.len());
+/// let p = raw.read_from(&mut buf)?;
+/// println!("{}: {} bytes, truncated: {}", p.header, p.payload.len(), p.meta.truncated());
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug)]
@@ -57,49 +58,48 @@ impl RawConn {
 
     /// Reads one packet into `buf`: its parsed header, its payload (within
     /// `buf`, as long as the header's total length says, or what fit) and
-    /// the control messages asked for. A malformed header is an error of
-    /// kind `InvalidData` naming what is wrong; a bad checksum is not an
-    /// error (see [`header::ParseInfo`](crate::header::ParseInfo)), and a
-    /// payload cut to fit `buf` shows in the returned flags. A `buf` too
-    /// short for the IP header itself (under 20 bytes, or under the
-    /// header's length with options) is an error of kind `InvalidInput`
-    /// saying the packet was truncated: the kernel cut it and it is lost.
-    pub fn read_from<'b>(
-        &self,
-        buf: &'b mut [u8],
-    ) -> io::Result<(Header, &'b [u8], ControlMessage)> {
-        let (header, payload, cm, _) = self.read_from_with_flags(buf)?;
-        Ok((header, payload, cm))
-    }
-
-    /// Like [`read_from`](Self::read_from), with the truncation flags.
-    pub fn read_from_with_flags<'b>(
-        &self,
-        buf: &'b mut [u8],
-    ) -> io::Result<(Header, &'b [u8], ControlMessage, RecvFlags)> {
-        let (n, cm, _, flags) = self.conn.recv_from(buf)?;
-        let packet = &buf[..n];
+    /// what came with it ([`RecvMeta`]: the bytes read, header included,
+    /// the sender, the control messages asked for, the truncation flags). A
+    /// malformed header is an error of kind `InvalidData` naming what is
+    /// wrong; a bad checksum is not an error (see
+    /// [`header::ParseInfo`](crate::header::ParseInfo)), and a payload cut
+    /// to fit `buf` shows in [`RecvMeta::truncated`]. A `buf` too short for
+    /// the IP header itself (under 20 bytes, or under the header's length
+    /// with options) is an error of kind `InvalidInput` saying the packet
+    /// was truncated: the kernel cut it and it is lost.
+    pub fn read_from<'b>(&self, buf: &'b mut [u8]) -> io::Result<RawPacket<'b>> {
+        let meta = self.conn.recv_from(buf)?;
+        let buf: &'b [u8] = buf;
+        let packet = &buf[..meta.len];
         let (header, info) = match Header::parse(packet) {
             Ok(v) => v,
             // A packet cut to fit the buffer is reported by its flags, not
             // as a malformed header.
-            Err(HeaderError::TotalLenBeyondBuffer { .. }) if flags.truncated => {
+            Err(HeaderError::TotalLenBeyondBuffer { .. }) if meta.truncated() => {
                 let view = crate::header::HeaderView::new_checked(packet)?;
                 let header = Header::from_view(&view);
                 let hl = view.header_len();
-                return Ok((header, &buf[hl..n], cm, flags));
+                return Ok(RawPacket {
+                    header,
+                    payload: &packet[hl..],
+                    meta,
+                });
             }
             // A buffer too short for the header itself: the packet was cut
             // by the kernel, not malformed (and is lost).
             Err(HeaderError::Truncated { .. } | HeaderError::IhlBeyondBuffer { .. })
-                if flags.truncated =>
+                if meta.truncated() =>
             {
                 let needed = crate::packet_conn::header_beyond(packet).unwrap_or(MAX_HEADER_LEN);
                 return Err(crate::packet_conn::header_cut_error(buf.len(), needed));
             }
             Err(e) => return Err(e.into()),
         };
-        Ok((header, &buf[info.payload_range()], cm, flags))
+        Ok(RawPacket {
+            header,
+            payload: &buf[info.payload_range()],
+            meta,
+        })
     }
 
     /// Writes `header` and `payload` as one packet, header as given: the
@@ -108,7 +108,7 @@ impl RawConn {
     ///
     /// With `cm`: `ttl` and `tos` replace the header's fields; `dst`
     /// picks the route (the header's destination is still sent as
-    /// written); `ifindex` picks the interface and `src` fills a zero
+    /// written); `ifindex` picks the interface and `local` fills a zero
     /// header source. Without `cm`, the route is the header's destination.
     /// Returns the bytes written, header included.
     ///
@@ -130,24 +130,23 @@ impl RawConn {
         let mut hbuf = [0u8; MAX_HEADER_LEN];
         let hl = h.emit(&mut hbuf)?;
         let dst = cm.and_then(|c| c.dst).unwrap_or(h.dst);
-        let mut control = sys::CmsgBuf::<MAX_CONTROL_LEN>::new();
-        let clen = match cm {
+        let control = |enc: &mut sys::cmsg::Encoder<'_>| match cm {
             Some(cm) => {
                 // TTL and TOS went into the header itself.
                 let send = ControlMessage {
                     ifindex: cm.ifindex,
-                    src: cm.src,
+                    local: cm.local,
                     ..ControlMessage::default()
                 };
-                send.encode(&mut control.0).unwrap_or(0)
+                send.encode(enc)
             }
-            None => 0,
+            None => Ok(()),
         };
         sys::sendmsg_vectored(
             self.conn.as_raw_fd(),
             &[IoSlice::new(&hbuf[..hl]), IoSlice::new(payload)],
             Some(SocketAddrV4::new(dst, 0)),
-            &control.0[..clen],
+            control,
             0,
         )
         .map_err(|e| Error::os(format!("writing a raw packet to {dst}"), e))
@@ -158,6 +157,22 @@ impl RawConn {
     pub fn into_packet_conn(self) -> PacketConn {
         self.conn
     }
+}
+
+/// One packet read by [`RawConn::read_from`]: its header, its payload
+/// (borrowed from the read buffer) and what came with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RawPacket<'a> {
+    /// The packet's IP header, parsed and checked.
+    pub header: Header,
+    /// The payload, after the header and its options: as long as the
+    /// header's total length says, or what fit when the packet was cut
+    /// ([`RecvMeta::truncated`]).
+    pub payload: &'a [u8],
+    /// The bytes read (header included), the sender, the control messages
+    /// the socket asked for and the truncation flags.
+    pub meta: RecvMeta,
 }
 
 impl Deref for RawConn {

@@ -343,16 +343,20 @@ fn recv_batch_returns_sent_packets_in_order_with_sources_and_exact_counters() {
 }
 
 #[test]
-fn recv_batch_without_src_reports_no_source() {
+fn recv_batch_reports_a_source_exactly_when_the_socket_asks_for_it() {
     let rx = udp();
     let tx = udp();
     let dst = addr(&rx);
-    // The socket knows SRC but the batch was not sized for it, and the
-    // other way round: neither reports a source without the batch flag.
+    // The batch follows the socket's flags, whatever flags it was made
+    // with: a socket with SRC gets sources even through a batch made
+    // without it, and a socket without SRC gets none through a batch made
+    // with it.
     for (sock_flags, batch_flags) in [
         (ControlFlags::NONE, ControlFlags::NONE),
         (ControlFlags::SRC, ControlFlags::NONE),
+        (ControlFlags::NONE, ControlFlags::SRC),
         (ControlFlags::TTL, ControlFlags::TTL),
+        (ControlFlags::TTL | ControlFlags::SRC, ControlFlags::TTL),
     ] {
         rx.set_control_flags(sock_flags).unwrap();
         let mut batch = RecvBatch::new(8, 256, batch_flags).unwrap();
@@ -360,19 +364,23 @@ fn recv_batch_without_src_reports_no_source() {
             tx.send_to(&seq_payload(i, 40), None, dst).unwrap();
         }
         let got = recv_n(&mut batch, &rx, 5);
+        let want_src = sock_flags.contains(ControlFlags::SRC);
         for (i, g) in got.packets.iter().enumerate() {
             assert_eq!(g.payload, seq_payload(i as u64, 40));
             assert_eq!(
-                g.src, None,
-                "{sock_flags:?}/{batch_flags:?}: src must be None"
+                g.src,
+                want_src.then(|| addr(&tx)),
+                "{sock_flags:?}/{batch_flags:?}: src"
             );
             assert_eq!(
-                g.cm.src, None,
-                "{sock_flags:?}/{batch_flags:?}: cm.src must be None"
+                g.cm.src,
+                want_src.then(|| *addr(&tx).ip()),
+                "{sock_flags:?}/{batch_flags:?}: cm.src"
             );
             assert!(!g.control_truncated);
         }
-        if batch_flags.contains(ControlFlags::TTL) {
+        assert_eq!(batch.flags(), sock_flags, "the batch follows the socket");
+        if sock_flags.contains(ControlFlags::TTL) {
             let ttl = tx.ttl().unwrap();
             assert!(got.packets.iter().all(|g| g.cm.ttl == Some(ttl)));
         }
@@ -380,6 +388,88 @@ fn recv_batch_without_src_reports_no_source() {
         assert_eq!(batch.counters().packets, 5);
         assert_eq!(batch.counters().bytes, 200);
     }
+}
+
+/// Control flags raised on the socket after the batch was made (by anyone:
+/// here the test itself) are followed at the next receive: every field the
+/// new flags ask for arrives and nothing reports control truncation.
+#[test]
+fn recv_batch_follows_control_flags_raised_on_its_socket() {
+    let raised = ControlFlags::TTL
+        | ControlFlags::TOS
+        | ControlFlags::DST
+        | ControlFlags::INTERFACE
+        | ControlFlags::LOCAL
+        | ControlFlags::TIMESTAMP
+        | ControlFlags::DROPS
+        | ControlFlags::SRC;
+    let lo = loopback_index();
+    let rx = udp();
+    let tx = udp();
+    tx.set_ttl(42).unwrap();
+    tx.set_tos(0x28).unwrap();
+    let dst = addr(&rx);
+    let mut batch = RecvBatch::new(8, 256, ControlFlags::NONE).unwrap();
+    assert_eq!(batch.control_len(), 0);
+
+    // Make the socket drop, so that SO_RXQ_OVFL comes with later packets.
+    rx.set_recv_buffer_size(4096).unwrap();
+    for i in 0..300u64 {
+        tx.send_to(&seq_payload(i, 64), None, dst).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(10));
+    while batch.recv(&rx).is_ok() {}
+    rx.set_recv_buffer_size(1 << 20).unwrap();
+
+    // Before: nothing asked for, nothing lost.
+    tx.send_to(&seq_payload(0, 20), None, dst).unwrap();
+    let got = recv_n(&mut batch, &rx, 1);
+    assert!(got.packets[0].cm.is_empty(), "{:?}", got.packets[0]);
+    assert!(!got.packets[0].control_truncated);
+
+    rx.set_control_flags(raised).unwrap();
+    for i in 1..=6u64 {
+        tx.send_to(&seq_payload(i, 20), None, dst).unwrap();
+    }
+    let got = recv_n(&mut batch, &rx, 6);
+    assert_eq!(batch.flags(), raised);
+    assert!(batch.control_len() >= raised.control_len());
+    for (i, g) in got.packets.iter().enumerate() {
+        let cm = &g.cm;
+        assert!(!g.control_truncated, "packet {i}: control truncated: {g:?}");
+        assert_eq!(g.payload, seq_payload(i as u64 + 1, 20));
+        assert_eq!(cm.ttl, Some(42), "packet {i}: {cm}");
+        assert_eq!(cm.tos, Some(0x28), "packet {i}: {cm}");
+        assert_eq!(cm.dst, Some(Ipv4Addr::LOCALHOST), "packet {i}: {cm}");
+        assert_eq!(cm.ifindex, Some(lo), "packet {i}: {cm}");
+        assert_eq!(cm.local, Some(Ipv4Addr::LOCALHOST), "packet {i}: {cm}");
+        assert!(cm.timestamp.is_some(), "packet {i}: no timestamp: {cm}");
+        assert!(
+            cm.drops.is_some_and(|d| d > 0),
+            "packet {i}: no drop counter: {cm}"
+        );
+        assert_eq!(g.src, Some(addr(&tx)), "packet {i}");
+        assert_eq!(cm.src, Some(Ipv4Addr::LOCALHOST), "packet {i}");
+    }
+    assert_eq!(batch.counters().control_truncated, 0);
+
+    // Lowered: the extras go, the room stays (no allocation back and forth).
+    let room = batch.control_len();
+    rx.set_control_flags(ControlFlags::TTL).unwrap();
+    tx.send_to(&seq_payload(7, 20), None, dst).unwrap();
+    let got = recv_n(&mut batch, &rx, 1);
+    let g = &got.packets[0];
+    assert_eq!((g.cm.ttl, g.cm.dst, g.src), (Some(42), None, None), "{g:?}");
+    assert_eq!(batch.control_len(), room);
+
+    // Every flag at once, raised again: still nothing lost.
+    rx.set_control_flags(ControlFlags::ALL).unwrap();
+    tx.send_to(&seq_payload(8, 20), None, dst).unwrap();
+    let got = recv_n(&mut batch, &rx, 1);
+    assert!(!got.packets[0].control_truncated, "{:?}", got.packets[0]);
+    assert!(batch.control_len() >= ControlFlags::ALL.control_len());
+    assert_eq!(batch.counters().control_truncated, 0);
+    assert_drained(&mut batch, &rx);
 }
 
 #[test]
@@ -1148,7 +1238,7 @@ fn send_batch_per_message_destinations_ttl_tos_and_source() {
     let default_tos = tx.tos().unwrap();
     let lo = loopback_index();
 
-    // (to a?, ttl, tos, src, ifindex)
+    // (to a?, ttl, tos, local address to send from, ifindex)
     type Spec = (bool, Option<u8>, Option<u8>, Option<Ipv4Addr>, Option<u32>);
     let specs: Vec<Spec> = vec![
         (true, Some(9), Some(0x28), None, None),
@@ -1190,7 +1280,7 @@ fn send_batch_per_message_destinations_ttl_tos_and_source() {
                 let mut cm = ControlMessage::default();
                 cm.ttl = ttl;
                 cm.tos = tos;
-                cm.src = src;
+                cm.local = src;
                 cm.ifindex = ifindex;
                 Message::with_control(p, dst, cm)
             }

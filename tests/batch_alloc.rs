@@ -385,6 +385,72 @@ fn recv_batch_allocates_nothing_for_any_flag_combination() {
 }
 
 #[test]
+fn recv_batch_allocates_only_when_the_socket_flags_grow() {
+    // A batch made for no flags on a socket whose flags change under it:
+    // the receive after a change that needs more room may allocate (the
+    // slots grow), every other one allocates nothing, including a change
+    // back and forth between flags that fit the grown slots.
+    let rx = udp();
+    let tx = udp();
+    tx.set_ttl(61).unwrap();
+    let dst = rx.local_addr().unwrap();
+    let mut batch = RecvBatch::new(8, 256, ControlFlags::NONE).unwrap();
+    let mut waiter = Waiter::new();
+    let round = |tx: &PacketConn, tag: u8| {
+        for i in 0..5u8 {
+            tx.send_to(&[tag ^ i; 40], None, dst).unwrap();
+        }
+    };
+    let all_but_gro = ControlFlags::ALL.difference(ControlFlags::GRO);
+
+    rx.set_control_flags(all_but_gro).unwrap();
+    round(&tx, 1);
+    waiter.wait_readable(&rx, PATIENCE);
+    let (seen, grew) = count_allocations(|| recv_touching(&mut batch, &rx, 5 * 40, &mut waiter));
+    assert!(grew >= 1, "the slots grew without allocating?");
+    assert_eq!((seen.packets, seen.control_truncated), (5, 0));
+    assert_eq!(seen.with_ttl, 5);
+
+    for (tag, flags) in [
+        (2, all_but_gro),
+        (3, ControlFlags::TTL),
+        (4, all_but_gro),
+        (5, ControlFlags::NONE),
+        (6, all_but_gro),
+    ] {
+        rx.set_control_flags(flags).unwrap();
+        round(&tx, tag);
+        waiter.wait_readable(&rx, PATIENCE);
+        let (seen, allocations) =
+            count_allocations(|| recv_touching(&mut batch, &rx, 5 * 40, &mut waiter));
+        assert_eq!(
+            allocations, 0,
+            "{flags:?}: allocated {allocations} times though the slots had room"
+        );
+        assert_eq!(seen.packets, 5, "{flags:?}");
+        assert_eq!(seen.control_truncated, 0, "{flags:?}");
+        assert_eq!(
+            seen.with_ttl,
+            if flags.contains(ControlFlags::TTL) {
+                5
+            } else {
+                0
+            },
+            "{flags:?}"
+        );
+        assert_eq!(
+            seen.with_src,
+            if flags.contains(ControlFlags::SRC) {
+                5
+            } else {
+                0
+            },
+            "{flags:?}"
+        );
+    }
+}
+
+#[test]
 fn recv_batch_with_short_control_buffer_and_truncation_allocates_nothing() {
     // The unusual paths: MSG_CTRUNC and MSG_TRUNC on every packet.
     let flags = ControlFlags::ALL;
@@ -425,7 +491,7 @@ fn send_batch_allocates_nothing() {
             cm.ttl = Some(10 + i as u8);
             cm.tos = Some(0x28);
             if i % 2 == 0 {
-                cm.src = Some(Ipv4Addr::LOCALHOST);
+                cm.local = Some(Ipv4Addr::LOCALHOST);
                 cm.ifindex = Some(1);
             }
             Message::with_control(p, dst, cm)

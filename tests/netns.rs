@@ -23,8 +23,8 @@ fn collect(conn: &PacketConn, timeout: Duration) -> Vec<(Vec<u8>, ControlMessage
     conn.socket().set_read_timeout(Some(timeout)).unwrap();
     let mut out = Vec::new();
     let mut buf = [0u8; 2048];
-    while let Ok((n, cm, _, _)) = conn.recv_from(&mut buf) {
-        out.push((buf[..n].to_vec(), cm));
+    while let Ok(meta) = conn.recv_from(&mut buf) {
+        out.push((buf[..meta.len].to_vec(), meta.cm));
     }
     out
 }
@@ -197,7 +197,7 @@ fn replies_leave_from_the_address_the_request_arrived_on() {
     };
     let server = in_ns(&topo.rcv, || -> std::io::Result<PacketConn> {
         let s = PacketConn::bind_udp(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
-        s.set_control_flags(ControlFlags::DST | ControlFlags::INTERFACE)?;
+        s.set_control_flags(ControlFlags::DST | ControlFlags::INTERFACE | ControlFlags::LOCAL)?;
         s.socket().set_read_timeout(Some(Duration::from_secs(2)))?;
         Ok(s)
     })
@@ -218,13 +218,15 @@ fn replies_leave_from_the_address_the_request_arrived_on() {
         client
             .send_to(b"request", None, SocketAddrV4::new(target, port))
             .unwrap();
-        let (_, cm, from, _) = server.recv_from(&mut buf).unwrap();
+        let req = server.recv_from(&mut buf).unwrap();
+        let (cm, from) = (req.cm, req.src);
         assert_eq!(cm.dst, Some(target));
-        let reply_cm = ControlMessage::with_source(cm.dst.unwrap(), None);
+        assert_eq!(cm.local, Some(target), "the local address it arrived on");
+        let reply_cm = ControlMessage::send_from(cm.local.unwrap(), None);
         server
             .send_to(b"reply", with_cm.then_some(&reply_cm), from)
             .unwrap();
-        let (_, _, reply_from, _) = client.recv_from(&mut buf).unwrap();
+        let reply_from = client.recv_from(&mut buf).unwrap().src;
         assert_eq!(
             *reply_from.ip(),
             expect_src,
@@ -277,8 +279,8 @@ fn reports(igmp: &RawConn, groups: &[Ipv4Addr], window: Duration) -> Vec<Record>
     let mut out = Vec::new();
     let mut buf = [0u8; 1500];
     while Instant::now() < deadline {
-        if let Ok((header, payload, _)) = igmp.read_from(&mut buf) {
-            let header: Header = header;
+        if let Ok(p) = igmp.read_from(&mut buf) {
+            let (header, payload): (Header, &[u8]) = (p.header, p.payload);
             assert_eq!(header.ttl, 1, "IGMP reports carry TTL 1");
             assert_eq!(header.dst, Ipv4Addr::new(224, 0, 0, 22));
             out.extend(

@@ -25,7 +25,9 @@ use ipv4_reactor::header::{Header, HeaderError, Protocol, MAX_OPTIONS_LEN};
 use ipv4_reactor::icmp::{self, IcmpFilter, IcmpType};
 use ipv4_reactor::netns;
 use ipv4_reactor::reactor::{Context, Reactor};
-use ipv4_reactor::{ControlFlags, ControlMessage, Packet, PacketConn, RawConn, SockFilter};
+use ipv4_reactor::{
+    ControlFlags, ControlMessage, Packet, PacketConn, RawConn, RawPacket, SockFilter,
+};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -101,8 +103,8 @@ fn read_raw_until<T>(
             .set_read_timeout(Some(left.min(Duration::from_millis(200))))
             .expect("SO_RCVTIMEO");
         match raw.read_from(&mut buf) {
-            Ok((h, payload, cm)) => {
-                if let Some(t) = pick(&h, payload, &cm) {
+            Ok(p) => {
+                if let Some(t) = pick(&p.header, p.payload, &p.meta.cm) {
                     return Some(t);
                 }
             }
@@ -129,8 +131,8 @@ fn read_conn_until<T>(
             .set_read_timeout(Some(left.min(Duration::from_millis(200))))
             .expect("SO_RCVTIMEO");
         match conn.recv_from(&mut buf) {
-            Ok((n, cm, src, _)) => {
-                if let Some(t) = pick(&buf[..n], &cm, src) {
+            Ok(meta) => {
+                if let Some(t) = pick(&buf[..meta.len], &meta.cm, meta.src) {
                     return Some(t);
                 }
             }
@@ -706,10 +708,16 @@ fn malformed_input_is_an_error_never_a_panic() {
     while !(cut_seen && short_seen) && Instant::now() < deadline {
         if !cut_seen {
             let mut small = [0u8; 24];
-            match reader.read_from_with_flags(&mut small) {
-                Ok((h, p, _, flags)) => {
+            match reader.read_from(&mut small) {
+                Ok(RawPacket {
+                    header: h,
+                    payload: p,
+                    meta,
+                    ..
+                }) => {
                     if h.protocol == Protocol::from(EXP) && p == &payload[..4] {
-                        assert!(flags.truncated);
+                        assert!(meta.truncated());
+                        assert_eq!(meta.len, 24, "the bytes read, header included");
                         assert_eq!(usize::from(h.total_len), 20 + payload.len());
                         cut_seen = true;
                     }
@@ -723,7 +731,7 @@ fn malformed_input_is_an_error_never_a_panic() {
         } else {
             let mut tiny = [0u8; 8];
             match reader.read_from(&mut tiny) {
-                Ok((h, _, _)) => panic!("8 bytes cannot hold a header, got {h}"),
+                Ok(p) => panic!("8 bytes cannot hold a header, got {}", p.header),
                 Err(e) if is_timeout(&e) => {}
                 Err(e) => {
                     // The kernel cut the packet: reported as truncated.
@@ -862,10 +870,11 @@ fn a_buffer_shorter_than_the_ip_header_reports_truncation_not_malformed() {
     let mut buf = [0u8; 30];
     let deadline = Instant::now() + DEADLINE;
     loop {
-        match raw.read_from_with_flags(&mut buf) {
-            Ok((got, payload, _, flags)) if got.options == h.options => {
-                assert!(flags.truncated);
-                assert_eq!(payload.len(), 6);
+        match raw.read_from(&mut buf) {
+            Ok(p) if p.header.options == h.options => {
+                assert!(p.meta.truncated());
+                assert_eq!(p.payload.len(), 6);
+                assert_eq!(p.meta.len, 30);
                 break;
             }
             Ok(_) => {}

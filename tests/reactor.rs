@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use ipv4_reactor::reactor::{
     ChannelSink, Context, Handle, Key, Overflow, PanicPolicy, Reactor, ReactorPool,
 };
-use ipv4_reactor::{ControlFlags, Interface, Packet, PacketConn, RecvBatch};
+use ipv4_reactor::{ControlFlags, ControlMessage, Interface, Packet, PacketConn, RecvBatch};
 
 // ---------------------------------------------------------------------------
 // Helpers (kept in this file on purpose: tests/util is owned elsewhere).
@@ -624,11 +624,11 @@ fn deregister_through_a_handle_while_running() {
         .expect("SO_RCVTIMEO");
     let mut buf = [0u8; 64];
     for want in [&b"after-1"[..], b"after-2"] {
-        let (n, cm, _, _) = conn
+        let meta = conn
             .recv_from(&mut buf)
             .expect("recv on the returned socket");
-        assert_eq!(&buf[..n], want);
-        assert_eq!(cm.dst, Some(g));
+        assert_eq!(&buf[..meta.len], want);
+        assert_eq!(meta.cm.dst, Some(g));
     }
     thread::sleep(Duration::from_millis(100));
     assert_eq!(
@@ -1452,4 +1452,167 @@ fn reregistering_a_socket_does_not_count_its_old_drops_again() {
         drops,
         "nothing was dropped after re-registering, yet the total moved"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Control flags changed behind the reactor's back
+// ---------------------------------------------------------------------------
+
+/// Everything the tests below raise on a socket registered without any.
+const RAISED: ControlFlags = ControlFlags::TTL
+    .union(ControlFlags::TOS)
+    .union(ControlFlags::DST)
+    .union(ControlFlags::INTERFACE)
+    .union(ControlFlags::LOCAL)
+    .union(ControlFlags::TIMESTAMP)
+    .union(ControlFlags::DROPS)
+    .union(ControlFlags::SRC);
+
+/// What a handler saw of one packet.
+#[derive(Debug, Clone)]
+struct Seen {
+    seq: u64,
+    cm: ControlMessage,
+    src: Option<SocketAddrV4>,
+    control_truncated: bool,
+}
+
+/// A receiver on 127.0.0.1 with no control flags and a sender (TTL 42,
+/// TOS 0x28) on 127.0.0.1; the receiver has dropped packets already, so
+/// that packets queued once `DROPS` is on carry `SO_RXQ_OVFL`.
+fn unicast_pair_after_drops() -> (PacketConn, PacketConn) {
+    let rx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let tx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    tx.set_ttl(42).unwrap();
+    tx.set_tos(0x28).unwrap();
+    assert_eq!(rx.control_flags(), ControlFlags::NONE);
+    let dst = rx.local_addr().unwrap();
+    rx.set_recv_buffer_size(4096).unwrap();
+    for seq in 0..300u64 {
+        try_send(&tx, &[seq.to_be_bytes(), [0; 8]].concat(), dst);
+    }
+    thread::sleep(Duration::from_millis(10));
+    rx.set_nonblocking(true).unwrap();
+    let mut scratch = RecvBatch::new(64, 2048, ControlFlags::NONE).unwrap();
+    while scratch.recv(&rx).is_ok() {}
+    rx.set_recv_buffer_size(1 << 20).unwrap();
+    (rx, tx)
+}
+
+/// A handler that records every packet in `seen`, and raises [`RAISED`]
+/// on its own socket through `ctx.conn()` when `raise_at` arrives.
+fn recording(
+    seen: &Arc<Mutex<Vec<Seen>>>,
+    raise_at: Option<u64>,
+) -> impl FnMut(&Packet<'_>, &mut Context<'_>) + Send + 'static {
+    let seen = Arc::clone(seen);
+    move |p: &Packet<'_>, ctx: &mut Context<'_>| {
+        let seq = seq_of(p.payload);
+        seen.lock().unwrap().push(Seen {
+            seq,
+            cm: p.cm,
+            src: p.src,
+            control_truncated: p.control_truncated(),
+        });
+        if Some(seq) == raise_at {
+            ctx.conn()
+                .set_control_flags(RAISED)
+                .expect("raising control flags from inside the handler");
+        }
+    }
+}
+
+/// Checks that every packet after `after` carried each field of [`RAISED`]
+/// whole.
+fn assert_every_field_after(seen: &[Seen], after: u64, tx: &PacketConn) {
+    let later: Vec<&Seen> = seen.iter().filter(|s| s.seq > after).collect();
+    assert!(!later.is_empty(), "no packet after the change");
+    for s in later {
+        let (seq, cm) = (s.seq, &s.cm);
+        assert!(
+            !s.control_truncated,
+            "packet {seq}: control truncated: {s:?}"
+        );
+        assert_eq!(cm.ttl, Some(42), "packet {seq}: {cm}");
+        assert_eq!(cm.tos, Some(0x28), "packet {seq}: {cm}");
+        assert_eq!(cm.dst, Some(Ipv4Addr::LOCALHOST), "packet {seq}: {cm}");
+        assert_eq!(cm.ifindex, Some(1), "packet {seq}: {cm}");
+        assert_eq!(cm.local, Some(Ipv4Addr::LOCALHOST), "packet {seq}: {cm}");
+        assert!(cm.timestamp.is_some(), "packet {seq}: no timestamp: {cm}");
+        assert!(
+            cm.drops.is_some_and(|d| d > 0),
+            "packet {seq}: no drop counter: {cm}"
+        );
+        assert_eq!(s.src, Some(tx.local_addr().unwrap()), "packet {seq}");
+    }
+}
+
+#[test]
+fn control_flags_raised_from_inside_a_handler_arrive_whole() {
+    let (rx, tx) = unicast_pair_after_drops();
+    let dst = rx.local_addr().unwrap();
+    let mut reactor = Reactor::builder().build().expect("reactor");
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let key = reactor
+        .register(rx, recording(&seen, Some(1000)))
+        .expect("register");
+
+    send(&tx, &1000u64.to_be_bytes(), dst);
+    assert!(turn_until(&mut reactor, DEADLINE, |_| seen
+        .lock()
+        .unwrap()
+        .len()
+        == 1));
+    {
+        let first = &seen.lock().unwrap()[0];
+        assert!(first.cm.is_empty() && first.src.is_none(), "{first:?}");
+        assert!(!first.control_truncated, "nothing asked, nothing lost");
+    }
+    assert_eq!(reactor.conn(key).unwrap().control_flags(), RAISED);
+
+    for seq in 1001..=1006u64 {
+        send(&tx, &seq.to_be_bytes(), dst);
+    }
+    assert!(
+        turn_until(&mut reactor, DEADLINE, |_| seen.lock().unwrap().len() == 7),
+        "got {} of 7 packets",
+        seen.lock().unwrap().len()
+    );
+    assert_every_field_after(&seen.lock().unwrap(), 1000, &tx);
+    let c = reactor.socket_counters(key).expect("registered");
+    assert_eq!(c.recv.control_truncated, 0, "{c:?}");
+    assert_eq!(c.recv.packets, 7);
+}
+
+#[test]
+fn control_flags_raised_through_handle_with_conn_arrive_whole() {
+    let (rx, tx) = unicast_pair_after_drops();
+    let dst = rx.local_addr().unwrap();
+    let (handle, join) = Reactor::builder().spawn().expect("spawn reactor");
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let key = handle
+        .register(rx, recording(&seen, None))
+        .expect("register through the handle");
+
+    send(&tx, &1000u64.to_be_bytes(), dst);
+    assert!(wait_until(DEADLINE, || seen.lock().unwrap().len() == 1));
+    assert!(!seen.lock().unwrap()[0].control_truncated);
+
+    // Behind the reactor's back: the socket itself, not Reactor::set_control_flags.
+    handle
+        .with_conn(key, |c| c.set_control_flags(RAISED))
+        .expect("Handle::with_conn");
+    for seq in 1001..=1006u64 {
+        send(&tx, &seq.to_be_bytes(), dst);
+    }
+    assert!(
+        wait_until(DEADLINE, || seen.lock().unwrap().len() == 7),
+        "got {} of 7 packets",
+        seen.lock().unwrap().len()
+    );
+    assert_every_field_after(&seen.lock().unwrap(), 1000, &tx);
+    let c = handle.socket_counters(key).expect("registered");
+    assert_eq!(c.recv.control_truncated, 0, "{c:?}");
+    handle.stop();
+    join_within(join, DEADLINE, "reactor thread").expect("run result");
 }

@@ -315,9 +315,9 @@ proptest! {
                 let sent = datagram(40, capacity as u8);
                 prop_assert_eq!(batch.send(&tx, &[Message::new(&sent, addr(&rx))]).unwrap(), 1);
                 let mut buf = [0u8; 100];
-                let (n, _, src, _) = rx.recv_from(&mut buf).unwrap();
-                prop_assert_eq!(&buf[..n], sent.as_slice());
-                prop_assert_eq!(src, addr(&tx));
+                let meta = rx.recv_from(&mut buf).unwrap();
+                prop_assert_eq!(&buf[..meta.len], sent.as_slice());
+                prop_assert_eq!(meta.src, addr(&tx));
             }
             Err(e) => {
                 prop_assert!(!slots_ok(capacity), "{capacity}: {e}");

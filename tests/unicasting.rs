@@ -277,7 +277,7 @@ fn reply_comes_from_the_address_the_request_arrived_on() {
     assert_eq!(req.cm.dst, Some(alias), "the request's destination address");
     assert_eq!(req.cm.local, Some(alias), "the local address for a reply");
     assert_eq!(req.src, client.local_addr().unwrap());
-    let cm = ControlMessage::with_source(req.cm.dst.unwrap(), None);
+    let cm = ControlMessage::send_from(req.cm.local.unwrap(), None);
     send(&server, b"reply 1", Some(&cm), req.src);
     let reply = recv_one(&client, "reply 1");
     assert_eq!(reply.payload, b"reply 1");
@@ -301,10 +301,48 @@ fn reply_comes_from_the_address_the_request_arrived_on() {
     // The interface can be given too (lo).
     send(&client, b"request 3", None, SocketAddrV4::new(alias, port));
     let req = recv_one(&server, "request 3");
-    let cm = ControlMessage::with_source(req.cm.dst.unwrap(), Some(util::lo_index()));
+    let cm = ControlMessage::send_from(req.cm.local.unwrap(), Some(util::lo_index()));
     send(&server, b"reply 3", Some(&cm), req.src);
     let reply = recv_one(&client, "reply 3");
     assert_eq!(reply.src, SocketAddrV4::new(alias, port));
+}
+
+#[test]
+fn a_received_control_message_sent_back_replies_from_where_the_request_arrived() {
+    // A round trip keeps each field's meaning: `src` (where the request
+    // came from, 127.0.0.1) is not sent; `local` (where it arrived,
+    // 127.0.0.5) and `ifindex` pick the reply's source and interface.
+    let server = udp_on(Ipv4Addr::UNSPECIFIED);
+    server
+        .set_control_flags(
+            ControlFlags::SRC | ControlFlags::DST | ControlFlags::LOCAL | ControlFlags::INTERFACE,
+        )
+        .unwrap();
+    let port = server.local_addr().unwrap().port();
+    let client = udp_on(Ipv4Addr::LOCALHOST);
+    let alias = Ipv4Addr::new(127, 0, 0, 5);
+
+    send(&client, b"request", None, SocketAddrV4::new(alias, port));
+    let req = recv_one(&server, "the request");
+    assert_eq!(req.cm.src, Some(Ipv4Addr::LOCALHOST), "where it came from");
+    assert_eq!(req.cm.local, Some(alias), "where it arrived");
+    assert_eq!(req.cm.ifindex, Some(util::lo_index()));
+    send(&server, b"reply", Some(&req.cm), req.src);
+    let reply = recv_one(&client, "the reply");
+    assert_eq!(reply.payload, b"reply");
+    assert_eq!(
+        reply.src,
+        SocketAddrV4::new(alias, port),
+        "the reply leaves from the address the request arrived on, not from the request's source"
+    );
+
+    // Built from scratch: `with_local` is the same request.
+    let cm = ControlMessage::new().with_local(alias);
+    send(&server, b"reply 2", Some(&cm), req.src);
+    assert_eq!(
+        recv_one(&client, "reply 2").src,
+        SocketAddrV4::new(alias, port)
+    );
 }
 
 /// Sends `payload` from `tx` to `rx` and checks it arrives.

@@ -102,7 +102,8 @@ impl ReactorBuilder {
     }
 
     /// Measures the time spent in handlers, per socket
-    /// ([`SocketCounters::handler_time`]): two clock reads per batch.
+    /// ([`SocketCounters::handler_time`](super::SocketCounters::handler_time)):
+    /// two clock reads per batch.
     pub fn measure_handler_time(mut self, on: bool) -> Self {
         self.measure_handler_time = on;
         self

@@ -13,7 +13,8 @@ use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
 use super::{Context, Handler, Key};
 use crate::batch::Packet;
-use crate::control::{ControlMessage, RecvFlags};
+use crate::control::ControlMessage;
+use crate::meta::RecvFlags;
 
 /// What a [`ChannelSink`] does when its channel is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

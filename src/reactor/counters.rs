@@ -44,7 +44,7 @@ pub struct ReactorCounters {
     pub commands: u64,
     /// Handler panics caught.
     pub handler_panics: u64,
-    /// Panics of [`Handle::call`] closures caught (the caller got an error
+    /// Panics of [`Handle::call`](super::Handle::call) closures caught (the caller got an error
     /// with the panic message).
     pub command_panics: u64,
     /// Sockets registered now.

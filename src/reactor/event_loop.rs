@@ -56,7 +56,7 @@ pub(super) struct Entry {
 }
 
 /// A single-threaded event loop over packet sockets. See the
-/// [module docs](self).
+/// [module docs](crate::reactor).
 pub struct Reactor {
     poll: Poll,
     events: Events,
@@ -137,8 +137,9 @@ impl Reactor {
     }
 
     /// Registers a socket with its handler (a [`Handler`], a closure, or a
-    /// [`ChannelSink`]). The socket is made non-blocking; its receive slots
-    /// are sized for its current control flags.
+    /// [`ChannelSink`](super::ChannelSink)). The socket is made non-blocking; its receive slots
+    /// are sized for its current control flags, and follow them when they
+    /// change.
     pub fn register(&mut self, conn: PacketConn, handler: impl Handler) -> io::Result<Key> {
         self.register_boxed(conn, Box::new(handler))
     }
@@ -224,17 +225,14 @@ impl Reactor {
         self.entry(key).map(|e| &e.conn)
     }
 
-    /// Changes a registered socket's control flags, and resizes its receive
-    /// slots to match.
+    /// Changes a registered socket's control flags. Its receive slots
+    /// follow at the next receive (as they do when the flags are changed
+    /// through [`conn`](Self::conn), a handler's
+    /// [`Context::conn`](super::Context::conn) or
+    /// [`Handle::with_conn`](super::Handle::with_conn)).
     pub fn set_control_flags(&mut self, key: Key, flags: ControlFlags) -> io::Result<()> {
-        let entry = self
-            .entries
-            .get_mut(key.index())
-            .filter(|e| e.key == key)
-            .ok_or_else(|| unknown_key(key))?;
-        entry.conn.set_control_flags(flags)?;
-        entry.batch = RecvBatch::new(self.config.slots, self.config.payload_size, flags)?;
-        Ok(())
+        let entry = self.entry(key).ok_or_else(|| unknown_key(key))?;
+        entry.conn.set_control_flags(flags)
     }
 
     /// Counters of one socket.

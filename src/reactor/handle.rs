@@ -292,7 +292,8 @@ impl Handle {
         self.with_conn(key, move |c| c.unblock_source(&iface, group, source))
     }
 
-    /// Changes a registered socket's control flags (and its slots).
+    /// Changes a registered socket's control flags (its receive slots
+    /// follow at the next receive).
     pub fn set_control_flags(&self, key: Key, flags: ControlFlags) -> io::Result<()> {
         self.call(move |r| r.set_control_flags(key, flags))?
     }

@@ -3,9 +3,11 @@
 //!
 //! # How it reads
 //!
-//! Every registered socket has its own [`RecvBatch`]: slots allocated once,
+//! Every registered socket has its own [`RecvBatch`](crate::RecvBatch): slots allocated once,
 //! one control buffer per slot, sized from the socket's
-//! [`ControlFlags`] when it is registered. Readiness is
+//! [`ControlFlags`](crate::ControlFlags) when it is registered and fitted again at the next
+//! receive whenever those flags change, wherever they were changed from
+//! (so a handler may raise them through [`Context::conn`]). Readiness is
 //! edge-triggered, so a ready socket is read until the kernel has nothing
 //! more queued, but at most `budget` packets per turn: a socket stopped by
 //! its budget stays on a ready list and is served again next turn, without

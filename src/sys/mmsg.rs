@@ -12,6 +12,7 @@ use std::mem::size_of;
 use std::net::SocketAddrV4;
 use std::os::fd::RawFd;
 
+use super::cmsg::Encoder;
 use super::{from_sockaddr_in, sockaddr_in, syscall, CMSG_ALIGN};
 
 /// Control buffers are carved out of `u64`s so every slot is aligned for
@@ -152,29 +153,25 @@ impl RecvSlots {
         control_size: usize,
     ) -> io::Result<RecvSlots> {
         let sizes = check_sizes(what, count, payload_size, 1, control_size)?;
-        let (count, control_size) = (sizes.count, sizes.control_size);
+        let count = sizes.count;
         let mut payload = vec![0u8; sizes.payload_total];
-        let mut names = vec![zeroed_sockaddr_in(); count];
-        let mut control = vec![0 as CmsgWord; sizes.control_words];
+        let names = vec![zeroed_sockaddr_in(); count];
+        let control = vec![0 as CmsgWord; sizes.control_words];
         let mut iovs = vec![EMPTY_IOVEC; count];
         let mut hdrs = vec![zeroed_mmsghdr(); count];
         // One base pointer per buffer, taken once (no reference to any
         // element is made afterwards, so every pointer stored below stays
         // valid while the vectors are neither dropped nor resized).
         let payload_base = payload.as_mut_ptr();
-        let control_base = control.as_mut_ptr().cast::<u8>();
-        let names_base = names.as_mut_ptr();
         let iovs_base = iovs.as_mut_ptr();
         for (i, h) in hdrs.iter_mut().enumerate() {
             // SAFETY: check_sizes computed payload_total = count *
-            // payload_size and control_words * 8 = count * control_size
-            // without overflow, and the vectors were allocated with exactly
-            // those lengths just above; `iovs` and `names` hold `count`
+            // payload_size without overflow, and `payload` was allocated
+            // with exactly that length just above; `iovs` holds `count`
             // elements. With i < count, slot i's payload
-            // [i * payload_size, (i + 1) * payload_size) and control
-            // [i * control_size, (i + 1) * control_size) lie inside their
-            // allocations, so each `add` stays in bounds, and the lengths
-            // promised to the kernel below are exactly the slots' lengths.
+            // [i * payload_size, (i + 1) * payload_size) lies inside the
+            // allocation, so each `add` stays in bounds, and the length
+            // promised to the kernel is exactly the slot's length.
             unsafe {
                 let iov = iovs_base.add(i);
                 iov.write(libc::iovec {
@@ -183,24 +180,85 @@ impl RecvSlots {
                 });
                 h.msg_hdr.msg_iov = iov;
                 h.msg_hdr.msg_iovlen = 1;
-                if want_name {
-                    h.msg_hdr.msg_name = names_base.add(i).cast();
-                }
-                if control_size > 0 {
-                    h.msg_hdr.msg_control = control_base.add(i * control_size).cast();
-                }
             }
         }
-        Ok(RecvSlots {
+        let mut slots = RecvSlots {
             hdrs,
             _iovs: iovs,
             names,
             payload,
             control,
             payload_size,
-            control_size,
+            control_size: sizes.control_size,
             want_name,
-        })
+        };
+        slots.point_names_and_control();
+        Ok(slots)
+    }
+
+    /// Points every header's name at its slot's address storage (or at
+    /// nothing, without `want_name`) and its control buffer at its slot's
+    /// `control_size` bytes (or at nothing, when 0).
+    fn point_names_and_control(&mut self) {
+        let (want_name, control_size) = (self.want_name, self.control_size);
+        debug_assert_eq!(self.names.len(), self.hdrs.len());
+        debug_assert_eq!(
+            self.control.len() * size_of::<CmsgWord>(),
+            self.hdrs.len() * control_size
+        );
+        // One base pointer per buffer, taken once, as in `new`.
+        let names_base = self.names.as_mut_ptr();
+        let control_base = self.control.as_mut_ptr().cast::<u8>();
+        for (i, h) in self.hdrs.iter_mut().enumerate() {
+            // SAFETY: `names` holds one sockaddr_in per header, and
+            // `control` holds hdrs.len() * control_size bytes (check_sizes
+            // computed control_words without overflow, in `new` or
+            // `reserve`, and the vector was allocated with that length);
+            // with i < hdrs.len(), name i and control bytes
+            // [i * control_size, (i + 1) * control_size) lie inside their
+            // allocations. `recv` promises the kernel exactly those lengths.
+            unsafe {
+                h.msg_hdr.msg_name = if want_name {
+                    names_base.add(i).cast()
+                } else {
+                    std::ptr::null_mut()
+                };
+                h.msg_hdr.msg_control = if control_size > 0 {
+                    control_base.add(i * control_size).cast()
+                } else {
+                    std::ptr::null_mut()
+                };
+            }
+        }
+    }
+
+    /// Makes the slots fit another set of control flags: source-address
+    /// storage used or not as `want_name` says (it is always allocated),
+    /// and control buffers of at least `control_size` bytes: reallocated
+    /// when they are shorter, kept (never shrunk) when they are not. The
+    /// slots' contents are lost, so call it between receives only.
+    pub(crate) fn reserve(
+        &mut self,
+        what: &str,
+        want_name: bool,
+        control_size: usize,
+    ) -> io::Result<()> {
+        if control_size > self.control_size {
+            let sizes = check_sizes(what, self.hdrs.len(), self.payload_size, 1, control_size)?;
+            self.control = vec![0 as CmsgWord; sizes.control_words];
+            self.control_size = sizes.control_size;
+        }
+        self.want_name = want_name;
+        self.point_names_and_control();
+        // Nothing was received into the new buffers: every slot reads empty
+        // until the next `recv`.
+        for h in &mut self.hdrs {
+            h.msg_len = 0;
+            h.msg_hdr.msg_namelen = 0;
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+        }
+        Ok(())
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -312,18 +370,20 @@ impl SendSlots {
         self.hdrs.len()
     }
 
-    /// Sends `count` messages; `fill(i, control)` returns message `i`'s
-    /// payload, destination and the number of control bytes it wrote into
-    /// `control` (aligned, `control_size` long). Returns how many were sent;
-    /// an error only when none was.
+    /// Sends up to `count` messages; `fill(i, encoder)` returns message
+    /// `i`'s payload and destination after writing its control messages
+    /// with `encoder` (over the slot's own `control_size` bytes). Returns
+    /// how many were sent; an error only when none was. When `fill` fails
+    /// for message `i`, the messages before it are sent (and counted) and
+    /// its error comes back only if `i` is the first.
     pub(crate) fn send<'a>(
         &mut self,
         fd: RawFd,
         count: usize,
         flags: libc::c_int,
-        mut fill: impl FnMut(usize, &mut [u8]) -> (&'a [u8], Option<SocketAddrV4>, usize),
+        mut fill: impl FnMut(usize, &mut Encoder<'_>) -> io::Result<(&'a [u8], Option<SocketAddrV4>)>,
     ) -> io::Result<usize> {
-        let count = count.min(self.hdrs.len());
+        let mut count = count.min(self.hdrs.len());
         let control_size = self.control_size;
         // One base pointer per buffer, taken once: no reference to an element
         // is made while the headers hold pointers to the others.
@@ -337,14 +397,27 @@ impl SendSlots {
             // control_size bytes (computed without overflow by check_sizes);
             // i < count <= hdrs.len(), so element i of each array and control
             // bytes [i * control_size, (i + 1) * control_size) are inside
-            // their allocations, disjoint from every other slot. The slice
-            // handed to `fill` covers exactly slot i's control bytes and ends
-            // before the pointer derived from it is stored.
+            // their allocations, disjoint from every other slot. Slot i's
+            // control bytes start at a multiple of control_size (itself a
+            // multiple of CMSG_ALIGN) in u64-aligned storage, as the encoder
+            // needs; the encoder, and the slice it holds, end in `finish`,
+            // which stores the pointer derived from them.
             unsafe {
-                let ctl_ptr = control_base.add(i * control_size);
-                let ctl = std::slice::from_raw_parts_mut(ctl_ptr, control_size);
-                let (payload, dst, clen) = fill(i, ctl);
-                let clen = clen.min(control_size);
+                let ctl = std::slice::from_raw_parts_mut(
+                    control_base.add(i * control_size),
+                    control_size,
+                );
+                let mut encoder = Encoder::over_slot(ctl);
+                let (payload, dst) = match fill(i, &mut encoder) {
+                    Ok(v) => v,
+                    Err(e) if i == 0 => return Err(e),
+                    Err(_) => {
+                        // Send the messages before it; the caller's next
+                        // call starts at this one and gets its error.
+                        count = i;
+                        break;
+                    }
+                };
                 let iov = iovs_base.add(i);
                 iov.write(libc::iovec {
                     iov_base: payload.as_ptr() as *mut libc::c_void,
@@ -366,13 +439,9 @@ impl SendSlots {
                         h.msg_hdr.msg_namelen = 0;
                     }
                 }
-                if clen > 0 {
-                    h.msg_hdr.msg_control = ctl_ptr.cast();
-                    h.msg_hdr.msg_controllen = clen as _;
-                } else {
-                    h.msg_hdr.msg_control = std::ptr::null_mut();
-                    h.msg_hdr.msg_controllen = 0;
-                }
+                // The encoder sets msg_control and msg_controllen to what
+                // it wrote, none when nothing.
+                encoder.finish(&mut h.msg_hdr);
                 h.msg_hdr.msg_flags = 0;
             }
         }
@@ -386,5 +455,54 @@ impl SendSlots {
             iov.iov_len = 0;
         }
         n.map(|n| n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    #[test]
+    fn control_that_does_not_fit_is_an_error_and_stops_the_batch_before_it() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let dst = match rx.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            other => panic!("not IPv4: {other}"),
+        };
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Slots of one IP_TTL message (24 bytes on 64-bit Linux).
+        let mut slots = SendSlots::new("test", 4, super::super::cmsg::INT_SPACE).unwrap();
+        let payloads = [[0u8; 4], [1; 4], [2; 4], [3; 4]];
+        let fill = |i: usize, enc: &mut Encoder<'_>| {
+            enc.ip_ttl(9)?;
+            if i == 2 {
+                // A second message has no room left in the slot.
+                enc.ip_tos(0x28)?;
+            }
+            Ok((&payloads[i][..], Some(dst)))
+        };
+        // Messages 0 and 1 go out; message 2 does not fit and stops the batch.
+        assert_eq!(slots.send(tx.as_raw_fd(), 4, 0, fill).unwrap(), 2);
+        let mut buf = [0u8; 16];
+        for want in 0..2u8 {
+            let (n, _) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &[want; 4]);
+        }
+        // Starting at the refused message: the error comes back, nothing is sent.
+        let e = slots
+            .send(tx.as_raw_fd(), 2, 0, |i, enc| fill(i + 2, enc))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("does not fit"), "{e}");
+        rx.set_nonblocking(true).unwrap();
+        assert_eq!(
+            rx.recv_from(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock,
+            "nothing was sent with a half-built control buffer"
+        );
     }
 }

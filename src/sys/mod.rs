@@ -3,6 +3,7 @@
 //! Everything above this module sees safe functions that return
 //! `io::Result`. Each `unsafe` block carries a `// SAFETY:` line.
 
+pub(crate) mod cmsg;
 pub(crate) mod mmsg;
 
 use std::io;
@@ -305,26 +306,28 @@ pub(crate) fn recvmsg(
     })
 }
 
-/// `sendmsg` of `buf` to `dst` (or the connected peer) with `control` data.
+/// `sendmsg` of `buf` to `dst` (or the connected peer), with the control
+/// messages `control` writes (see [`cmsg::Encoder`]); nothing is sent when
+/// it fails.
 pub(crate) fn sendmsg(
     fd: RawFd,
     buf: &[u8],
     dst: Option<SocketAddrV4>,
-    control: &[u8],
+    control: impl FnOnce(&mut cmsg::Encoder<'_>) -> io::Result<()>,
     flags: libc::c_int,
 ) -> io::Result<usize> {
     sendmsg_vectored(fd, &[io::IoSlice::new(buf)], dst, control, flags)
 }
 
-/// `sendmsg` of several buffers as one datagram.
+/// `sendmsg` of several buffers as one datagram, with the control messages
+/// `control` writes; nothing is sent when it fails.
 pub(crate) fn sendmsg_vectored(
     fd: RawFd,
     bufs: &[io::IoSlice<'_>],
     dst: Option<SocketAddrV4>,
-    control: &[u8],
+    control: impl FnOnce(&mut cmsg::Encoder<'_>) -> io::Result<()>,
     flags: libc::c_int,
 ) -> io::Result<usize> {
-    debug_assert_eq!(control.as_ptr() as usize % CMSG_ALIGN, 0);
     let mut name = dst.map(sockaddr_in);
     // SAFETY: all-zero bytes are a valid msghdr.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -335,22 +338,12 @@ pub(crate) fn sendmsg_vectored(
     // IoSlice is guaranteed ABI-compatible with iovec on Unix.
     msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
     msg.msg_iovlen = bufs.len() as _;
-    if !control.is_empty() {
-        msg.msg_control = control.as_ptr() as *mut libc::c_void;
-        msg.msg_controllen = control.len() as _;
-    }
+    let mut buf = cmsg::SendControl::new();
+    let mut encoder = cmsg::Encoder::new(&mut buf);
+    control(&mut encoder)?;
+    // The encoder sets msg_control and msg_controllen to what it wrote.
+    encoder.finish(&mut msg);
     syscall!(sendmsg(fd, &msg, flags)).map(|n| n as usize)
-}
-
-/// The `in_pktinfo` of an `IP_PKTINFO` control message, as plain values.
-pub(crate) fn pktinfo_bytes(
-    ifindex: u32,
-    spec_dst: Ipv4Addr,
-) -> [u8; size_of::<libc::in_pktinfo>()] {
-    let mut out = [0u8; size_of::<libc::in_pktinfo>()];
-    out[0..4].copy_from_slice(&(ifindex as i32).to_ne_bytes());
-    out[4..8].copy_from_slice(&spec_dst.octets());
-    out
 }
 
 /// Splits an `in_pktinfo`: (ifindex, spec_dst, addr).

@@ -164,12 +164,12 @@ pub fn recv_timeout_buf(conn: &PacketConn, timeout: Duration, buf_len: usize) ->
     let mut buf = vec![0u8; buf_len];
     loop {
         match conn.recv_from(&mut buf) {
-            Ok((n, cm, src, flags)) => {
+            Ok(meta) => {
                 return Some(Received {
-                    payload: buf[..n].to_vec(),
-                    cm,
-                    src,
-                    flags,
+                    payload: buf[..meta.len].to_vec(),
+                    cm: meta.cm,
+                    src: meta.src,
+                    flags: meta.flags,
                 })
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

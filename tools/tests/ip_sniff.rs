@@ -150,7 +150,7 @@ fn send_udp(dst_ip: Ipv4Addr, payloads: &[Vec<u8>]) -> (SocketAddrV4, SocketAddr
             assert!(!left.is_zero(), "the UDP receiver did not get its datagram");
             rx.socket().set_read_timeout(Some(left)).unwrap();
             match rx.recv_from(&mut buf) {
-                Ok((n, ..)) if buf[..n] == p[..] => break,
+                Ok(m) if buf[..m.len] == p[..] => break,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => panic!("receiving: {e}"),

@@ -157,8 +157,8 @@ fn sniff(args: &Args, stop: &StopSignal) -> io::Result<()> {
         // A signal interrupts the read (a socket with a timeout is never
         // restarted).
         raw.socket().set_read_timeout(Some(wait))?;
-        let (header, payload_len, cm, truncated) = match raw.read_from_with_flags(&mut buf) {
-            Ok((h, payload, cm, flags)) => (h, payload.len(), cm, flags.truncated),
+        let (header, payload_len, cm, truncated) = match raw.read_from(&mut buf) {
+            Ok(p) => (p.header, p.payload.len(), p.meta.cm, p.meta.truncated()),
             Err(e)
                 if matches!(
                     e.kind(),
