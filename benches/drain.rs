@@ -13,7 +13,7 @@ use ipv4_reactor::PacketConn;
 #[path = "support/drain_sides.rs"]
 mod drain_sides;
 
-use drain_sides::{fill, receiver, Drainer, Side};
+use drain_sides::{prepare, receiver, Drainer, Side};
 
 fn catch_up(c: &mut Criterion) {
     let tx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -23,15 +23,18 @@ fn catch_up(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     for side in Side::ALL {
         let (_, n) = receiver(side, wanted).unwrap();
+        let n = match side {
+            Side::ReactorBare2x | Side::ReactorAbCopies => 2 * n,
+            _ => n,
+        };
         group.throughput(Throughput::Elements(n as u64));
         let mut drainer = Drainer::new(side).unwrap();
         group.bench_function(side.key(), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let (rx, n) = receiver(side, wanted).unwrap();
-                    fill(&tx, rx.local_addr().unwrap(), n).unwrap();
-                    let (_, elapsed) = drainer.drain(rx, n).unwrap();
+                    let (rxs, n) = prepare(side, &tx, wanted).unwrap();
+                    let (_, elapsed) = drainer.drain_lines(rxs, n).unwrap();
                     total += elapsed;
                 }
                 total

@@ -16,7 +16,7 @@ use serde::Serialize;
 #[path = "../benches/support/drain_sides.rs"]
 mod drain_sides;
 
-use drain_sides::{fill, receiver, thread_cpu_ns, Drainer, Side, PAYLOAD};
+use drain_sides::{prepare, thread_cpu_ns, Drainer, Side, PAYLOAD};
 
 /// Catch-up (drain) throughput of each receive path, side by side, against
 /// a plain libc recvmmsg loop doing the same per-packet work.
@@ -32,6 +32,8 @@ struct Args {
     rounds: u64,
     /// Only these sides (and their baselines): libc_cmsg batch_cmsg
     /// reactor_cmsg batch1_cmsg std_recv_from libc_quiet reactor_quiet
+    /// reactor_bare reactor_bare_2x reactor_ab (baseline reactor_bare)
+    /// reactor_ab_copies (2N packets; baseline reactor_bare_2x)
     #[arg(long, value_name = "KEY,KEY", value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// Print the result as one JSON line
@@ -91,15 +93,16 @@ fn main() -> std::io::Result<()> {
         let start = round % rows.len();
         rows.rotate_left(start);
         for row in rows.iter_mut() {
-            let (rx, fits) = receiver(row.side, packets)?;
-            effective_packets = fits;
-            fill(&tx, rx.local_addr()?, effective_packets)?;
+            let (rxs, queued) = prepare(row.side, &tx, packets)?;
+            if !matches!(row.side, Side::ReactorBare2x | Side::ReactorAbCopies) {
+                effective_packets = queued;
+            }
             let cpu_before = thread_cpu_ns();
-            let (got, elapsed) = row.drainer.drain(rx, effective_packets)?;
+            let (got, elapsed) = row.drainer.drain_lines(rxs, queued)?;
             let cpu = thread_cpu_ns().saturating_sub(cpu_before).max(1);
-            if got != effective_packets {
+            if got != queued {
                 eprintln!(
-                    "round {round}: {} got {got} of {effective_packets} packets",
+                    "round {round}: {} got {got} of {queued} packets",
                     row.side.name()
                 );
             }
@@ -144,7 +147,7 @@ fn main() -> std::io::Result<()> {
         }
         println!("{}", serde_json::Value::Object(out));
     } else {
-        println!("catch-up drain of {effective_packets} queued {PAYLOAD}-byte packets, median of {rounds} alternating rounds");
+        println!("catch-up drain of {effective_packets} queued {PAYLOAD}-byte packets (2N sides: twice that), median of {rounds} alternating rounds");
         println!(
             "{:<44} {:>10} {:>7} {:>12} {:>7}",
             "receive path", "pkts/s", "ratio", "pkts/cpu-s", "ratio"

@@ -153,6 +153,7 @@ fn run(args: Args) -> std::io::Result<bool> {
             for p in packets.iter() {
                 stats.on_packet(&p, &p.cm, p.drops_before, SystemTime::now());
             }
+            stats.finish();
             let _ = done.send(stats);
         }));
         handle.register(rx, sink)?

@@ -4,7 +4,9 @@
 // (join GROUP on lo, stall, then drain, counting packets, sequence gaps and
 // the kernel drop counter) done by a plain libc recvmmsg(64) loop, written
 // the way a C programmer would (`benches/support/libc_drain.rs`), woken
-// by epoll (through mio). Prints a `listening` line on stderr once joined
+// by epoll (through mio). Its sequence accounting is the library's
+// `SeqTracker` (u64be at offset 0), the same per-packet work as mcast-dump
+// --quiet's, so that the comparison is of the receive paths only. Prints a `listening` line on stderr once joined
 // and one JSON summary line like mcast-dump's. See
 // `benches/quiet_compare.sh` for the side-by-side run.
 
@@ -16,6 +18,7 @@ use clap::Parser;
 #[path = "../benches/support/libc_drain.rs"]
 mod libc_drain;
 
+use ipv4_reactor::feed::{SeqFormat, SeqTracker};
 use ipv4_reactor::{ControlFlags, Interface, PacketConn};
 use libc_drain::LibcDrain;
 use serde::Serialize;
@@ -48,6 +51,7 @@ struct SummaryJson {
 struct Summary {
     packets: u64,
     bytes: u64,
+    gaps: u64,
     lost: u64,
     kernel_drops: u32,
     elapsed_s: f64,
@@ -83,20 +87,12 @@ fn run(group: SocketAddrV4, stall: u64, rcvbuf: usize, idle: u64) -> std::io::Re
         .register(&mut conn, mio::Token(0), mio::Interest::READABLE)?;
     let mut drain = LibcDrain::new(64, 2048, ControlFlags::DROPS.control_len(), false)?;
     let fd = conn.as_raw_fd();
-    let (mut packets, mut bytes, mut lost, mut drops) = (0u64, 0u64, 0u64, 0u32);
-    let mut next: Option<u64> = None;
+    let (mut packets, mut bytes, mut drops) = (0u64, 0u64, 0u32);
+    let mut tracker = SeqTracker::new(SeqFormat::default());
     let (mut first, mut last) = (None, Instant::now());
     loop {
         match drain.recv(fd, |p, m| {
-            if p.len() >= 8 {
-                let seq = u64::from_be_bytes(p[..8].try_into().unwrap());
-                if let Some(n) = next {
-                    if seq > n {
-                        lost += seq - n;
-                    }
-                }
-                next = Some(next.map_or(seq + 1, |n| n.max(seq + 1)));
-            }
+            tracker.on_packet(p, |_| {});
             bytes += p.len() as u64;
             drops = drops.max(m.drops);
         }) {
@@ -126,6 +122,8 @@ fn run(group: SocketAddrV4, stall: u64, rcvbuf: usize, idle: u64) -> std::io::Re
             Err(e) => return Err(e),
         }
     }
+    tracker.finish(|_| {});
+    let seq = tracker.counters();
     let elapsed = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
     let pps = if elapsed > 0.0 {
         packets as f64 / elapsed
@@ -136,7 +134,8 @@ fn run(group: SocketAddrV4, stall: u64, rcvbuf: usize, idle: u64) -> std::io::Re
         summary: Summary {
             packets,
             bytes,
-            lost,
+            gaps: seq.gaps,
+            lost: seq.lost,
             kernel_drops: drops,
             elapsed_s: (elapsed * 1e6).round() / 1e6,
             pps: (pps * 10.0).round() / 10.0,

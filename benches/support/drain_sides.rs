@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 #[path = "libc_drain.rs"]
 mod libc_drain;
 
-use ipv4_reactor::reactor::{ChannelSink, Context, Overflow, Reactor};
+use ipv4_reactor::feed::{Arbiter, Delivery, SeqFormat};
+use ipv4_reactor::reactor::{ChannelSink, Context, FeedHandler, Overflow, Reactor};
 use ipv4_reactor::{ControlFlags, Message, Packet, PacketConn, RecvBatch, SendBatch};
 use libc_drain::LibcDrain;
 
@@ -27,10 +28,23 @@ pub enum Side {
     StdRecvFrom,
     LibcQuiet,
     ReactorQuiet,
+    /// A bare reactor callback (counts packets) on one socket: the
+    /// baseline of the feed sides.
+    ReactorBare,
+    /// The same with twice the packets queued.
+    ReactorBare2x,
+    /// Two sockets registered as one feed (`register_feed`, an `Arbiter`
+    /// of two lines, a handler that counts deliveries): the N packets
+    /// split in halves, the first on line A, the second on line B, each
+    /// sequence number once overall.
+    ReactorAb,
+    /// Two lines with full copies: every sequence number on both lines
+    /// (2N packets), each delivered once.
+    ReactorAbCopies,
 }
 
 impl Side {
-    pub const ALL: [Side; 8] = [
+    pub const ALL: [Side; 12] = [
         Side::LibcCmsg,
         Side::BatchCmsg,
         Side::ReactorCmsg,
@@ -39,6 +53,10 @@ impl Side {
         Side::StdRecvFrom,
         Side::LibcQuiet,
         Side::ReactorQuiet,
+        Side::ReactorBare,
+        Side::ReactorBare2x,
+        Side::ReactorAb,
+        Side::ReactorAbCopies,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +69,10 @@ impl Side {
             Side::StdRecvFrom => "std UdpSocket::recv_from, no cmsg",
             Side::LibcQuiet => "libc recvmmsg(64), drops only + seq gaps",
             Side::ReactorQuiet => "Reactor callback, drops only + seq gaps",
+            Side::ReactorBare => "Reactor callback, drops only, bare (N)",
+            Side::ReactorBare2x => "Reactor callback, drops only, bare (2N)",
+            Side::ReactorAb => "Reactor feed, 2 lines, N/2 each (N)",
+            Side::ReactorAbCopies => "Reactor feed, 2 lines, full copies (2N)",
         }
     }
 
@@ -64,12 +86,18 @@ impl Side {
             Side::StdRecvFrom => "std_recv_from",
             Side::LibcQuiet => "libc_quiet",
             Side::ReactorQuiet => "reactor_quiet",
+            Side::ReactorBare => "reactor_bare",
+            Side::ReactorBare2x => "reactor_bare_2x",
+            Side::ReactorAb => "reactor_ab",
+            Side::ReactorAbCopies => "reactor_ab_copies",
         }
     }
 
     pub fn baseline(self) -> Side {
         match self {
             Side::LibcQuiet | Side::ReactorQuiet => Side::LibcQuiet,
+            Side::ReactorBare | Side::ReactorAb => Side::ReactorBare,
+            Side::ReactorBare2x | Side::ReactorAbCopies => Side::ReactorBare2x,
             _ => Side::LibcCmsg,
         }
     }
@@ -77,7 +105,12 @@ impl Side {
     pub fn flags(self) -> ControlFlags {
         match self {
             Side::StdRecvFrom => ControlFlags::NONE,
-            Side::LibcQuiet | Side::ReactorQuiet => ControlFlags::DROPS,
+            Side::LibcQuiet
+            | Side::ReactorQuiet
+            | Side::ReactorBare
+            | Side::ReactorBare2x
+            | Side::ReactorAb
+            | Side::ReactorAbCopies => ControlFlags::DROPS,
             _ => ControlFlags::DST | ControlFlags::INTERFACE | ControlFlags::TTL,
         }
     }
@@ -86,7 +119,17 @@ impl Side {
 /// Queues `n` sequence-numbered packets on the receiver (the kernel does the
 /// receive work in the sender's context on lo, so they are queued on return).
 pub fn fill(tx: &PacketConn, dst: SocketAddrV4, n: usize) -> std::io::Result<()> {
-    let payloads: Vec<[u8; PAYLOAD]> = (0..n)
+    fill_range(tx, dst, 0..n)
+}
+
+/// Queues packets with sequence numbers `seqs` (u64 BE at offset 0).
+pub fn fill_range(
+    tx: &PacketConn,
+    dst: SocketAddrV4,
+    seqs: std::ops::Range<usize>,
+) -> std::io::Result<()> {
+    let n = seqs.len();
+    let payloads: Vec<[u8; PAYLOAD]> = seqs
         .map(|i| {
             let mut p = [0u8; PAYLOAD];
             p[..8].copy_from_slice(&(i as u64).to_be_bytes());
@@ -125,6 +168,55 @@ impl Gaps {
     }
 }
 
+/// The receivers of one round of `side`, filled: about `wanted` packets
+/// (twice that for the 2N sides), on one socket or split over a feed's two
+/// lines. Returns the sockets and how many packets are queued in all.
+pub fn prepare(
+    side: Side,
+    tx: &PacketConn,
+    wanted: usize,
+) -> std::io::Result<(Vec<PacketConn>, usize)> {
+    match side {
+        Side::ReactorAb => {
+            let (a, fits_a) = receiver(side, wanted / 2)?;
+            let (b, fits_b) = receiver(side, wanted - wanted / 2)?;
+            let half = fits_a.min(fits_b);
+            fill_range(tx, a.local_addr()?, 0..half)?;
+            fill_range(tx, b.local_addr()?, half..2 * half)?;
+            Ok((vec![a, b], 2 * half))
+        }
+        Side::ReactorAbCopies => {
+            let (a, fits_a) = receiver(side, wanted)?;
+            let (b, fits_b) = receiver(side, wanted)?;
+            let n = fits_a.min(fits_b);
+            fill(tx, a.local_addr()?, n)?;
+            fill(tx, b.local_addr()?, n)?;
+            Ok((vec![a, b], 2 * n))
+        }
+        Side::ReactorBare2x => {
+            let (rx, fits) = receiver(side, 2 * wanted)?;
+            fill(tx, rx.local_addr()?, fits)?;
+            Ok((vec![rx], fits))
+        }
+        _ => {
+            let (rx, fits) = receiver(side, wanted)?;
+            fill(tx, rx.local_addr()?, fits)?;
+            Ok((vec![rx], fits))
+        }
+    }
+}
+
+/// The feed sides' handler: counts the deliveries.
+struct CountDeliveries(std::sync::Arc<std::sync::atomic::AtomicUsize>, usize);
+
+impl FeedHandler for CountDeliveries {
+    #[inline]
+    fn on_data(&mut self, _line: usize, _p: &Packet<'_>, d: Delivery, _ctx: &mut Context<'_>) {
+        self.1 += d.count as usize;
+        self.0.store(self.1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The receive state of one side, built once and reused round after round,
 /// as a long-running receiver would: slots, control buffers, the reactor.
 pub struct Drainer {
@@ -149,7 +241,12 @@ impl Drainer {
             }
             Side::BatchCmsg => d.batch = Some(RecvBatch::new(64, 2048, flags)?),
             Side::Batch1Cmsg => d.batch = Some(RecvBatch::new(1, 2048, flags)?),
-            Side::ReactorCmsg | Side::ReactorQuiet => {
+            Side::ReactorCmsg
+            | Side::ReactorQuiet
+            | Side::ReactorBare
+            | Side::ReactorBare2x
+            | Side::ReactorAb
+            | Side::ReactorAbCopies => {
                 d.reactor = Some(
                     Reactor::builder()
                         .batch_slots(64)
@@ -165,6 +262,57 @@ impl Drainer {
             Side::StdRecvFrom => {}
         }
         Ok(d)
+    }
+
+    /// Drains the `n` packets queued on `rxs` (from [`prepare`]): (packets
+    /// read, time from the first read to the last).
+    pub fn drain_lines(
+        &mut self,
+        mut rxs: Vec<PacketConn>,
+        n: usize,
+    ) -> std::io::Result<(usize, Duration)> {
+        if !matches!(self.side, Side::ReactorAb | Side::ReactorAbCopies) {
+            let rx = rxs.pop().expect("one receiver");
+            return self.drain(rx, n);
+        }
+        let reactor = self.reactor.as_mut().expect("reactor side");
+        let delivered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let arbiter = Arbiter::new(SeqFormat::default(), rxs.len())?;
+        let key = reactor.register_feed(
+            rxs,
+            arbiter,
+            CountDeliveries(std::sync::Arc::clone(&delivered), 0),
+        )?;
+        let keys = reactor.feed_lines(key).expect("the feed's lines").to_vec();
+        let read = |r: &Reactor| -> usize {
+            keys.iter()
+                .filter_map(|&k| r.socket_counters(k))
+                .map(|c| c.recv.packets as usize)
+                .sum()
+        };
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(10);
+        while read(reactor) < n && Instant::now() < deadline {
+            reactor.turn(Some(Duration::ZERO))?;
+        }
+        let elapsed = start.elapsed();
+        let got = read(reactor);
+        let parts = reactor.deregister_feed(key)?;
+        let c = parts.arbiter.counters();
+        let want = if self.side == Side::ReactorAbCopies {
+            n / 2
+        } else {
+            n
+        };
+        if delivered.load(std::sync::atomic::Ordering::Relaxed) != want || c.lost != 0 {
+            eprintln!(
+                "{}: delivered {} of {want}, lost {}",
+                self.side.name(),
+                delivered.load(std::sync::atomic::Ordering::Relaxed),
+                c.lost
+            );
+        }
+        Ok((got, elapsed))
     }
 
     /// Drains `n` queued packets from `rx`: (packets read, time from the
@@ -264,15 +412,21 @@ impl Drainer {
                 std::hint::black_box(sink);
                 return Ok((got, elapsed));
             }
-            Side::ReactorCmsg | Side::ReactorQuiet => {
+            Side::ReactorAb | Side::ReactorAbCopies => {
+                return self.drain_lines(vec![rx], n);
+            }
+            Side::ReactorCmsg | Side::ReactorQuiet | Side::ReactorBare | Side::ReactorBare2x => {
                 let reactor = self.reactor.as_mut().expect("reactor side");
                 let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
                 let c2 = std::sync::Arc::clone(&counter);
                 let quiet = side == Side::ReactorQuiet;
+                let bare = matches!(side, Side::ReactorBare | Side::ReactorBare2x);
                 let mut gaps = Gaps::default();
                 let mut local = 0usize;
                 let key = reactor.register(rx, move |p: &Packet<'_>, _ctx: &mut Context<'_>| {
-                    if quiet {
+                    if bare {
+                        // Counting only.
+                    } else if quiet {
                         gaps.on(p.payload, u64::from(p.drops_before));
                     } else {
                         std::hint::black_box(

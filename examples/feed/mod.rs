@@ -1,7 +1,7 @@
 //! Shared by `feed_demo` and `soak`: the sequence-numbered feed sender,
-//! per-packet accounting (gaps, loss, kernel drops) and a latency
-//! histogram (hdrhistogram). Payloads start with a big-endian u64 sequence
-//! number.
+//! per-packet accounting (gaps and loss by the library's `SeqTracker`,
+//! kernel drops) and a latency histogram (hdrhistogram). Payloads start
+//! with a big-endian u64 sequence number (`SeqFormat::default()`).
 
 #![allow(dead_code)]
 
@@ -12,6 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
+use ipv4_reactor::feed::{FeedEvent, SeqFormat, SeqTracker};
 use ipv4_reactor::reactor::Context;
 use ipv4_reactor::{ControlMessage, Interface, Message, Packet, PacketConn, SendBatch};
 
@@ -30,9 +31,12 @@ pub struct Live {
     pub kernel_drops: AtomicU64,
 }
 
-/// Per-packet accounting of the receiving side.
+/// Per-packet accounting of the receiving side: the sequence numbers go
+/// through a `SeqTracker` (late packets fill holes, copies are not loss);
+/// `gaps` and `lost` are the holes it declared lost so far, all of them
+/// after [`FeedStats::finish`].
 pub struct FeedStats {
-    pub next_seq: u64,
+    pub tracker: SeqTracker,
     pub received: u64,
     pub gaps: u64,
     pub lost: u64,
@@ -44,7 +48,7 @@ pub struct FeedStats {
 impl FeedStats {
     pub fn new(live: Arc<Live>) -> FeedStats {
         FeedStats {
-            next_seq: 0,
+            tracker: SeqTracker::new(SeqFormat::default()),
             received: 0,
             gaps: 0,
             lost: 0,
@@ -67,15 +71,12 @@ impl FeedStats {
                 self.latency.saturating_record(d.as_nanos() as u64);
             }
         }
-        if let Some(seq) = payload
-            .get(..8)
-            .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
-        {
-            if seq > self.next_seq {
-                self.gaps += 1;
-                self.lost += seq - self.next_seq;
-            }
-            self.next_seq = self.next_seq.max(seq + 1);
+        let mut event = false;
+        self.tracker.on_packet(payload, |e| {
+            event |= !matches!(e, FeedEvent::Deliver(_));
+        });
+        if event {
+            self.take_counts();
         }
         self.received += 1;
         self.kernel_drops += u64::from(drops_before);
@@ -85,6 +86,18 @@ impl FeedStats {
         self.live
             .kernel_drops
             .store(self.kernel_drops, Ordering::Relaxed);
+    }
+
+    /// Declares the holes still open lost (the end of the run).
+    pub fn finish(&mut self) {
+        self.tracker.finish(|_| {});
+        self.take_counts();
+    }
+
+    fn take_counts(&mut self) {
+        let c = self.tracker.counters();
+        self.gaps = c.gaps;
+        self.lost = c.lost;
     }
 }
 
@@ -106,7 +119,8 @@ impl ipv4_reactor::reactor::Handler for FeedHandler {
 
 impl Drop for FeedHandler {
     fn drop(&mut self) {
-        if let Some(s) = self.stats.take() {
+        if let Some(mut s) = self.stats.take() {
+            s.finish();
             let _ = self.done.send(s);
         }
     }

@@ -101,6 +101,35 @@ pub fn seconds(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(v).map_err(|_| format!("{s} seconds is too long"))
 }
 
+/// `--reorder-window`: a power of two from 64 to 16777216 (2^24), the
+/// sizes the library's sequence tracker takes.
+pub fn reorder_window(s: &str) -> Result<u64, String> {
+    use ipv4_reactor::feed::{MAX_WINDOW, MIN_WINDOW};
+    let v = whole(s)?;
+    if v.is_power_of_two() && (MIN_WINDOW..=MAX_WINDOW).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{s} is not a reorder window: a power of two from {MIN_WINDOW} to {MAX_WINDOW}"
+        ))
+    }
+}
+
+/// `A-B` (or `A` alone): an inclusive range of sequence numbers, A <= B.
+pub fn seq_range(s: &str) -> Result<(u64, u64), String> {
+    let bad = || format!("{s:?} is not a range of sequence numbers: A-B (A <= B) or A");
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (a, b),
+        None => (s, s),
+    };
+    let a = whole(a).map_err(|_| bad())?;
+    let b = whole(b).map_err(|_| bad())?;
+    if a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
 /// `on` or `off` (also `1`/`0`, `true`/`false`, `yes`/`no`).
 pub fn on_off(s: &str) -> Result<bool, String> {
     match s {
@@ -226,6 +255,17 @@ mod tests {
         assert!(group_port_any("239.1.1:5000")
             .unwrap_err()
             .contains("239.1.1:5000"));
+    }
+
+    #[test]
+    fn windows_and_ranges() {
+        assert_eq!(reorder_window("1024"), Ok(1024));
+        assert!(reorder_window("1000").unwrap_err().contains("1000"));
+        assert!(reorder_window("32").is_err());
+        assert_eq!(seq_range("10-19"), Ok((10, 19)));
+        assert_eq!(seq_range("7"), Ok((7, 7)));
+        assert!(seq_range("9-3").unwrap_err().contains("9-3"));
+        assert!(seq_range("a-b").unwrap_err().contains("a-b"));
     }
 
     #[test]

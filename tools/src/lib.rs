@@ -9,5 +9,5 @@
 pub mod capture;
 pub mod cli;
 pub mod output;
-pub mod seq;
+pub mod payload;
 pub mod signals;

@@ -160,27 +160,40 @@ fn run(name: &'static str, args: &[&str]) -> Finished {
 /// its `listening` line, then for the join to settle; returns the child and
 /// the port it listens on.
 fn start_dump(group: Ipv4Addr, extra: &[&str]) -> (Proc, u16) {
-    let mut args = strings(&[
-        &format!("{group}:0"),
+    let (dump, ports) = start_dump_lines(&[group], extra);
+    (dump, ports[0])
+}
+
+/// Starts `mcast-dump G1:0 G2:0 ... --iface lo --timeout-ms .. EXTRA` (one
+/// line per group), waits for its `listening` line, then for the joins to
+/// settle; returns the child and each line's port, in argument order.
+fn start_dump_lines(groups: &[Ipv4Addr], extra: &[&str]) -> (Proc, Vec<u16>) {
+    let mut args: Vec<String> = groups.iter().map(|g| format!("{g}:0")).collect();
+    args.extend(strings(&[
         "--iface",
         "lo",
         "--timeout-ms",
         &DUMP_TIMEOUT_MS.to_string(),
-    ]);
+    ]));
     args.extend(strings(extra));
     let mut dump = Proc::spawn("mcast-dump", &args);
     let line = dump.wait_for_line("listening", Duration::from_secs(30));
-    // "listening 239.255.173.1:41234 iface=lo ifindex=1 rcvbuf=..."
-    let addr: SocketAddrV4 = line
+    // "listening 239.255.173.1:41234 [239.255.173.2:41235 ...] iface=lo ifindex=1 rcvbuf=..."
+    let addrs: Vec<SocketAddrV4> = line
         .split_whitespace()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no GROUP:PORT in the listening line {line:?}"));
-    assert_eq!(*addr.ip(), group, "{line}");
+        .skip(1)
+        .take(groups.len())
+        .map(|a| {
+            a.parse()
+                .unwrap_or_else(|_| panic!("no GROUP:PORT {a:?} in the listening line {line:?}"))
+        })
+        .collect();
+    let got: Vec<Ipv4Addr> = addrs.iter().map(|a| *a.ip()).collect();
+    assert_eq!(got, groups, "{line}");
     assert!(line.contains(" iface=lo "), "{line}");
     assert!(line.contains(" rcvbuf="), "{line}");
     thread::sleep(SETTLE);
-    (dump, addr.port())
+    (dump, addrs.iter().map(|a| a.port()).collect())
 }
 
 /// What one `mcast-send` run reported.
@@ -216,7 +229,13 @@ fn send(group: Ipv4Addr, port: u16, extra: &[&str]) -> Sent {
 fn sent_by(out: &Finished) -> Sent {
     assert!(out.status.success(), "mcast-send failed: {out:?}");
     let summary = parse_json(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
-    assert_eq!(summary.keys(), ["sent", "elapsed_s", "pps"], "{out:?}");
+    let skip = summary.get("skipped").is_some();
+    let keys: &[&str] = if skip {
+        &["sent", "skipped", "elapsed_s", "pps"]
+    } else {
+        &["sent", "elapsed_s", "pps"]
+    };
+    assert_eq!(summary.keys(), keys, "{out:?}");
     let src = out
         .stderr
         .split(" from ")
@@ -622,7 +641,7 @@ fn help_and_version_of_every_tool() {
     let usages = [
         (
             "mcast-dump",
-            "Usage: mcast-dump [OPTIONS] --iface <IFACE> <GROUP:PORT>",
+            "Usage: mcast-dump [OPTIONS] --iface <IFACE> <GROUP:PORT>...",
         ),
         (
             "mcast-send",
@@ -855,4 +874,377 @@ fn mcast_send_stamp_gives_latency_for_u64be() {
         ],
         "--size",
     );
+}
+
+// ---------------------------------------------------------------------
+// Feeds: --seq formats, redundant lines, reordering, skips (issue 13).
+// Groups 239.255.174.x.
+
+/// A sender on lo (network safety: checked) for the tests that write
+/// payloads themselves.
+fn lo_sender() -> PacketConn {
+    let tx = PacketConn::multicast_sender(&Interface::loopback()).expect("a sender on lo");
+    assert_eq!(
+        tx.socket().multicast_if_v4().expect("IP_MULTICAST_IF"),
+        Ipv4Addr::LOCALHOST,
+        "NETWORK SAFETY: the test sender must send through lo"
+    );
+    tx
+}
+
+/// Sends `payloads` to `dst` one by one, paced so that lo keeps their order.
+fn send_payloads(dst: SocketAddrV4, payloads: &[Vec<u8>]) {
+    assert!(dst.ip().is_multicast());
+    let tx = lo_sender();
+    for p in payloads {
+        assert_eq!(tx.send_to(p, None, dst).unwrap(), p.len());
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The summary's `lines` entries.
+fn summary_lines(summary: &Json) -> Vec<Json> {
+    summary["lines"].as_array().expect("an array").clone()
+}
+
+/// Two lines, each missing a different range: every sequence number is
+/// delivered once, nothing is lost, and the per-line figures tell which
+/// line missed what and which delivered first.
+fn two_lines_fill_each_other(groups: [Ipv4Addr; 2], extra: &[&str]) {
+    let mut args = vec!["--json", "--rcvbuf", "8388608", "--idle-exit-ms", "1500"];
+    args.extend_from_slice(extra);
+    let (mut dump, ports) = start_dump_lines(&groups, &args);
+    // Line A first, all of it, then line B: B's 10..=19 come late.
+    let a = send(groups[0], ports[0], &["--count", "100", "--skip", "10-19"]);
+    let b = send(groups[1], ports[1], &["--count", "100", "--skip", "50-59"]);
+    assert_eq!((a.count, b.count), (90, 90));
+
+    let out = json_output(&dump.finish(CHILD_LIMIT));
+    let s = &out.summary;
+    if !extra.contains(&"--quiet") {
+        let mut got = seqs(&out.packets);
+        got.sort_unstable();
+        assert_eq!(got, (0..100).collect::<Vec<_>>(), "each sequence once");
+        for p in &out.packets {
+            let seq = p["seq"].u64();
+            let line = if (10..20).contains(&seq) { 1 } else { 0 };
+            assert_eq!(p["line"].u64(), line, "{p:?}");
+        }
+    }
+    assert_eq!(s["packets"].u64(), 100, "{s:?}");
+    assert_eq!(s["messages"].u64(), 100, "{s:?}");
+    assert_eq!(s["duplicates"].u64(), 80, "{s:?}");
+    assert_eq!(s["reordered"].u64(), 10, "{s:?}");
+    assert_eq!((s["gaps"].u64(), s["lost"].u64()), (0, 0), "{s:?}");
+    assert_eq!(s["malformed"].u64(), 0, "{s:?}");
+    let lines = summary_lines(s);
+    assert_eq!(lines.len(), 2, "{s:?}");
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(
+            l["group"].str(),
+            format!("{}:{}", groups[i], ports[i]),
+            "{l:?}"
+        );
+        assert_eq!(l["packets"].u64(), 90, "{l:?}");
+        assert_eq!((l["gaps"].u64(), l["lost"].u64()), (1, 10), "{l:?}");
+        assert_eq!(l["kernel_drops"].u64(), 0, "{l:?}");
+    }
+    assert_eq!(
+        (lines[0]["first"].u64(), lines[1]["first"].u64()),
+        (90, 10),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn two_lines_with_different_skips_deliver_every_sequence_once() {
+    two_lines_fill_each_other(
+        [
+            Ipv4Addr::new(239, 255, 174, 1),
+            Ipv4Addr::new(239, 255, 174, 2),
+        ],
+        &[],
+    );
+}
+
+#[test]
+fn quiet_two_lines_do_the_same_accounting() {
+    two_lines_fill_each_other(
+        [
+            Ipv4Addr::new(239, 255, 174, 3),
+            Ipv4Addr::new(239, 255, 174, 4),
+        ],
+        &["--quiet"],
+    );
+}
+
+/// 10, 12, 11, 13 on one line: 11 is late (reordered 1), nothing is lost;
+/// in JSON, and in words.
+#[test]
+fn one_line_out_of_order_counts_reordered_not_lost() {
+    let payloads: Vec<Vec<u8>> = [10u64, 12, 11, 13]
+        .iter()
+        .map(|s| s.to_be_bytes().to_vec())
+        .collect();
+
+    let group = Ipv4Addr::new(239, 255, 174, 5);
+    let (mut dump, port) = start_dump(group, &["--json", "--count", "4"]);
+    send_payloads(SocketAddrV4::new(group, port), &payloads);
+    let out = json_output(&dump.finish(CHILD_LIMIT));
+    assert_eq!(seqs(&out.packets), [10, 12, 11, 13]);
+    let s = &out.summary;
+    assert_eq!(s["packets"].u64(), 4, "{s:?}");
+    assert_eq!(s["reordered"].u64(), 1, "{s:?}");
+    assert_eq!((s["gaps"].u64(), s["lost"].u64()), (0, 0), "{s:?}");
+    assert_eq!(s["duplicates"].u64(), 0, "{s:?}");
+
+    let group = Ipv4Addr::new(239, 255, 174, 6);
+    let (mut dump, port) = start_dump(group, &["--count", "4"]);
+    send_payloads(SocketAddrV4::new(group, port), &payloads);
+    let out = dump.finish(CHILD_LIMIT);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let packet = |seq: u64| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(&format!("seq {seq} ")))
+            .unwrap_or_else(|| panic!("no line for seq {seq}: {out:?}"))
+    };
+    assert!(packet(12).ends_with("GAP: 1 missing"), "{out:?}");
+    assert!(packet(11).contains("LATE: fills 11 (reordered)"), "{out:?}");
+    assert!(!packet(13).contains("GAP"), "{out:?}");
+    let row = |name: &str| -> u64 {
+        lines
+            .iter()
+            .find_map(|l| {
+                let mut words = l.split_whitespace();
+                (words.next() == Some(name)).then(|| words.next()?.parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("no {name:?} row in the summary: {out:?}"))
+    };
+    assert_eq!((row("reordered"), row("lost"), row("gaps")), (1, 0, 0));
+}
+
+/// MoldUDP64: 3 messages a packet, one packet skipped: its 3 messages are
+/// lost, every other message delivered.
+#[test]
+fn moldudp64_skip_loses_the_skipped_packets_messages() {
+    let group = Ipv4Addr::new(239, 255, 174, 7);
+    let (mut dump, port) = start_dump(
+        group,
+        &["--json", "--seq", "moldudp64", "--idle-exit-ms", "1500"],
+    );
+    // Packets cover 1-3, 4-6, 7-9, 10-12, ...: the fourth is left out.
+    let sent = send(
+        group,
+        port,
+        &[
+            "--seq",
+            "moldudp64",
+            "--messages",
+            "3",
+            "--session",
+            "TEST01",
+            "--count",
+            "20",
+            "--skip",
+            "11",
+        ],
+    );
+    assert_eq!(sent.count, 19);
+    let out = json_output(&dump.finish(CHILD_LIMIT));
+    let s = &out.summary;
+    assert_eq!(s["packets"].u64(), 19, "{s:?}");
+    assert_eq!(s["messages"].u64(), 19 * 3, "{s:?}");
+    assert_eq!((s["gaps"].u64(), s["lost"].u64()), (1, 3), "{s:?}");
+    let firsts: Vec<u64> = (0..20).filter(|&i| i != 3).map(|i| 1 + 3 * i).collect();
+    assert_eq!(seqs(&out.packets), firsts);
+    assert!(out.packets.iter().all(|p| p["count"].u64() == 3));
+}
+
+/// MDP 3.0 with a skipped range: MsgSeqNum numbers from 1, the range is
+/// lost, and SendingTime still gives the latency.
+#[test]
+fn mdp3_skip_gives_lost() {
+    let group = Ipv4Addr::new(239, 255, 174, 8);
+    let (mut dump, port) = start_dump(
+        group,
+        &["--json", "--seq", "mdp3", "--idle-exit-ms", "1500"],
+    );
+    let sent = send(
+        group,
+        port,
+        &["--seq", "mdp3", "--count", "50", "--skip", "20-24"],
+    );
+    assert_eq!(sent.count, 45);
+    let finished = dump.finish(CHILD_LIMIT);
+    assert!(finished.status.success(), "{finished:?}");
+    let out = parse_dump_output_with(&finished.stdout, true, &finished);
+    let want: Vec<u64> = (1..=50).filter(|s| !(20..=24).contains(s)).collect();
+    assert_eq!(seqs(&out.packets), want);
+    let s = &out.summary;
+    assert_eq!((s["gaps"].u64(), s["lost"].u64()), (1, 5), "{s:?}");
+    assert_latency(s, 1..1_000_000_000);
+}
+
+/// A packet too short for the format counts as malformed: not delivered,
+/// not a loss, still a packet its line received.
+#[test]
+fn short_packet_counts_malformed() {
+    let group = Ipv4Addr::new(239, 255, 174, 9);
+    let (mut dump, port) = start_dump(group, &["--json", "--idle-exit-ms", "1500"]);
+    send_payloads(
+        SocketAddrV4::new(group, port),
+        &[
+            0u64.to_be_bytes().to_vec(),
+            vec![1, 2, 3],
+            1u64.to_be_bytes().to_vec(),
+        ],
+    );
+    let out = json_output(&dump.finish(CHILD_LIMIT));
+    assert_eq!(seqs(&out.packets), [0, 1]);
+    let s = &out.summary;
+    assert_eq!(s["malformed"].u64(), 1, "{s:?}");
+    assert_eq!((s["packets"].u64(), s["lost"].u64()), (2, 0), "{s:?}");
+    assert_eq!(summary_lines(s)[0]["packets"].u64(), 3, "{s:?}");
+}
+
+/// `--seq u32le@4 --stamp` from mcast-send to mcast-dump: the sequence
+/// number at offset 4, the send time after it.
+#[test]
+fn u32le_at_offset_4_round_trip() {
+    let group = Ipv4Addr::new(239, 255, 174, 10);
+    let n = 40;
+    let (mut dump, port) = start_dump(
+        group,
+        &["--json", "--seq", "u32le@4", "--stamp", "--count", "40"],
+    );
+    let sent = send(
+        group,
+        port,
+        &[
+            "--seq",
+            "u32le@4",
+            "--stamp",
+            "--count",
+            &n.to_string(),
+            "--first",
+            "7",
+        ],
+    );
+    assert_eq!(sent.count, n);
+    let finished = dump.finish(CHILD_LIMIT);
+    assert!(finished.status.success(), "{finished:?}");
+    let out = parse_dump_output_with(&finished.stdout, true, &finished);
+    assert_eq!(seqs(&out.packets), (7..7 + n).collect::<Vec<_>>());
+    assert_eq!(out.summary["lost"].u64(), 0);
+    assert_latency(&out.summary, 1..1_000_000_000);
+}
+
+/// Bad feed arguments: exit status 2 and the bad text named.
+#[test]
+fn bad_feed_arguments_exit_2_naming_them() {
+    let g = "239.255.174.11:0";
+    let d = "239.255.174.11:5000";
+    for (tool, args, names) in [
+        (
+            "mcast-dump",
+            &[g, "--iface", "lo", "--seq", "u65be"][..],
+            "u65be",
+        ),
+        (
+            "mcast-dump",
+            &[g, "--iface", "lo", "--seq", "u64be@x"],
+            "u64be@x",
+        ),
+        (
+            "mcast-dump",
+            &[g, "--iface", "lo", "--seq", "moldudp64@2"],
+            "moldudp64@2",
+        ),
+        (
+            "mcast-dump",
+            &[g, "--iface", "lo", "--reorder-window", "1000"],
+            "1000",
+        ),
+        (
+            "mcast-dump",
+            &[
+                g,
+                "--iface",
+                "lo",
+                "--seq",
+                "u16be",
+                "--reorder-window",
+                "65536",
+            ],
+            "65536",
+        ),
+        (
+            "mcast-dump",
+            &[g, "--iface", "lo", "--seq", "moldudp64", "--stamp"],
+            "--stamp",
+        ),
+        (
+            "mcast-dump",
+            &[g, "239.255.174.12:0", "--iface", "lo", "--seq", "none"],
+            "none",
+        ),
+        (
+            "mcast-send",
+            &[d, "--iface", "lo", "--seq", "bogus"],
+            "bogus",
+        ),
+        ("mcast-send", &[d, "--iface", "lo", "--seq", "none"], "none"),
+        ("mcast-send", &[d, "--iface", "lo", "--skip", "9-3"], "9-3"),
+        ("mcast-send", &[d, "--iface", "lo", "--first", "x1"], "x1"),
+        (
+            "mcast-send",
+            &[d, "--iface", "lo", "--messages", "3"],
+            "--messages",
+        ),
+        (
+            "mcast-send",
+            &[
+                d,
+                "--iface",
+                "lo",
+                "--seq",
+                "moldudp64",
+                "--messages",
+                "65535",
+            ],
+            "65535",
+        ),
+        (
+            "mcast-send",
+            &[
+                d,
+                "--iface",
+                "lo",
+                "--seq",
+                "moldudp64",
+                "--session",
+                "ELEVENCHARS",
+            ],
+            "ELEVENCHARS",
+        ),
+        (
+            "mcast-send",
+            &[
+                d,
+                "--iface",
+                "lo",
+                "--seq",
+                "moldudp64",
+                "--messages",
+                "30",
+                "--size",
+                "64",
+            ],
+            "--size",
+        ),
+    ] {
+        assert_usage_error(tool, args, names);
+    }
 }

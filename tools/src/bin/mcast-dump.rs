@@ -1,17 +1,25 @@
-// mcast-dump 239.255.0.1:5000 --iface lo --json
+// mcast-dump 239.255.0.1:5000 [239.255.0.2:5000 ...] --iface lo --json
 //
 // The receive side of a sequence-numbered multicast feed, built on the
-// library's Reactor: joins GROUP on one named interface (any source, or
-// source-specific with --source / --exclude), reads each packet's sequence
-// number (--seq: a big-endian u64 at offset 0 by default, or the CME MDP
-// 3.0 packet header), and shows every packet (a line for people, or JSON),
-// a rate line each second and a summary at the end: packets, bytes,
-// sequence gaps, lost sequence numbers, the socket's kernel drop counter
-// (SO_RXQ_OVFL) and, for feeds that carry their send time, the latency
-// from that stamp to the kernel's receive time. --quiet asks the kernel
-// for nothing but the payload and the drop counter, for catch-up
-// measurements with --stall-ms. --pcap writes what it receives to a
-// capture file. SIGINT and SIGTERM end it with its summary.
+// library's Reactor and its feed module: joins each GROUP on one named
+// interface (any source, or source-specific with --source / --exclude).
+// Two or more GROUP:PORTs are redundant lines (A/B) of one feed, merged by
+// the library's Arbiter (Reactor::register_feed): each sequence number is
+// delivered once, from whichever line brought it first. Sequence numbers
+// are read as --seq says (integers of any width and byte order at an
+// offset, NASDAQ MoldUDP64, CME MDP 3.0, or none) and followed by a
+// reorder-aware SeqTracker: late packets fill holes (reordered), copies
+// are dropped (duplicates), and a hole is lost only when no line filled it
+// within --reorder-window sequence numbers or by the end of the run. It
+// shows every delivered packet (a line for people, or JSON), a rate line
+// each second and a summary at the end: packets, messages, duplicates,
+// reordered, gaps, lost, malformed, restarts, the sockets' kernel drop
+// counters (SO_RXQ_OVFL), per-line figures and, for feeds that carry their
+// send time, the latency from that stamp to the kernel's receive time.
+// --quiet asks the kernel for nothing but the payload and the drop counter,
+// for catch-up measurements with --stall-ms, and still does all the
+// sequence accounting. --pcap writes the delivered packets to a capture
+// file. SIGINT and SIGTERM end it with its summary.
 
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -26,21 +34,59 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use ipv4_reactor::reactor::{Context, Reactor};
+use ipv4_reactor::feed::{
+    Arbiter, Delivery, FeedEvent, LineCounters, SeqCounters, SeqFormat, SeqTracker, TrackerConfig,
+    DEFAULT_STALE_AFTER, MAX_LINES, MOLDUDP64_HEADER_LEN,
+};
+use ipv4_reactor::reactor::{Context, FeedHandler, FeedKey, Handler, Key, Reactor};
 use ipv4_reactor::{ControlFlags, Packet, PacketConn};
 use ipv4_reactor_tools::capture::Capture;
 use ipv4_reactor_tools::cli::{self, Failure, Iface};
 use ipv4_reactor_tools::output::{self, diag, diag_line};
-use ipv4_reactor_tools::seq::{SeqFormat, SeqLayout};
+use ipv4_reactor_tools::payload::{self, Layout};
 use ipv4_reactor_tools::signals::StopSignal;
 
 const TOOL: &str = "mcast-dump";
 
 const AFTER_HELP: &str = "\
 Output: packets, rate lines (each second) and the summary go to stdout; with
---json, stdout has only JSON lines and the rate lines go to stderr. Once the
-socket is joined and set up, stderr gets one line starting with `listening`
-(group, port, interface, effective receive buffer).
+--json, stdout has only JSON lines and the rate lines go to stderr. Once
+every line is joined and set up, stderr gets one line starting with
+`listening` (each GROUP:PORT, interface, effective receive buffer, format,
+window).
+
+Lines: two or more GROUP:PORTs are redundant lines of one feed (A/B): each
+sequence number is delivered once, from whichever line brought it first;
+copies are dropped and counted (duplicates). A packet line is printed for
+each delivered packet (a copy, a packet too short for --seq, a heartbeat
+are counted in the summary, not printed), with `line`, the index of its
+GROUP:PORT argument. Without --json, the packet lines say in words what
+the tracker saw (GAP: N missing, LATE: fills A (reordered), RESTART) and
+lines starting with `feed:` report losses, line silence and ends of
+session as they happen.
+
+Sequence numbers (--seq): u64be (default), u64le, u32be, u32le, u16be,
+u16le, each with an optional @OFFSET in bytes (u64be@10), moldudp64
+(NASDAQ MoldUDP64: each packet carries COUNT messages, numbered from its
+sequence number), mdp3 (CME MDP 3.0 binary packet header), none (packets
+counted, never judged; one line only). 16- and 32-bit numbers wrap and are
+extended to 64 bits.
+
+Reordering: a hole stays open for --reorder-window sequence numbers after
+it opened (default 65536, 8192 for 16-bit formats: 65 ms at 1 Mpps); a late
+packet or the other line's copy that fills it counts as reordered. Holes
+not filled by then, or by the end of the run, are lost; a packet that fills
+a hole after it was declared lost still counts as reordered and comes off
+`lost`. A jump of more than 2^24 sequence numbers either way (2^14 for
+16-bit formats), or a new MoldUDP64 session, is a restart.
+
+Summary (JSON): packets (datagrams delivered, copies excluded), bytes (of
+those), messages (sequence numbers delivered), duplicates (sequence numbers
+received again, from any line), reordered, gaps, lost, malformed (too short
+for --seq), restarts, kernel_drops, truncated, elapsed_s, pps, lines (per
+GROUP:PORT in argument order: group, packets received, first = packets it
+delivered first, its own gaps and lost, kernel_drops), then latency_ns for
+stamped feeds.
 
 Latency: with --seq mdp3, or --stamp for payloads that mcast-send --stamp
 wrote, each packet's send time is read from the payload and the latency is
@@ -58,15 +104,18 @@ when a socket call or the capture file fails, 2 for bad arguments.";
 /// The receive side of a multicast feed (mdump's job).
 ///
 /// Joins the multicast GROUP on IFACE, receives it on PORT and shows each
-/// packet with its sequence number, gaps and kernel drops, a rate line each
-/// second and a summary at the end.
+/// packet with its sequence number, gaps, reordering and kernel drops, a
+/// rate line each second and a summary at the end. Two or more GROUP:PORTs
+/// are redundant lines (A/B) of one feed, arbitrated.
 #[derive(Parser, Debug)]
 #[command(name = TOOL, version, after_help = AFTER_HELP)]
 struct Args {
     /// Group and port to receive (port 0: the kernel picks one; the
-    /// `listening` line tells which)
-    #[arg(value_name = "GROUP:PORT", value_parser = cli::group_port_any)]
-    group: SocketAddrV4,
+    /// `listening` line tells which); two or more: redundant lines of one
+    /// feed
+    #[arg(value_name = "GROUP:PORT", required = true, num_args = 1..,
+          value_parser = cli::group_port_any)]
+    groups: Vec<SocketAddrV4>,
 
     /// Interface to join on: name (lo), index (1) or one of its addresses
     /// (127.0.0.1)
@@ -81,7 +130,7 @@ struct Args {
     #[arg(long, value_name = "ADDR", value_parser = cli::source)]
     exclude: Vec<Ipv4Addr>,
 
-    /// Exit after N packets
+    /// Exit after N delivered packets
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     count: Option<u64>,
 
@@ -122,16 +171,24 @@ struct Args {
     #[arg(long)]
     quiet: bool,
 
-    /// Where the payload keeps its sequence number (and send time)
-    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = SeqFormat::U64Be)]
+    /// Where the payload keeps its sequence numbers: u64be, u64le, u32be,
+    /// u32le, u16be, u16le (each with an optional @OFFSET), moldudp64,
+    /// mdp3 or none
+    #[arg(long, value_name = "FORMAT", default_value = "u64be", value_parser = payload::seq_format)]
     seq: SeqFormat,
 
-    /// Payloads carry their send time after the sequence number (as
-    /// mcast-send --stamp writes them): report the latency
+    /// How many sequence numbers a hole stays open for late packets and
+    /// the other lines' copies before it is lost: a power of two from 64
+    /// to 16777216 [default: 65536; 8192 for 16-bit formats]
+    #[arg(long = "reorder-window", value_name = "N", value_parser = cli::reorder_window)]
+    reorder_window: Option<u64>,
+
+    /// Payloads carry their send time right after an integer sequence
+    /// number (as mcast-send --stamp writes them): report the latency
     #[arg(long)]
     stamp: bool,
 
-    /// Write every packet received to FILE: pcap, nanosecond timestamps
+    /// Write every delivered packet to FILE: pcap, nanosecond timestamps
     /// (the kernel's receive time), IPv4 + UDP headers as received
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
@@ -176,74 +233,39 @@ impl Counter {
     }
 }
 
-/// The largest forward jump taken for loss (2^31 sequence numbers: over
-/// three minutes of a 10 Mpps feed without one packet); a larger one starts
-/// a new baseline. Below 2^32 - 1 on purpose: that is the smallest jump
-/// between two consecutive iperf2 datagrams (their id is the upper half of
-/// the 8 bytes read here).
-const MAX_GAP: u64 = 1 << 31;
-
-/// What the handler counts.
-///
-/// Sequence accounting: the first sequence number seen is the baseline
-/// (packets before it are not counted as lost: the receiver cannot know
-/// where the sender started). A number past the expected one is a gap of
-/// `seq - expected` lost numbers. A number below the expected one means the
-/// sender restarted (a new stream): it becomes the new baseline, with no
-/// gap and no loss. So does a number more than [`MAX_GAP`] past the
-/// expected one: no real feed loses that many in one gap, but a foreign
-/// payload (whose first 8 bytes are not our sequence number, like iperf2's
-/// 32-bit datagram id followed by a timestamp) jumps that far on every
-/// packet.
+/// What the handlers count that the tracker does not, shared with the
+/// main loop between turns.
 struct Tally {
-    /// `--count`, or `u64::MAX`: packets past it are ignored.
+    /// `--count`, or `u64::MAX`: delivered packets past it are ignored.
     limit: u64,
-    layout: SeqLayout,
+    /// Packets delivered (copies excluded).
     packets: Counter,
+    /// Their payload bytes.
     bytes: Counter,
-    gaps: Counter,
+    /// Sequence numbers lost so far (the one-line quiet path publishes it
+    /// here when its tracker reports an event; feeds read the arbiter).
     lost: Counter,
-    truncated: Counter,
-    restarts: Counter,
-    /// The sequence number expected next, plus one, so that 0 can mean
-    /// "no packet yet" without a second field to load.
-    expected_plus_one: Counter,
-    /// When the first packet was read.
+    /// When the first packet was delivered.
     first: OnceLock<Instant>,
 }
 
-/// What [`Tally::record`] made of a packet.
-#[derive(Clone, Copy)]
-struct Record {
-    seq: Option<u64>,
-    /// Sequence numbers missing just before this packet.
-    missing: u64,
-    /// This packet reached `--count`.
-    last: bool,
-}
-
 impl Tally {
-    fn new(limit: u64, layout: SeqLayout) -> Tally {
+    fn new(limit: u64) -> Tally {
         Tally {
             limit,
-            layout,
             packets: Counter::default(),
             bytes: Counter::default(),
-            gaps: Counter::default(),
             lost: Counter::default(),
-            truncated: Counter::default(),
-            restarts: Counter::default(),
-            expected_plus_one: Counter::default(),
             first: OnceLock::new(),
         }
     }
 
-    /// Counts one packet; `None` when `--count` was already reached (a
-    /// stop takes effect after the current batch, whose remaining packets
-    /// are ignored). The quiet path is this function and nothing else: no
-    /// allocation, no formatting, no clock read but for the first packet.
+    /// Counts one delivered packet of `len` bytes; `None` when `--count`
+    /// was already reached (a stop takes effect after the current batch,
+    /// whose remaining packets are not counted), else whether this one
+    /// reached it.
     #[inline(always)]
-    fn record(&self, payload: &[u8], truncated: bool) -> Option<Record> {
+    fn deliver(&self, len: usize) -> Option<bool> {
         let packets = self.packets.get();
         if packets >= self.limit {
             return None;
@@ -252,41 +274,45 @@ impl Tally {
             let _ = self.first.set(Instant::now());
         }
         self.packets.set(packets + 1);
-        self.bytes.add(payload.len() as u64);
-        if truncated {
-            self.truncated.add(1);
-        }
-        let seq = self.layout.seq(payload);
-        let missing = match seq {
-            Some(seq) => self.track(seq),
-            None => 0,
-        };
-        Some(Record {
-            seq,
-            missing,
-            last: packets + 1 == self.limit,
-        })
+        self.bytes.add(len as u64);
+        Some(packets + 1 == self.limit)
     }
+}
 
-    /// Gap accounting for one sequence number; returns how many are
-    /// missing just before it.
-    #[inline(always)]
-    fn track(&self, seq: u64) -> u64 {
-        let expected_plus_one = self.expected_plus_one.get();
-        self.expected_plus_one.set(seq.wrapping_add(2));
-        let expected = expected_plus_one.wrapping_sub(1);
-        if expected_plus_one == 0 || seq == expected {
-            return 0;
+/// The fastest path: one line, `--quiet`, nothing but the sequence
+/// accounting. One tracker, driven by a plain handler: no per-packet
+/// formatting, no lock, no allocation, no clock read but for the first
+/// packet. The tracker comes back to the main loop when the reactor drops
+/// the handler.
+struct QuietOne {
+    tracker: SeqTracker,
+    tally: Arc<Tally>,
+    done: Arc<Mutex<Option<SeqTracker>>>,
+}
+
+impl Handler for QuietOne {
+    #[inline]
+    fn on_packet(&mut self, p: &Packet<'_>, ctx: &mut Context<'_>) {
+        if self.tally.packets.get() >= self.tally.limit {
+            return;
         }
-        if seq > expected && seq - expected <= MAX_GAP {
-            let missing = seq - expected;
-            self.gaps.add(1);
-            self.lost.add(missing);
-            missing
-        } else {
-            self.restarts.add(1);
-            0
+        let mut event = false;
+        let verdict = self.tracker.on_packet(p.payload, |e| {
+            event |= !matches!(e, FeedEvent::Deliver(_));
+        });
+        if event {
+            self.tally.lost.set(self.tracker.counters().lost);
         }
+        if verdict.delivers() && self.tally.deliver(p.payload.len()) == Some(true) {
+            ctx.stop();
+        }
+    }
+}
+
+impl Drop for QuietOne {
+    fn drop(&mut self) {
+        let tracker = std::mem::replace(&mut self.tracker, SeqTracker::new(SeqFormat::None));
+        *self.done.lock().unwrap_or_else(PoisonError::into_inner) = Some(tracker);
     }
 }
 
@@ -313,7 +339,7 @@ impl Latency {
 
     /// Records the latency of one packet, if it carries a send time and
     /// the kernel a receive time.
-    fn record(&mut self, layout: SeqLayout, p: &Packet<'_>) -> Option<u64> {
+    fn record(&mut self, layout: Layout, p: &Packet<'_>) -> Option<u64> {
         let sent = layout.send_time(p.payload)?;
         let received = p.cm.timestamp_nanos()?;
         let ns = received.saturating_sub(sent);
@@ -364,6 +390,10 @@ fn micros(ns: Option<u64>) -> String {
 struct Shared {
     /// Per-packet lines, written out by the main loop after each turn.
     out: Vec<u8>,
+    /// What the feed reported before the packet that brought it (a gap
+    /// opened or filled, a restart), for that packet's line; written on a
+    /// line of its own when no packet line takes it.
+    notes: String,
     latency: Option<Latency>,
     capture: Option<Capture>,
     /// The first error writing the capture; the loop stops on it.
@@ -397,7 +427,7 @@ fn main() {
 }
 
 /// The per-packet extras asked of the kernel.
-fn control_flags(a: &Args, layout: SeqLayout) -> ControlFlags {
+fn control_flags(a: &Args, layout: Layout) -> ControlFlags {
     // --quiet asks for the drop counter only: every other extra (source
     // address, IP_PKTINFO, TTL, TOS, timestamps) costs kernel work on each
     // packet.
@@ -425,9 +455,23 @@ fn control_flags(a: &Args, layout: SeqLayout) -> ControlFlags {
     flags
 }
 
-fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
-    let layout = SeqLayout::new(a.seq, a.stamp);
-    let mut builder = PacketConn::multicast_receiver(a.group, a.iface.iface.clone())
+/// The tracker limits from --seq and --reorder-window, checked by the
+/// library (a window the format's horizon cannot take is an argument
+/// error naming both).
+fn tracker_config(a: &Args) -> Result<TrackerConfig, Failure> {
+    let mut config = TrackerConfig::for_format(a.seq);
+    if let Some(w) = a.reorder_window {
+        config = config.with_window(w);
+    }
+    config
+        .check(a.seq)
+        .map_err(|e| Failure::usage(format!("--reorder-window with --seq {}: {e}", a.seq)))?;
+    Ok(config)
+}
+
+/// Opens and joins one line's socket.
+fn open_line(a: &Args, group: SocketAddrV4, layout: Layout) -> Result<PacketConn, Failure> {
+    let mut builder = PacketConn::multicast_receiver(group, a.iface.iface.clone())
         .control(control_flags(a, layout));
     if let Some(bytes) = a.rcvbuf {
         builder = builder.recv_buffer(bytes as usize);
@@ -438,19 +482,66 @@ fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
     for &s in &a.exclude {
         builder = builder.exclude(s);
     }
-    let conn = builder.build().map_err(|e| {
+    builder.build().map_err(|e| {
         Failure::classify(
-            &format!("joining {} on {}", a.group.ip(), a.iface.info.name),
+            &format!("joining {} on {}", group.ip(), a.iface.info.name),
             e,
         )
-    })?;
-    let port = conn
-        .local_addr()
-        .map_err(|e| Failure::runtime("reading the bound port", e))?
-        .port();
-    let rcvbuf = conn
-        .recv_buffer_size()
-        .map_err(|e| Failure::runtime("reading SO_RCVBUF", e))?;
+    })
+}
+
+/// How the lines are registered, and where their figures are read.
+enum Registered {
+    /// One line, --quiet: a plain handler with one tracker.
+    QuietOne {
+        key: Key,
+        done: Arc<Mutex<Option<SeqTracker>>>,
+    },
+    /// A feed of one or more lines through the reactor's arbiter.
+    Feed(FeedKey),
+}
+
+impl Registered {
+    /// Sequence numbers lost so far.
+    fn lost(&self, reactor: &Reactor, tally: &Tally) -> u64 {
+        match self {
+            Registered::QuietOne { .. } => tally.lost.get(),
+            Registered::Feed(key) => reactor.feed_counters(*key).map_or(0, |c| c.total.lost),
+        }
+    }
+}
+
+fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
+    let layout = Layout::new(a.seq, a.stamp).map_err(Failure::usage)?;
+    let n = a.groups.len();
+    if n > MAX_LINES {
+        return Err(Failure::usage(format!(
+            "{n} GROUP:PORTs: a feed takes at most {MAX_LINES} lines"
+        )));
+    }
+    if n > 1 && a.seq == SeqFormat::None {
+        return Err(Failure::usage(format!(
+            "--seq none with {n} GROUP:PORTs: without sequence numbers the lines' copies \
+             cannot be told apart; give the feed's format"
+        )));
+    }
+    let config = tracker_config(a)?;
+    let mut conns = Vec::with_capacity(n);
+    let mut locals = Vec::with_capacity(n);
+    let mut rcvbufs = Vec::with_capacity(n);
+    for &group in &a.groups {
+        let conn = open_line(a, group, layout)?;
+        let port = conn
+            .local_addr()
+            .map_err(|e| Failure::runtime("reading the bound port", e))?
+            .port();
+        rcvbufs.push(
+            conn.recv_buffer_size()
+                .map_err(|e| Failure::runtime("reading SO_RCVBUF", e))?,
+        );
+        locals.push(SocketAddrV4::new(*group.ip(), port));
+        conns.push(conn);
+    }
     let capture = match &a.pcap {
         Some(path) => Some(
             Capture::create(path)
@@ -464,56 +555,47 @@ fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
         .spin(a.spin)
         .build()
         .map_err(|e| Failure::runtime("creating the reactor", e))?;
-    let tally = Arc::new(Tally::new(a.count.unwrap_or(u64::MAX), layout));
+    let tally = Arc::new(Tally::new(a.count.unwrap_or(u64::MAX)));
     let shared = Arc::new(Mutex::new(Shared {
         out: Vec::new(),
+        notes: String::new(),
         latency: layout.stamped().then(Latency::new),
         capture,
         capture_error: None,
     }));
-    let registered = if a.quiet && !layout.stamped() && a.pcap.is_none() {
-        // The fastest path: counting and nothing else.
-        let tally = Arc::clone(&tally);
-        reactor.register(conn, move |p: &Packet<'_>, ctx: &mut Context<'_>| {
-            if let Some(r) = tally.record(p.payload, p.flags.truncated) {
-                if r.last {
-                    ctx.stop();
-                }
-            }
-        })
+    let registered = if a.quiet && !layout.stamped() && a.pcap.is_none() && n == 1 {
+        // The fastest path: counting and sequence accounting, nothing else.
+        let tracker = SeqTracker::with_config(a.seq, config)
+            .map_err(|e| Failure::usage(format!("--seq {}: {e}", a.seq)))?;
+        let done = Arc::new(Mutex::new(None));
+        let handler = QuietOne {
+            tracker,
+            tally: Arc::clone(&tally),
+            done: Arc::clone(&done),
+        };
+        let conn = conns.pop().expect("one line");
+        let key = reactor
+            .register(conn, handler)
+            .map_err(|e| Failure::runtime("registering the socket with the reactor", e))?;
+        Registered::QuietOne { key, done }
     } else {
-        let tally = Arc::clone(&tally);
-        let shared = Arc::clone(&shared);
-        let (lines, json) = (!a.quiet, a.json);
-        let local = SocketAddrV4::new(*a.group.ip(), port);
-        reactor.register(conn, move |p: &Packet<'_>, ctx: &mut Context<'_>| {
-            let Some(r) = tally.record(p.payload, p.flags.truncated) else {
-                return;
-            };
-            let mut sh = lock(&shared);
-            let sh = &mut *sh;
-            let latency = sh.latency.as_mut().and_then(|l| l.record(layout, p));
-            if let Some(cap) = &mut sh.capture {
-                if let Err(e) = write_capture(cap, p, local) {
-                    sh.capture = None;
-                    sh.capture_error = Some(e);
-                    ctx.stop();
-                }
-            }
-            if lines {
-                let stamped = layout.stamped();
-                if json {
-                    output::push_json_line(&mut sh.out, &PacketJson::new(p, r, stamped, latency));
-                } else {
-                    packet_line(&mut sh.out, p, r, stamped.then_some(latency));
-                }
-            }
-            if r.last {
-                ctx.stop();
-            }
-        })
+        let arbiter = Arbiter::with_config(a.seq, n, config, DEFAULT_STALE_AFTER)
+            .map_err(|e| Failure::usage(format!("--seq {}: {e}", a.seq)))?;
+        let handler = FeedDump {
+            tally: Arc::clone(&tally),
+            shared: Arc::clone(&shared),
+            full: !a.quiet || layout.stamped() || a.pcap.is_some(),
+            lines: !a.quiet,
+            json: a.json,
+            layout,
+            locals: locals.clone(),
+            last: None,
+        };
+        let key = reactor
+            .register_feed(conns, arbiter, handler)
+            .map_err(|e| Failure::runtime("registering the lines with the reactor", e))?;
+        Registered::Feed(key)
     };
-    registered.map_err(|e| Failure::runtime("registering the socket with the reactor", e))?;
 
     let filter = if !a.source.is_empty() {
         format!(" include={}", join_addrs(&a.source))
@@ -522,12 +604,21 @@ fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
     } else {
         String::new()
     };
+    let rcvbuf = rcvbufs.iter().copied().min().unwrap_or(0);
+    let addrs: Vec<String> = locals.iter().map(SocketAddrV4::to_string).collect();
     diag_line(&format!(
-        "listening {}:{port} iface={} ifindex={} rcvbuf={rcvbuf}{filter} batch={}{}{}",
-        a.group.ip(),
+        "listening {} iface={} ifindex={} rcvbuf={rcvbuf}{filter} batch={} seq={} window={}{}{}{}",
+        addrs.join(" "),
         a.iface.info.name,
         a.iface.info.index,
         a.batch,
+        a.seq,
+        config.window,
+        if n > 1 {
+            format!(" lines={n}")
+        } else {
+            String::new()
+        },
         if a.spin { " spin" } else { "" },
         if a.quiet { " quiet" } else { "" },
     ));
@@ -538,7 +629,15 @@ fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
         stall_for(stall, deadline, stop);
     }
 
-    let (end, last_read) = receive_loop(a, deadline, stop, &mut reactor, &tally, &shared)?;
+    let (end, last_read) = receive_loop(
+        a,
+        deadline,
+        stop,
+        &mut reactor,
+        &registered,
+        &tally,
+        &shared,
+    )?;
     flush(&shared);
 
     let counters = reactor.counters();
@@ -559,6 +658,44 @@ fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
         End::Signal(name) => diag(TOOL, format_args!("done: stopped by {name}")),
         End::CaptureFailed => diag(TOOL, "done: the capture file failed"),
     }
+    // Settle the sequence accounting: holes still open are lost now.
+    let (total, lines) = match registered {
+        Registered::QuietOne { key, done } => {
+            let drops = reactor
+                .socket_counters(key)
+                .map_or(0, |c| c.recv.kernel_drops);
+            // Deregistering drops the handler, which gives its tracker back.
+            reactor
+                .deregister(key)
+                .map_err(|e| Failure::runtime("deregistering the socket", e))?;
+            let mut tracker = lock_any(&done)
+                .take()
+                .ok_or_else(|| Failure::runtime("ending", "the handler kept its tracker"))?;
+            tracker.finish(|_| {});
+            let c = tracker.counters();
+            let line = LineFigures {
+                group: locals[0],
+                packets: c.packets,
+                first: tally.packets.get(),
+                gaps: c.gaps,
+                lost: c.lost,
+                kernel_drops: drops,
+            };
+            (c, vec![line])
+        }
+        Registered::Feed(key) => {
+            // The handler sees the last losses (text lines), then is dropped.
+            let parts = reactor
+                .deregister_feed(key)
+                .map_err(|e| Failure::runtime("deregistering the feed", e))?;
+            let arb = parts.arbiter;
+            let lines = (0..arb.lines())
+                .filter_map(|i| arb.line(i).map(|l| LineFigures::of(locals[i], &l)))
+                .collect();
+            (arb.counters(), lines)
+        }
+    };
+    flush(&shared);
     // The reactor owns the handler, and with it a reference to the shared
     // state: drop it so that the capture can be finished.
     drop(reactor);
@@ -568,22 +705,26 @@ fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
     };
     let mut sh = lock(&shared);
     let summary = Summary {
+        format: a.seq,
+        horizon: config.horizon,
         packets: tally.packets.get(),
         bytes: tally.bytes.get(),
-        gaps: tally.gaps.get(),
-        lost: tally.lost.get(),
+        seq: total,
         kernel_drops: counters.total.recv.kernel_drops,
-        truncated: tally.truncated.get(),
-        restarts: tally.restarts.get(),
+        truncated: counters.total.recv.truncated,
         elapsed,
+        lines,
         latency: sh.latency.as_ref().map(|l| Percentiles::of(&l.total)),
     };
     let text = if a.json {
         output::json_line(&summary.json())
     } else {
-        summary
-            .table(&format!("{}:{port} on {}", a.group.ip(), a.iface.info.name))
-            .into_bytes()
+        let what = if n == 1 {
+            format!("{} on {}", locals[0], a.iface.info.name)
+        } else {
+            format!("{n} lines on {}", a.iface.info.name)
+        };
+        summary.table(&what).into_bytes()
     };
     output::out(TOOL, &text);
 
@@ -601,6 +742,200 @@ fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+fn lock_any<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The feed handler: each delivered packet is counted, and unless --quiet
+/// printed (a line, or JSON), timed (send stamp) and captured; the
+/// feed's events become words on the packet lines, or lines of their own.
+struct FeedDump {
+    tally: Arc<Tally>,
+    shared: Arc<Mutex<Shared>>,
+    /// Whether per-packet work beyond counting is needed (lines, latency,
+    /// capture).
+    full: bool,
+    /// Per-packet lines (not --quiet).
+    lines: bool,
+    json: bool,
+    layout: Layout,
+    /// Each line's group and bound port.
+    locals: Vec<SocketAddrV4>,
+    /// The MoldUDP64 packet that delivered last, to tell a second delivery
+    /// of the same packet (it fills a hole and brings new numbers) from
+    /// the next packet.
+    last: Option<LastPacket>,
+}
+
+/// What tells one MoldUDP64 packet's deliveries apart from the next
+/// packet's: its line, where its payload is, its length and header, and
+/// where its last delivery ended. Two packets with the same header cannot
+/// both deliver (the second is a copy), so an equal header in the same
+/// slot is the same packet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct LastPacket {
+    line: usize,
+    at: usize,
+    len: usize,
+    header: [u8; MOLDUDP64_HEADER_LEN],
+    end: u64,
+}
+
+impl FeedDump {
+    /// Whether this delivery continues the packet of the previous one.
+    fn same_packet(&mut self, line: usize, payload: &[u8], d: Delivery) -> bool {
+        if self.layout.format() != SeqFormat::MoldUdp64 {
+            return false;
+        }
+        let mut header = [0u8; MOLDUDP64_HEADER_LEN];
+        let n = payload.len().min(MOLDUDP64_HEADER_LEN);
+        header[..n].copy_from_slice(&payload[..n]);
+        let this = LastPacket {
+            line,
+            at: payload.as_ptr() as usize,
+            len: payload.len(),
+            header,
+            end: d.skip + d.count,
+        };
+        let same = self.last.is_some_and(|l| {
+            (l.line, l.at, l.len, l.header) == (line, this.at, this.len, header) && d.skip >= l.end
+        });
+        self.last = Some(this);
+        same
+    }
+
+    fn line_name(&self, line: usize) -> String {
+        match self.locals.get(line) {
+            Some(g) if self.locals.len() > 1 => format!("line {line} ({g})"),
+            Some(g) => format!("{g}"),
+            None => format!("line {line}"),
+        }
+    }
+}
+
+impl FeedHandler for FeedDump {
+    fn on_data(&mut self, line: usize, p: &Packet<'_>, d: Delivery, ctx: &mut Context<'_>) {
+        if self.same_packet(line, p.payload, d) {
+            if self.lines && !self.json {
+                let mut sh = lock(&self.shared);
+                if !sh.notes.is_empty() {
+                    let notes = std::mem::take(&mut sh.notes);
+                    let _ = writeln!(
+                        sh.out,
+                        "feed: the same packet also delivered {}:{notes}",
+                        range(d.first, d.first + d.count - 1)
+                    );
+                }
+            }
+            return;
+        }
+        let Some(last) = self.tally.deliver(p.payload.len()) else {
+            return;
+        };
+        if self.full {
+            let mut sh = lock(&self.shared);
+            let sh = &mut *sh;
+            let latency = sh.latency.as_mut().and_then(|l| l.record(self.layout, p));
+            if let Some(cap) = &mut sh.capture {
+                if let Err(e) = write_capture(cap, p, self.locals[line]) {
+                    sh.capture = None;
+                    sh.capture_error = Some(e);
+                    ctx.stop();
+                }
+            }
+            if self.lines {
+                let info = self.layout.format().parse(p.payload).ok();
+                let r = Record {
+                    seq: info.map(|i| i.seq),
+                    count: (self.layout.format() == SeqFormat::MoldUdp64)
+                        .then(|| info.map_or(0, |i| i.count)),
+                    line,
+                    multi: self.locals.len() > 1,
+                };
+                let stamped = self.layout.stamped();
+                if self.json {
+                    sh.notes.clear();
+                    output::push_json_line(&mut sh.out, &PacketJson::new(p, r, stamped, latency));
+                } else {
+                    let notes = std::mem::take(&mut sh.notes);
+                    packet_line(&mut sh.out, p, r, stamped.then_some(latency), &notes);
+                }
+            }
+        }
+        if last {
+            ctx.stop();
+        }
+    }
+
+    fn on_event(&mut self, event: FeedEvent) {
+        if !self.lines || self.json {
+            return;
+        }
+        let mut sh = lock(&self.shared);
+        let sh = &mut *sh;
+        match event {
+            FeedEvent::GapOpened { from, to } => {
+                // Last on the packet line, as before the feed module.
+                let _ = std::fmt::Write::write_fmt(
+                    &mut sh.notes,
+                    format_args!("  GAP: {} missing", to - from + 1),
+                );
+            }
+            FeedEvent::GapFilled { from, to } => {
+                let _ = std::fmt::Write::write_fmt(
+                    &mut sh.notes,
+                    format_args!("  LATE: fills {} (reordered)", range(from, to)),
+                );
+            }
+            FeedEvent::Restart { from, to } => {
+                let _ = std::fmt::Write::write_fmt(
+                    &mut sh.notes,
+                    format_args!("  RESTART: expected {from}, got {to}"),
+                );
+            }
+            FeedEvent::Lost { from, to } => {
+                let _ = writeln!(
+                    sh.out,
+                    "feed: LOST {} ({} sequence numbers no packet delivered)",
+                    range(from, to),
+                    to - from + 1
+                );
+            }
+            FeedEvent::EndOfSession { next } => {
+                let _ = writeln!(sh.out, "feed: END OF SESSION (next would have been {next})");
+            }
+            FeedEvent::LineStale { line } => {
+                let _ = writeln!(
+                    sh.out,
+                    "feed: {} STALE: nothing for {} ms while another line delivered",
+                    self.line_name(line),
+                    DEFAULT_STALE_AFTER.as_millis()
+                );
+            }
+            FeedEvent::LineRecovered { line } => {
+                let _ = writeln!(sh.out, "feed: {} recovered", self.line_name(line));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_error(&mut self, line: usize, error: std::io::Error, _ctx: &mut Context<'_>) {
+        diag(
+            TOOL,
+            format_args!("receiving on {}: {error}", self.line_name(line)),
+        );
+    }
+}
+
+/// `a` or `a..=b`.
+fn range(from: u64, to: u64) -> String {
+    if from == to {
+        from.to_string()
+    } else {
+        format!("{from}..={to}")
+    }
 }
 
 /// Writes one received datagram to the capture: from its source to the
@@ -639,6 +974,7 @@ fn receive_loop(
     deadline: Option<Instant>,
     stop: &StopSignal,
     reactor: &mut Reactor,
+    registered: &Registered,
     tally: &Tally,
     shared: &Mutex<Shared>,
 ) -> Result<(End, Option<Instant>), Failure> {
@@ -673,7 +1009,8 @@ fn receive_loop(
         }
         if let Some(at) = rate.next {
             if now >= at {
-                rate.print(a.json, tally, reactor, shared, now);
+                let lost = registered.lost(reactor, tally);
+                rate.print(a.json, tally, lost, reactor, shared, now);
             }
         }
 
@@ -686,16 +1023,18 @@ fn receive_loop(
             .turn(Some(wake.saturating_duration_since(now)))
             .map_err(|e| Failure::runtime("receiving", e))?;
 
-        let packets = tally.packets.get();
+        // Any packet read counts as activity for --idle-exit-ms, copies
+        // and malformed ones included.
+        let packets = reactor.counters().total.recv.packets;
         if packets != seen {
             let now = Instant::now();
-            if seen == 0 {
+            if rate.next.is_none() {
                 rate.start(now);
             }
             seen = packets;
             last_read = Some(now);
-            flush(shared);
         }
+        flush(shared);
     }
 }
 
@@ -719,6 +1058,7 @@ impl RateLine {
         &mut self,
         json: bool,
         tally: &Tally,
+        lost: u64,
         reactor: &Reactor,
         shared: &Mutex<Shared>,
         now: Instant,
@@ -727,10 +1067,9 @@ impl RateLine {
         let secs = now.saturating_duration_since(since).as_secs_f64().max(1e-9);
         let (packets, bytes) = (tally.packets.get(), tally.bytes.get());
         let mut line = format!(
-            "rate: {:.0} pps, {:.2} MB/s | total {packets} packets, {} lost, {} kernel drops",
+            "rate: {:.0} pps, {:.2} MB/s | total {packets} packets, {lost} lost, {} kernel drops",
             (packets - self.packets) as f64 / secs,
             (bytes - self.bytes) as f64 / secs / 1e6,
-            tally.lost.get(),
             reactor.counters().total.recv.kernel_drops,
         );
         if let Some(l) = &mut lock(shared).latency {
@@ -757,8 +1096,15 @@ impl RateLine {
     }
 }
 
+/// Writes out the packet lines, and the notes no packet line took (a gap
+/// a heartbeat revealed) on a line of their own.
 fn flush(shared: &Mutex<Shared>) {
     let mut sh = lock(shared);
+    let sh = &mut *sh;
+    if !sh.notes.is_empty() {
+        let _ = writeln!(sh.out, "feed:{}", sh.notes);
+        sh.notes.clear();
+    }
     if !sh.out.is_empty() {
         output::out(TOOL, &sh.out);
         sh.out.clear();
@@ -773,13 +1119,30 @@ fn join_addrs(addrs: &[Ipv4Addr]) -> String {
         .join(",")
 }
 
-/// One packet as JSON: `{"seq":..,"len":..,"src":"a.b.c.d:port",
-/// "dst":"a.b.c.d","ifindex":..,"ttl":..,"tos":..,"truncated":..}`, with
-/// `null` for what the kernel did not deliver, and `latency_ns` last when
-/// the feed carries send stamps.
+/// What a packet line says about the packet's place in the feed.
+#[derive(Clone, Copy)]
+struct Record {
+    /// Its (first) sequence number as on the wire.
+    seq: Option<u64>,
+    /// MoldUDP64: its message count.
+    count: Option<u64>,
+    /// The index of its GROUP:PORT.
+    line: usize,
+    /// Whether the feed has several lines (text lines name the line then).
+    multi: bool,
+}
+
+/// One packet as JSON: `{"seq":..,["count":..,]"line":..,"len":..,
+/// "src":"a.b.c.d:port","dst":"a.b.c.d","ifindex":..,"ttl":..,"tos":..,
+/// "truncated":..}`, with `null` for what the kernel did not deliver,
+/// `count` for MoldUDP64 only, and `latency_ns` last when the feed carries
+/// send stamps.
 #[derive(Serialize)]
 struct PacketJson {
     seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
+    line: usize,
     len: usize,
     src: Option<SocketAddrV4>,
     dst: Option<Ipv4Addr>,
@@ -795,6 +1158,8 @@ impl PacketJson {
     fn new(p: &Packet<'_>, r: Record, stamped: bool, latency: Option<u64>) -> PacketJson {
         PacketJson {
             seq: r.seq,
+            count: r.count,
+            line: r.line,
             len: p.payload.len(),
             src: p.src,
             dst: p.cm.dst,
@@ -807,17 +1172,31 @@ impl PacketJson {
     }
 }
 
-/// `seq 17  64 B  from 127.0.0.1:40000  to 239.255.0.1  if 1  ttl 1  tos 0x00`,
-/// then the latency for stamped feeds, then what is unusual about the
-/// packet.
-fn packet_line(out: &mut Vec<u8>, p: &Packet<'_>, r: Record, latency: Option<Option<u64>>) {
+/// `seq 17  64 B  from 127.0.0.1:40000  to 239.255.0.1  if 1  ttl 1  tos 0x00`
+/// (with `count N` after the sequence number for MoldUDP64 and `line N`
+/// for a feed of several lines), then the latency for stamped feeds, then
+/// what the feed saw (`notes`: LATE, RESTART, GAP), then what is unusual
+/// about the packet.
+fn packet_line(
+    out: &mut Vec<u8>,
+    p: &Packet<'_>,
+    r: Record,
+    latency: Option<Option<u64>>,
+    notes: &str,
+) {
     fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
         v.map_or_else(|| "-".to_string(), |v| v.to_string())
     }
+    let _ = write!(out, "seq {}", opt(r.seq));
+    if let Some(count) = r.count {
+        let _ = write!(out, " count {count}");
+    }
+    if r.multi {
+        let _ = write!(out, "  line {}", r.line);
+    }
     let _ = write!(
         out,
-        "seq {}  {} B  from {}  to {}  if {}  ttl {}  tos {}",
-        opt(r.seq),
+        "  {} B  from {}  to {}  if {}  ttl {}  tos {}",
         p.payload.len(),
         opt(p.src),
         opt(p.cm.dst),
@@ -829,9 +1208,7 @@ fn packet_line(out: &mut Vec<u8>, p: &Packet<'_>, r: Record, latency: Option<Opt
     if let Some(latency) = latency {
         let _ = write!(out, "  latency {}", micros(latency));
     }
-    if r.missing > 0 {
-        let _ = write!(out, "  GAP: {} missing", r.missing);
-    }
+    out.extend_from_slice(notes.as_bytes());
     if p.drops_before > 0 {
         let _ = write!(out, "  KERNEL DROPPED {} before this", p.drops_before);
     }
@@ -844,17 +1221,47 @@ fn packet_line(out: &mut Vec<u8>, p: &Packet<'_>, r: Record, latency: Option<Opt
     out.push(b'\n');
 }
 
-/// The figures printed at exit.
-struct Summary {
+/// One line's figures, for the summary.
+struct LineFigures {
+    group: SocketAddrV4,
+    /// Packets received on the line, copies and malformed ones included.
     packets: u64,
-    bytes: u64,
+    /// Packets of this line that delivered first.
+    first: u64,
+    /// Holes in the line's own sequence.
     gaps: u64,
+    /// Sequence numbers missing from the line's own sequence.
     lost: u64,
     kernel_drops: u64,
+}
+
+impl LineFigures {
+    fn of(group: SocketAddrV4, l: &LineCounters) -> LineFigures {
+        LineFigures {
+            group,
+            packets: l.packets,
+            first: l.first,
+            gaps: l.gaps,
+            lost: l.lost,
+            kernel_drops: l.kernel_drops,
+        }
+    }
+}
+
+/// The figures printed at exit.
+struct Summary {
+    format: SeqFormat,
+    horizon: u64,
+    /// Delivered packets (copies excluded) and their bytes.
+    packets: u64,
+    bytes: u64,
+    /// The merged stream's sequence counters, finished.
+    seq: SeqCounters,
+    kernel_drops: u64,
     truncated: u64,
-    restarts: u64,
-    /// From the first packet read to the last.
+    /// From the first packet delivered to the last read.
     elapsed: Duration,
+    lines: Vec<LineFigures>,
     /// For feeds with send stamps.
     latency: Option<Percentiles>,
 }
@@ -869,14 +1276,31 @@ struct SummaryJson<'a> {
 struct SummaryFields<'a> {
     packets: u64,
     bytes: u64,
+    messages: u64,
+    duplicates: u64,
+    reordered: u64,
     gaps: u64,
     lost: u64,
+    malformed: u64,
+    restarts: u64,
     kernel_drops: u64,
     truncated: u64,
     elapsed_s: f64,
     pps: f64,
+    lines: Vec<LineJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
     latency_ns: Option<&'a Percentiles>,
+}
+
+/// One entry of the summary's `lines`.
+#[derive(Serialize)]
+struct LineJson {
+    group: String,
+    packets: u64,
+    first: u64,
+    gaps: u64,
+    lost: u64,
+    kernel_drops: u64,
 }
 
 impl Summary {
@@ -890,16 +1314,34 @@ impl Summary {
     }
 
     fn json(&self) -> SummaryJson<'_> {
+        let c = &self.seq;
         SummaryJson {
             summary: SummaryFields {
                 packets: self.packets,
                 bytes: self.bytes,
-                gaps: self.gaps,
-                lost: self.lost,
+                messages: c.messages,
+                duplicates: c.duplicates,
+                reordered: c.reordered,
+                gaps: c.gaps,
+                lost: c.lost,
+                malformed: c.malformed,
+                restarts: c.restarts,
                 kernel_drops: self.kernel_drops,
                 truncated: self.truncated,
                 elapsed_s: output::round(self.elapsed.as_secs_f64(), 6),
                 pps: output::round(self.pps(), 1),
+                lines: self
+                    .lines
+                    .iter()
+                    .map(|l| LineJson {
+                        group: l.group.to_string(),
+                        packets: l.packets,
+                        first: l.first,
+                        gaps: l.gaps,
+                        lost: l.lost,
+                        kernel_drops: l.kernel_drops,
+                    })
+                    .collect(),
                 latency_ns: self.latency.as_ref(),
             },
         }
@@ -907,12 +1349,29 @@ impl Summary {
 
     fn table(&self, what: &str) -> String {
         use std::fmt::Write as _;
-        let mut s = format!("summary of {what}\n");
-        let rows: [(&str, String); 8] = [
+        let c = &self.seq;
+        let mut s = format!("summary of {what} (--seq {})\n", self.format);
+        let rows: [(&str, String); 13] = [
             ("packets", self.packets.to_string()),
             ("bytes", self.bytes.to_string()),
-            ("gaps", self.gaps.to_string()),
-            ("lost", format!("{} (missing sequence numbers)", self.lost)),
+            (
+                "messages",
+                format!("{} (sequence numbers delivered)", c.messages),
+            ),
+            (
+                "duplicates",
+                format!("{} (copies dropped, from any line)", c.duplicates),
+            ),
+            (
+                "reordered",
+                format!("{} (late, filling a gap)", c.reordered),
+            ),
+            ("gaps", c.gaps.to_string()),
+            ("lost", format!("{} (missing sequence numbers)", c.lost)),
+            (
+                "malformed",
+                format!("{} (too short for --seq {})", c.malformed, self.format),
+            ),
             (
                 "kernel drops",
                 format!("{} (SO_RXQ_OVFL)", self.kernel_drops),
@@ -923,15 +1382,16 @@ impl Summary {
                 format!("{} s (first to last packet)", output::secs(self.elapsed)),
             ),
             ("rate", format!("{:.1} pps", self.pps())),
+            ("lines", self.lines.len().to_string()),
         ];
         for (name, value) in rows {
             let _ = writeln!(s, "  {name:<13} {value}");
         }
-        if self.restarts > 0 {
+        if c.restarts > 0 {
             let _ = writeln!(
                 s,
-                "  {:<13} {} (sequence went backwards or jumped ahead by more than {MAX_GAP})",
-                "restarts", self.restarts
+                "  {:<13} {} (a new MoldUDP64 session, or the sequence jumped by more than {} either way)",
+                "restarts", c.restarts, self.horizon
             );
         }
         if let Some(l) = &self.latency {
@@ -944,6 +1404,13 @@ impl Summary {
                 micros(l.p99),
                 micros(l.p999),
                 micros(l.max)
+            );
+        }
+        for (i, l) in self.lines.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "  line {i:<8} {}: {} packets, {} delivered first, {} gaps, {} lost (its own), {} kernel drops",
+                l.group, l.packets, l.first, l.gaps, l.lost, l.kernel_drops
             );
         }
         s

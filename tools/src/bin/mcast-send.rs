@@ -1,9 +1,11 @@
 // mcast-send 239.255.0.1:5000 --iface lo --count 1000 --json
 //
-// The send side of a sequence-numbered multicast feed: each payload starts
-// with a sequence number from 0 (--seq: a big-endian u64 by default, or the
-// CME MDP 3.0 packet header numbered from 1 with its SendingTime), padded
-// with zeros to --size, sent in batches with sendmmsg (SendBatch),
+// The send side of a sequence-numbered multicast feed: each payload carries
+// a sequence number (--seq: a big-endian u64 at offset 0 from 0 by default,
+// any integer width and byte order at an offset, the CME MDP 3.0 packet
+// header numbered from 1 with its SendingTime, or NASDAQ MoldUDP64 packets
+// of --messages messages), padded with zeros to --size, with ranges left
+// out on purpose (--skip) to make gaps, sent in batches with sendmmsg (SendBatch),
 // optionally paced to --rate packets per second, for --count packets,
 // --duration seconds or until stopped. The interface is always named
 // (--iface, no default) and the source address always belongs to it: the
@@ -20,18 +22,31 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::{CommandFactory, Parser};
 use serde::Serialize;
 
+use ipv4_reactor::feed::SeqFormat;
 use ipv4_reactor::{Message, PacketConn, SendBatch};
 use ipv4_reactor_tools::cli::{self, Failure, Iface};
 use ipv4_reactor_tools::output::{self, diag, diag_line};
-use ipv4_reactor_tools::seq::{SeqFormat, SeqLayout};
+use ipv4_reactor_tools::payload::{self, Layout, Writer, DEFAULT_SESSION, MAX_MESSAGES};
 use ipv4_reactor_tools::signals::StopSignal;
 
 const TOOL: &str = "mcast-send";
 
 const AFTER_HELP: &str = "\
 Output: a summary on stdout (`{\"sent\":..,\"elapsed_s\":..,\"pps\":..}` with
---json); what is sent, from where and how, and a rate line each second, on
-stderr.
+--json, with `\"skipped\":..` after `sent` when --skip is given); what is
+sent, from where and how, and a rate line each second, on stderr.
+
+Sequence numbers: packet i carries FIRST + i (FIRST + i * N for moldudp64
+with --messages N, whose numbers count messages). --count counts numbered
+packets, skipped ones included: `--count 100 --skip 10-19` numbers 0..99 and
+sends 90. A packet is skipped when any of its sequence numbers is in a
+--skip range. 16- and 32-bit formats wrap on the wire.
+
+Formats (--seq): u64be (default), u64le, u32be, u32le, u16be, u16le, each
+with an optional @OFFSET in bytes (zeros before it), mdp3 (MsgSeqNum u32 LE,
+SendingTime u64 LE written at send time), moldudp64 (10-byte session,
+sequence u64 BE, message count u16 BE, then --messages blocks sharing the
+rest of --size: u16 BE length and zeros).
 
 It stops after --count packets, after --duration, or at SIGINT (Ctrl-C) /
 SIGTERM, whichever comes first, and prints its summary. A second signal
@@ -94,8 +109,8 @@ struct Args {
     #[arg(long, value_name = "SECS", value_parser = cli::seconds)]
     duration: Option<Duration>,
 
-    /// Payload size, 8 to 65507 (at least 16 with --stamp, 12 with --seq
-    /// mdp3)
+    /// Payload size, up to 65507; at least what --seq needs (8 for u64be,
+    /// 8 more with --stamp, 12 for mdp3, 20 + 2 per message for moldudp64)
     #[arg(long, value_name = "BYTES", default_value = "64", value_parser = size)]
     size: u64,
 
@@ -107,13 +122,32 @@ struct Args {
     #[arg(long, value_name = "N", default_value = "32", value_parser = batch)]
     batch: u64,
 
-    /// Payload layout: where the sequence number (and send time) go
-    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = SeqFormat::U64Be)]
+    /// Payload format: u64be, u64le, u32be, u32le, u16be, u16le (each
+    /// with an optional @OFFSET), mdp3 or moldudp64
+    #[arg(long, value_name = "FORMAT", default_value = "u64be", value_parser = send_format)]
     seq: SeqFormat,
 
-    /// Write the send time (u64 big-endian, ns since the epoch) after the
-    /// sequence number, for mcast-dump --stamp's latency (mdp3 always
-    /// carries its SendingTime)
+    /// The first sequence number [default: 0; 1 for mdp3 and moldudp64]
+    #[arg(long, value_name = "N", value_parser = cli::whole)]
+    first: Option<u64>,
+
+    /// Leave out the packets with sequence numbers in A-B (inclusive; or
+    /// one number A), to make gaps on purpose; repeatable
+    #[arg(long, value_name = "A-B", value_parser = cli::seq_range)]
+    skip: Vec<(u64, u64)>,
+
+    /// Messages per packet, 1 to 65534 (--seq moldudp64 only)
+    #[arg(long, value_name = "N", value_parser = messages)]
+    messages: Option<u16>,
+
+    /// MoldUDP64 session, 1 to 10 characters (--seq moldudp64 only)
+    /// [default: SESSION001]
+    #[arg(long, value_name = "NAME", value_parser = payload::session)]
+    session: Option<[u8; 10]>,
+
+    /// Write the send time (u64 ns since the epoch, in the format's byte
+    /// order) right after an integer sequence number, for mcast-dump
+    /// --stamp's latency (mdp3 always carries its SendingTime)
     #[arg(long)]
     stamp: bool,
 
@@ -127,7 +161,22 @@ fn byte(s: &str) -> Result<u64, String> {
 }
 
 fn size(s: &str) -> Result<u64, String> {
-    cli::whole_in(s, 8, MAX_UDP_PAYLOAD)
+    cli::whole_in(s, 1, MAX_UDP_PAYLOAD)
+}
+
+fn messages(s: &str) -> Result<u16, String> {
+    cli::whole_in(s, 1, u64::from(MAX_MESSAGES)).map(|n| n as u16)
+}
+
+/// `--seq`: the library's formats but `none` (an unsequenced feed has
+/// nothing for mcast-send to write).
+fn send_format(s: &str) -> Result<SeqFormat, String> {
+    match payload::seq_format(s)? {
+        SeqFormat::None => Err(format!(
+            "{s:?}: mcast-send writes sequence numbers; give an integer format, mdp3 or moldudp64"
+        )),
+        f => Ok(f),
+    }
 }
 
 fn batch(s: &str) -> Result<u64, String> {
@@ -153,29 +202,50 @@ fn bind_addr(s: &str) -> Result<SocketAddrV4, String> {
 
 /// What to send, from the arguments.
 struct Plan {
-    layout: SeqLayout,
-    /// `None`: until stopped (or the duration is over).
+    writer: Writer,
+    /// The first sequence number.
+    first: u64,
+    /// Ranges of sequence numbers not to send.
+    skip: Vec<(u64, u64)>,
+    /// Numbered packets (skipped ones included); `None`: until stopped (or
+    /// the duration is over).
     count: Option<u64>,
     size: usize,
     batch: usize,
 }
 
+/// Ends the program as clap does for a bad value: the message on stderr,
+/// exit status 2.
+fn usage_error(msg: String) -> ! {
+    Args::command()
+        .error(clap::error::ErrorKind::ValueValidation, msg)
+        .exit()
+}
+
 impl Plan {
     fn new(a: &Args) -> Plan {
-        let layout = SeqLayout::new(a.seq, a.stamp);
-        if (a.size as usize) < layout.min_len() {
-            Args::command()
-                .error(
-                    clap::error::ErrorKind::ValueValidation,
-                    format!(
-                        "--size {} is too small: --seq {}{} needs at least {} bytes",
-                        a.size,
-                        a.seq.name(),
-                        if a.stamp { " --stamp" } else { "" },
-                        layout.min_len()
-                    ),
-                )
-                .exit();
+        let layout = Layout::new(a.seq, a.stamp).unwrap_or_else(|e| usage_error(e));
+        let mold = a.seq == SeqFormat::MoldUdp64;
+        if !mold && (a.messages.is_some() || a.session.is_some()) {
+            usage_error(format!(
+                "--messages and --session are for --seq moldudp64, not --seq {}",
+                a.seq
+            ));
+        }
+        let session = a
+            .session
+            .unwrap_or_else(|| payload::session(DEFAULT_SESSION).expect("a valid default session"));
+        let writer = Writer::new(layout, a.messages.unwrap_or(1), session);
+        if (a.size as usize) < writer.min_len() {
+            usage_error(format!(
+                "--size {} is too small: --seq {}{}{} needs at least {} bytes",
+                a.size,
+                a.seq,
+                if a.stamp { " --stamp" } else { "" },
+                a.messages
+                    .map_or(String::new(), |n| format!(" --messages {n}")),
+                writer.min_len()
+            ));
         }
         let count = match (a.count, a.duration) {
             (Some(0), _) => None,
@@ -184,11 +254,28 @@ impl Plan {
             (None, None) => Some(DEFAULT_COUNT),
         };
         Plan {
-            layout,
+            first: a.first.unwrap_or(writer.default_first()),
+            writer,
+            skip: a.skip.clone(),
             count,
             size: a.size as usize,
             batch: a.batch as usize,
         }
+    }
+
+    /// How many packets to leave out from the one whose first sequence
+    /// number is `seq`: 0 when none of its numbers is in a --skip range,
+    /// else every packet up to the end of that range (so that a long range
+    /// costs one step).
+    fn skipped(&self, seq: u64) -> u64 {
+        let per = self.writer.per_packet();
+        let last = seq.saturating_add(per - 1);
+        self.skip
+            .iter()
+            .filter(|&&(a, b)| seq <= b && a <= last)
+            .map(|&(_, b)| (b - seq) / per + 1)
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -257,10 +344,13 @@ fn open_socket(a: &Args) -> Result<PacketConn, Failure> {
     Ok(conn)
 }
 
-/// `{"sent":..,"elapsed_s":..,"pps":..}`.
+/// `{"sent":..,"elapsed_s":..,"pps":..}`, with `"skipped":..` after
+/// `sent` when --skip was given.
 #[derive(Serialize)]
 struct SummaryJson {
     sent: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped: Option<u64>,
     elapsed_s: f64,
     pps: f64,
 }
@@ -285,7 +375,7 @@ fn run(a: &Args, plan: &Plan, stop: &StopSignal) -> Result<(), Failure> {
     diag(
         TOOL,
         format_args!(
-            "sending {count} of {} bytes to {} from {local} via {}, ttl {}, tos {tos:#04x}, loop {}, batch {}, rate {}, seq {}{}{until}",
+            "sending {count} of {} bytes to {} from {local} via {}, ttl {}, tos {tos:#04x}, loop {}, batch {}, rate {}, seq {}{}{}{until}",
             plan.size,
             a.dst,
             a.iface.label(),
@@ -293,12 +383,18 @@ fn run(a: &Args, plan: &Plan, stop: &StopSignal) -> Result<(), Failure> {
             if a.multicast_loop { "on" } else { "off" },
             plan.batch,
             if a.rate > 0.0 { format!("{} pps", a.rate) } else { "max".to_string() },
-            plan.layout.format().name(),
-            if plan.layout.stamped() { " stamped" } else { "" },
+            plan.writer.layout().format(),
+            if plan.writer.layout().stamped() { " stamped" } else { "" },
+            describe_numbers(a, plan),
         ),
     );
 
-    let (sent, elapsed, stopped_by) = send_feed(a, plan, &conn, stop)?;
+    let Sending {
+        sent,
+        skipped,
+        elapsed,
+        stopped_by,
+    } = send_feed(a, plan, &conn, stop)?;
     if let Some(name) = stopped_by {
         diag(TOOL, format_args!("stopped by {name}"));
     }
@@ -308,15 +404,21 @@ fn run(a: &Args, plan: &Plan, stop: &StopSignal) -> Result<(), Failure> {
     let text = if a.json {
         output::json_line(&SummaryJson {
             sent,
+            skipped: (!plan.skip.is_empty()).then_some(skipped),
             elapsed_s: output::round(secs, 6),
             pps: output::round(pps, 1),
         })
     } else {
         format!(
-            "sent {sent} packets to {} via {} in {} s: {pps:.1} pps\n",
+            "sent {sent} packets to {} via {} in {} s: {pps:.1} pps{}\n",
             a.dst,
             a.iface.info.name,
-            output::secs(elapsed)
+            output::secs(elapsed),
+            if plan.skip.is_empty() {
+                String::new()
+            } else {
+                format!(" ({skipped} skipped)")
+            }
         )
         .into_bytes()
     };
@@ -331,23 +433,57 @@ fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Sends the feed; returns the packets sent, the time it took and the
-/// signal that stopped it, if one did.
+/// `, numbered from 1 (3 messages a packet, session SESSION001), skipping 10-19`.
+fn describe_numbers(a: &Args, plan: &Plan) -> String {
+    let mut s = format!(", numbered from {}", plan.first);
+    if a.seq == SeqFormat::MoldUdp64 {
+        let session = String::from_utf8_lossy(&a.session.unwrap_or(*b"SESSION001"))
+            .trim_end()
+            .to_string();
+        s.push_str(&format!(
+            " ({} messages a packet, session {session})",
+            plan.writer.per_packet()
+        ));
+    }
+    if !plan.skip.is_empty() {
+        let ranges: Vec<String> = plan.skip.iter().map(|(a, b)| format!("{a}-{b}")).collect();
+        s.push_str(&format!(", skipping {}", ranges.join(",")));
+    }
+    s
+}
+
+/// What [`send_feed`] did.
+struct Sending {
+    /// Packets sent.
+    sent: u64,
+    /// Numbered packets left out (--skip).
+    skipped: u64,
+    elapsed: Duration,
+    /// The signal that stopped it, if one did.
+    stopped_by: Option<&'static str>,
+}
+
+/// Sends the feed; returns the packets sent and skipped, the time it took
+/// and the signal that stopped it, if one did.
 ///
-/// Pacing: packet `i` is due at `start + i / rate`. Each round sends every
-/// packet already due (at most a batch), then sleeps until the next one is
-/// due, so that low rates sleep instead of spinning and high rates send in
-/// batches sized by how late the thread woke up.
+/// Pacing: the `i`th packet sent is due at `start + i / rate` (skipped
+/// packets take no time). Each round sends every packet already due (at
+/// most a batch), then sleeps until the next one is due, so that low rates
+/// sleep instead of spinning and high rates send in batches sized by how
+/// late the thread woke up.
 fn send_feed(
     a: &Args,
     plan: &Plan,
     conn: &PacketConn,
     stop: &StopSignal,
-) -> Result<(u64, Duration, Option<&'static str>), Failure> {
+) -> Result<Sending, Failure> {
     let mut batch = SendBatch::new(plan.batch)?;
     let mut payloads = vec![0u8; plan.batch * plan.size];
     let limit = plan.count.unwrap_or(u64::MAX);
-    let first_seq = plan.layout.first_seq();
+    let per_packet = plan.writer.per_packet();
+    // Numbered packets so far (sent or skipped).
+    let mut numbered = 0u64;
+    let mut skipped = 0u64;
     let mut sent = 0u64;
     let start = Instant::now();
     let deadline = a.duration.map(|d| start + d);
@@ -356,11 +492,11 @@ fn send_feed(
         if let Some(name) = stop.requested() {
             break Some(name);
         }
-        if sent >= limit || deadline.is_some_and(|d| Instant::now() >= d) {
+        if numbered >= limit || deadline.is_some_and(|d| Instant::now() >= d) {
             break None;
         }
         live.tick(sent, plan.size);
-        let mut n = (limit - sent).min(plan.batch as u64);
+        let mut n = (limit - numbered).min(plan.batch as u64);
         if a.rate > 0.0 {
             let due = (start.elapsed().as_secs_f64() * a.rate).floor() as u64 + 1;
             if due <= sent {
@@ -377,23 +513,43 @@ fn send_feed(
             }
             n = n.min(due - sent);
         }
-        let n = n as usize;
-        let stamp = if plan.layout.stamped() { now_ns() } else { 0 };
-        for (i, payload) in payloads.chunks_exact_mut(plan.size).take(n).enumerate() {
-            let seq = first_seq.wrapping_add(sent + i as u64);
-            plan.layout.write(payload, seq, stamp);
+        let stamp = if plan.writer.layout().stamped() {
+            now_ns()
+        } else {
+            0
+        };
+        // Up to n packets to send, numbering past the skipped ones.
+        let mut filled = 0usize;
+        let mut chunks = payloads.chunks_exact_mut(plan.size);
+        while (filled as u64) < n && numbered < limit {
+            let seq = plan.first.wrapping_add(numbered.wrapping_mul(per_packet));
+            let skip = plan.skipped(seq).min(limit - numbered);
+            if skip > 0 {
+                numbered += skip;
+                skipped += skip;
+                continue;
+            }
+            numbered += 1;
+            let payload = chunks.next().expect("a payload per packet of the batch");
+            plan.writer.write(payload, seq, stamp);
+            filled += 1;
         }
         let msgs: Vec<Message<'_>> = payloads
             .chunks_exact(plan.size)
-            .take(n)
+            .take(filled)
             .map(|p| Message::new(p, a.dst))
             .collect();
         send_all(&mut batch, conn, &msgs).map_err(|e| {
             Failure::runtime(&format!("sending to {} (after {sent} packets)", a.dst), e)
         })?;
-        sent += n as u64;
+        sent += filled as u64;
     };
-    Ok((sent, start.elapsed(), stopped_by))
+    Ok(Sending {
+        sent,
+        skipped,
+        elapsed: start.elapsed(),
+        stopped_by,
+    })
 }
 
 /// The once-a-second line on stderr: the rate over the last second and the

@@ -162,21 +162,31 @@ impl JsonExt for Json {
 
 /// The keys of a dump's summary, in order (`latency_ns` follows them for
 /// feeds with send stamps).
-pub const SUMMARY_KEYS: [&str; 8] = [
+pub const SUMMARY_KEYS: [&str; 14] = [
     "packets",
     "bytes",
+    "messages",
+    "duplicates",
+    "reordered",
     "gaps",
     "lost",
+    "malformed",
+    "restarts",
     "kernel_drops",
     "truncated",
     "elapsed_s",
     "pps",
+    "lines",
 ];
+
+/// The keys of each entry of a dump summary's `lines`, in order.
+pub const LINE_KEYS: [&str; 6] = ["group", "packets", "first", "gaps", "lost", "kernel_drops"];
 
 /// The keys of a dump's packet line, in order (`latency_ns` follows them
 /// for feeds with send stamps).
-pub const PACKET_KEYS: [&str; 8] = [
+pub const PACKET_KEYS: [&str; 9] = [
     "seq",
+    "line",
     "len",
     "src",
     "dst",
@@ -230,8 +240,22 @@ pub fn parse_dump_output_with(text: &str, latency: bool, out: &dyn fmt::Debug) -
             "latency keys"
         );
     }
+    let lines_of = summary["lines"]
+        .as_array()
+        .unwrap_or_else(|| panic!("summary lines is not an array: {summary:?}"));
+    assert!(
+        !lines_of.is_empty(),
+        "one entry per GROUP:PORT: {summary:?}"
+    );
+    for l in lines_of {
+        assert_eq!(l.keys(), LINE_KEYS, "line keys");
+    }
     for p in &lines {
-        assert_eq!(p.keys(), with_latency(&PACKET_KEYS), "packet keys");
+        let mut want = with_latency(&PACKET_KEYS);
+        if p.get("count").is_some() {
+            want.insert(1, "count"); // MoldUDP64 packets
+        }
+        assert_eq!(p.keys(), want, "packet keys");
     }
     DumpOutput {
         packets: lines,
