@@ -211,6 +211,9 @@ mod raw_conn;
 pub mod reactor;
 #[allow(unsafe_code)]
 mod sys;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
 
 pub use batch::{Message, Packet, Packets, RecvBatch, RecvCounters, SendBatch};
 pub use conn::Conn;

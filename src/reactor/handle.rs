@@ -142,38 +142,10 @@ impl Handle {
                 "a reactor's Handle was called from the thread that turns the reactor, while it is not turning (between turns, or after run returned): nothing could answer; use the Reactor itself",
             ));
         }
-        let state = Arc::new(AtomicU8::new(CALL_PENDING));
         let (tx, rx) = crossbeam_channel::bounded::<Result<R, String>>(1);
-        let cmd_state = Arc::clone(&state);
-        let cmd: Command = Box::new(move |r: &mut Reactor| {
-            if cmd_state
-                .compare_exchange(
-                    CALL_PENDING,
-                    CALL_TAKEN,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_err()
-            {
-                return; // the caller gave up
-            }
-            let reply = match catch_unwind(AssertUnwindSafe(|| f(r))) {
-                Ok(v) => Ok(v),
-                Err(payload) => {
-                    r.counters.command_panics += 1;
-                    Err(panic_message(&*payload))
-                }
-            };
+        let state = self.post(f, move |reply| {
             let _ = tx.send(reply);
-        });
-        self.tx.send(cmd).map_err(|_| gone())?;
-        // Pairs with the fence in HaltOnExit: if run returned meanwhile,
-        // either it dropped this command or this load sees the halt.
-        fence(Ordering::SeqCst);
-        if self.shared.halted() && withdraw(&state) {
-            return Err(stopped());
-        }
-        self.waker.wake()?;
+        })?;
         let reply = match rx.recv_timeout(timeout) {
             Ok(reply) => reply,
             Err(RecvTimeoutError::Disconnected) => return Err(self.ended()),
@@ -207,6 +179,54 @@ impl Handle {
         } else {
             gone()
         }
+    }
+
+    /// Queues `f` for the reactor and wakes it; `reply` gets the result
+    /// (or the panic message) on the reactor's thread. Returns the call's
+    /// state, with which the caller withdraws it while the reactor has not
+    /// taken it. Fails at once (`BrokenPipe`) when the reactor has stopped
+    /// or is gone; waits for nothing.
+    fn post<R, F>(
+        &self,
+        f: F,
+        reply: impl FnOnce(Result<R, String>) + Send + 'static,
+    ) -> io::Result<Arc<AtomicU8>>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Reactor) -> R + Send + 'static,
+    {
+        let state = Arc::new(AtomicU8::new(CALL_PENDING));
+        let cmd_state = Arc::clone(&state);
+        let cmd: Command = Box::new(move |r: &mut Reactor| {
+            if cmd_state
+                .compare_exchange(
+                    CALL_PENDING,
+                    CALL_TAKEN,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_err()
+            {
+                return; // the caller gave up
+            }
+            let result = match catch_unwind(AssertUnwindSafe(|| f(r))) {
+                Ok(v) => Ok(v),
+                Err(payload) => {
+                    r.counters.command_panics += 1;
+                    Err(panic_message(&*payload))
+                }
+            };
+            reply(result);
+        });
+        self.tx.send(cmd).map_err(|_| gone())?;
+        // Pairs with the fence in HaltOnExit: if run returned meanwhile,
+        // either it dropped this command or this load sees the halt.
+        fence(Ordering::SeqCst);
+        if self.shared.halted() && withdraw(&state) {
+            return Err(stopped());
+        }
+        self.waker.wake()?;
+        Ok(state)
     }
 
     /// Registers a socket with its handler.
@@ -366,3 +386,12 @@ fn withdraw(state: &AtomicU8) -> bool {
         )
         .is_ok()
 }
+
+// The forms of the calls for async code (feature `tokio`): awaited, or
+// queued without waiting. In a file of their own, a child of this module
+// (they use the handle's private parts).
+#[cfg(feature = "tokio")]
+#[path = "handle_async.rs"]
+mod handle_async;
+#[cfg(feature = "tokio")]
+pub use handle_async::PendingCall;

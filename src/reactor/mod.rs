@@ -77,7 +77,10 @@
 //! (`channel_sink.rs`), [`Handle`] (`handle.rs`) and the state it shares
 //! with the loop (`shared.rs`), [`Key`] (`key.rs`), the counters
 //! (`counters.rs`), [`ReactorPool`] (`pool.rs`), the lines of a feed
-//! ([`Reactor::register_feed`], `feed_lines.rs`).
+//! ([`Reactor::register_feed`], `feed_lines.rs`). With the `tokio`
+//! feature, the async and `try_` forms of the handle's calls are in
+//! `handle_async.rs`, and the async end of a [`ChannelSink`] in the
+//! crate's `tokio` module.
 
 mod builder;
 mod channel_sink;
@@ -99,6 +102,8 @@ pub use channel_sink::{
 pub use counters::{ReactorCounters, SocketCounters};
 pub use event_loop::Reactor;
 pub use feed_lines::{FeedCounters, FeedHandler, FeedKey, FeedParts};
+#[cfg(feature = "tokio")]
+pub use handle::PendingCall;
 pub use handle::{Handle, DEFAULT_CALL_TIMEOUT};
 pub use handler::{from_fn, Context, FnHandler, Handler};
 pub use key::Key;

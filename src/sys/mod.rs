@@ -3,6 +3,8 @@
 //! Everything above this module sees safe functions that return
 //! `io::Result`. Each `unsafe` block carries a `// SAFETY:` line.
 
+#[cfg(feature = "tokio")]
+pub(crate) mod async_fd;
 pub(crate) mod cmsg;
 pub(crate) mod mmsg;
 
