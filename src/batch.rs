@@ -452,7 +452,7 @@ impl RecvBatch {
 
     /// Packet `i` of the last receive. Its control messages are decoded
     /// from the slot on each call.
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, i: usize) -> Option<Packet<'_>> {
         if i >= self.len {
             return None;
@@ -518,7 +518,7 @@ pub struct Packets<'a> {
 impl<'a> Iterator for Packets<'a> {
     type Item = Packet<'a>;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Packet<'a>> {
         let p = self.batch.get(self.next)?;
         self.next += 1;
