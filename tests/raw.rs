@@ -4,17 +4,19 @@
 //! tools/tests/ip_sniff.rs.)
 //!
 //! Every test that needs a raw socket first checks that it can make one;
-//! without CAP_NET_RAW it writes "SKIPPED (needs root: CAP_NET_RAW): <name>"
-//! straight to stderr (past the harness's capture) and returns. CI runs as
-//! root and fails on that line, so there every test really runs.
+//! without CAP_NET_RAW it says so through `util::skipped_needs_root` (past
+//! the harness's capture) and returns. CI runs as root and fails on that
+//! line, so there every test really runs.
 //!
 //! Network safety: every packet goes to 127.0.0.0/8. Raw sockets see every
 //! packet of their protocol on the host, and the tests of this file run in
 //! parallel, so each test picks its own packets out by ICMP id, payload
 //! marker or destination address.
 
+mod util;
+
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -28,6 +30,7 @@ use ipv4_reactor::reactor::{Context, Reactor};
 use ipv4_reactor::{
     ControlFlags, ControlMessage, Packet, PacketConn, RawConn, RawPacket, SockFilter,
 };
+use util::DEADLINE;
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -36,30 +39,10 @@ use ipv4_reactor::{
 /// The experimental IP protocol number (RFC 3692) used by these tests.
 const EXP: u8 = 253;
 const ICMP: u8 = 1;
-/// Bound for anything that must arrive (generous: the VM is noisy).
-const DEADLINE: Duration = Duration::from_secs(3);
-
-/// Whether this process may open raw sockets. Without CAP_NET_RAW it says
-/// SKIPPED on the real stderr (not captured by the harness) and the test
-/// returns; any other error fails the test.
-fn can_use_raw(test: &str) -> bool {
-    match RawConn::new(EXP, Ipv4Addr::LOCALHOST) {
-        Ok(_) => true,
-        Err(e)
-            if ipv4_reactor::Error::raw_os_error(&e) == Some(libc::EPERM)
-                || e.kind() == io::ErrorKind::PermissionDenied =>
-        {
-            let _ = io::stderr()
-                .write_all(format!("SKIPPED (needs root: CAP_NET_RAW): {test}\n").as_bytes());
-            false
-        }
-        Err(e) => panic!("{test}: creating a raw socket failed for another reason: {e}"),
-    }
-}
 
 macro_rules! require_raw {
     ($name:expr) => {
-        if !can_use_raw($name) {
+        if !util::can_use_raw_sockets($name) {
             return;
         }
     };

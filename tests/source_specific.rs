@@ -41,8 +41,8 @@ impl Senders {
     /// Returns the marker's payload.
     fn round(&self, tag: &str, dsts: &[SocketAddrV4], marker_from: Ipv4Addr) -> String {
         for &dst in dsts {
-            send(&self.s3, format!("{tag} from .3").as_bytes(), None, dst);
-            send(&self.s2, format!("{tag} from .2").as_bytes(), None, dst);
+            send(&self.s3, format!("{tag} from .3").as_bytes(), dst);
+            send(&self.s2, format!("{tag} from .2").as_bytes(), dst);
         }
         let marker = format!("{tag} marker");
         let from = if marker_from == S2 {
@@ -51,7 +51,7 @@ impl Senders {
             &self.s3
         };
         for &dst in dsts {
-            send(from, marker.as_bytes(), None, dst);
+            send(from, marker.as_bytes(), dst);
         }
         marker
     }
