@@ -6,7 +6,7 @@
 //! allocations made by the current thread while its flag is set are
 //! counted, so the harness's other threads do not disturb the count.
 //!
-//! Network safety: unicast UDP on 127.0.0.1 only.
+//! Network safety: unicast UDP on 127.0.0.1 only, through `util::send`.
 
 mod util;
 
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use ipv4_reactor::{ControlFlags, ControlMessage, Message, PacketConn, RecvBatch, SendBatch};
 use util::batch::Waiter;
-use util::{counted, udp, DEADLINE};
+use util::{counted, send, udp, DEADLINE};
 
 #[global_allocator]
 static GLOBAL: util::CountingAlloc = util::CountingAlloc;
@@ -116,8 +116,7 @@ const ROUND_BYTES: usize = PLAIN * PLAIN_LEN + GSO_LEN;
 /// the receiver has GRO on).
 fn send_round(tx: &PacketConn, dst: SocketAddrV4, round: u8) {
     for i in 0..PLAIN {
-        tx.send_to(&[round ^ i as u8; PLAIN_LEN], None, dst)
-            .unwrap();
+        send(tx, &[round ^ i as u8; PLAIN_LEN], dst);
     }
     tx.send_segments(&[round; GSO_LEN], GSO_SEG, dst).unwrap();
 }
@@ -160,8 +159,7 @@ fn waiting_for_readiness_allocates_nothing() {
     let (ready, n, _) = counted(|| waiter.wait_readable(&rx, Duration::from_millis(20)));
     assert!(!ready, "nothing was sent yet");
     assert_eq!(n, 0, "a wait that timed out allocated {n} times");
-    tx.send_to(b"wake up", None, rx.local_addr().unwrap())
-        .unwrap();
+    send(&tx, b"wake up", rx.local_addr().unwrap());
     let (ready, n, _) = counted(|| waiter.wait_readable(&rx, DEADLINE));
     assert!(ready, "a queued datagram makes the socket readable");
     assert_eq!(n, 0, "a wait that found data allocated {n} times");
@@ -183,7 +181,7 @@ fn recv_batch_allocates_nothing_for_any_flag_combination() {
     // packet while DROPS is on.
     rx.set_recv_buffer_size(4096).unwrap();
     for _ in 0..300 {
-        tx.send_to(&[0u8; 64], None, dst).unwrap();
+        send(&tx, &[0u8; 64], dst);
     }
     drain(&rx);
     rx.set_recv_buffer_size(1 << 20).unwrap();
@@ -285,7 +283,7 @@ fn recv_batch_allocates_only_when_the_socket_flags_grow() {
     let mut waiter = Waiter::new();
     let round = |tx: &PacketConn, tag: u8| {
         for i in 0..5u8 {
-            tx.send_to(&[tag ^ i; 40], None, dst).unwrap();
+            send(tx, &[tag ^ i; 40], dst);
         }
     };
     let all_but_gro = ControlFlags::ALL.difference(ControlFlags::GRO);
@@ -349,7 +347,7 @@ fn recv_batch_with_short_control_buffer_and_truncation_allocates_nothing() {
     let mut waiter = Waiter::new();
     for round in 0..2u8 {
         for i in 0..5u8 {
-            tx.send_to(&[round ^ i; 120], None, dst).unwrap();
+            send(&tx, &[round ^ i; 120], dst);
         }
         waiter.wait_readable(&rx, DEADLINE);
         let (seen, allocations, _) =
