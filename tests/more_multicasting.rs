@@ -10,14 +10,10 @@ use std::thread::sleep;
 
 use ipv4_reactor::{ControlFlags, Error, Interface, PacketConn};
 
-use util::{collect_through, send, texts, SETTLE};
+use util::{collect_through, lo, send, texts, SETTLE};
 
 /// Third octet of this file's groups (239.255.102.x).
 const TAG: u8 = 102;
-
-fn lo() -> Interface {
-    Interface::loopback()
-}
 
 #[test]
 fn two_groups_on_one_socket_told_apart_by_destination() {

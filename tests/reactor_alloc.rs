@@ -13,15 +13,15 @@ mod util;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ipv4_reactor::reactor::{ChannelSink, Context, Overflow, Reactor, ReactorPool};
 use ipv4_reactor::{ControlFlags, Packet, PacketConn};
 use util::{
-    asm_group, counted, dst_of, join_within, lo_receiver, lo_sender, send, wait_until, DEADLINE,
-    SETTLE,
+    asm_group, counted, dst_of, join_within, lo_receiver, lo_sender, send, wait_until, within,
+    DEADLINE, SETTLE,
 };
 
 #[global_allocator]
@@ -347,14 +347,7 @@ fn no_file_descriptor_outlives_the_reactor() {
         h2.stop();
         join_within(join, DEADLINE, "spawned reactor").expect("run result");
         drop(h2);
-        let (done_tx, done_rx) = mpsc::channel();
-        thread::spawn(move || {
-            let _ = done_tx.send(pool.shutdown());
-        });
-        done_rx
-            .recv_timeout(DEADLINE)
-            .expect("pool shutdown did not return")
-            .expect("pool shutdown");
+        within(DEADLINE, "pool shutdown", move || pool.shutdown()).expect("pool shutdown");
         drop(tx);
     }
     let after = open_fds();

@@ -9,13 +9,15 @@ mod util;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use ipv4_reactor::reactor::{Context, Reactor, ReactorPool};
 use ipv4_reactor::{ControlFlags, Packet};
-use util::{asm_group, lo_receiver, lo_sender, port_of, send, wait_until, DEADLINE, SETTLE};
+use util::{
+    asm_group, lo_receiver, lo_sender, port_of, send, wait_until, within, DEADLINE, SETTLE,
+};
 
 /// Third octet of this file's groups: 239.255.156.x, x unique per test.
 const TAG: u8 = 156;
@@ -113,12 +115,5 @@ fn reactor_pool_shards_groups_and_shuts_down() {
         assert_eq!(c.total.recv.packets, (4 * PER_GROUP) as u64);
     }
 
-    let (tx_done, rx_done) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx_done.send(pool.shutdown());
-    });
-    rx_done
-        .recv_timeout(DEADLINE)
-        .expect("shutdown did not return")
-        .expect("shutdown returned an error");
+    within(DEADLINE, "pool shutdown", move || pool.shutdown()).expect("shutdown returned an error");
 }

@@ -9,18 +9,14 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::thread::sleep;
 
-use ipv4_reactor::{ControlFlags, Error, Interface, PacketConn};
+use ipv4_reactor::{ControlFlags, Error, PacketConn};
 
-use util::{collect_through, send, Received, SETTLE};
+use util::{collect_through, lo, send, Received, SETTLE};
 
 /// Second octet of this file's SSM groups (232.103.0.x).
 const TAG: u8 = 103;
 const S2: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const S3: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
-
-fn lo() -> Interface {
-    Interface::loopback()
-}
 
 /// Two senders on lo: one bound to 127.0.0.2, one to 127.0.0.3.
 struct Senders {

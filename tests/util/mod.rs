@@ -91,6 +91,11 @@ pub fn ssm_group(tag: u8) -> Ipv4Addr {
     Ipv4Addr::new(232, tag, 0, next_index())
 }
 
+/// The loopback interface, where every multicast test sends and joins.
+pub fn lo() -> Interface {
+    Interface::loopback()
+}
+
 /// lo's interface index, resolved through the crate (and checked to be 1).
 pub fn lo_index() -> u32 {
     let info = Interface::loopback().resolve().expect("resolving lo");
