@@ -11,13 +11,15 @@
 //! `IP_MULTICAST_IF` is lo's address.
 //!
 //! Submodules: [`batch`] receive loops over `RecvBatch`, [`reactor`] for
-//! tests that drive a reactor themselves, [`counting_alloc`] the counting
-//! global allocator of the `*_alloc` binaries.
+//! tests that drive a reactor themselves, [`raw`] for the raw-socket tests,
+//! [`counting_alloc`] the counting global allocator of the `*_alloc`
+//! binaries.
 
 #![allow(dead_code, unused_imports)]
 
 pub mod batch;
 pub mod counting_alloc;
+pub mod raw;
 pub mod reactor;
 mod skip;
 
