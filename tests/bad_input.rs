@@ -10,14 +10,11 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 
 use ipv4_reactor::{Conn, ControlFlags, ControlMessage, Error, Interface, Limit, PacketConn};
+use util::lo;
 
 /// Third octet of this file's groups (239.255.104.x); the limit tests use
 /// 239.255.105.x and 232.104.x.
 const TAG: u8 = 104;
-
-fn lo() -> Interface {
-    Interface::loopback()
-}
 
 fn socket() -> PacketConn {
     util::unicast_bound_receiver()

@@ -6,134 +6,21 @@
 //! allocations made by the current thread while its flag is set are
 //! counted, so the harness's other threads do not disturb the count.
 //!
-//! Network safety: unicast UDP on 127.0.0.1 only.
+//! Network safety: unicast UDP on 127.0.0.1 only, through `util::send`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod util;
+
 use std::hint::black_box;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
-
 use ipv4_reactor::{ControlFlags, ControlMessage, Message, PacketConn, RecvBatch, SendBatch};
-
-// ---------------------------------------------------------------------------
-// Counting allocator
-// ---------------------------------------------------------------------------
-
-struct CountingAlloc;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn note_allocation() {
-    // `try_with`: the allocator may run while thread-locals are torn down.
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; the bookkeeping
-// neither allocates nor touches the memory.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_allocation();
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use util::batch::Waiter;
+use util::{counted, send, udp, DEADLINE};
 
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
-
-/// Serialises counted sections: the counter is global, the flag per thread.
-static COUNTED: Mutex<()> = Mutex::new(());
-
-/// Runs `f` with counting on for this thread; returns its result and the
-/// number of allocations it made.
-fn count_allocations<R>(f: impl FnOnce() -> R) -> (R, u64) {
-    let _serial = COUNTED.lock().unwrap_or_else(|e| e.into_inner());
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
-    COUNTING.with(|c| c.set(true));
-    let r = f();
-    COUNTING.with(|c| c.set(false));
-    let n = ALLOCATIONS.load(Ordering::SeqCst) - before;
-    (r, n)
-}
-
-// ---------------------------------------------------------------------------
-// Helpers
-// ---------------------------------------------------------------------------
-
-const PATIENCE: Duration = Duration::from_secs(5);
-
-fn udp() -> PacketConn {
-    PacketConn::bind_udp(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind UDP on 127.0.0.1")
-}
-
-/// Waits for a socket to become readable through an epoll instance made
-/// beforehand: making one, and mio's `Events` (a `Vec`), allocate, so a
-/// wait inside a counted section uses a `Waiter` made outside it. Each wait
-/// registers the socket afresh (a socket with data already queued is
-/// reported at once, as poll(2) would) and deregisters it after.
-struct Waiter {
-    poll: Poll,
-    events: Events,
-}
-
-impl Waiter {
-    fn new() -> Waiter {
-        Waiter {
-            poll: Poll::new().expect("creating an epoll instance"),
-            events: Events::with_capacity(1),
-        }
-    }
-
-    /// Whether `conn` became readable within `timeout`.
-    fn wait_readable(&mut self, conn: &PacketConn, timeout: Duration) -> bool {
-        let fd = conn.as_raw_fd();
-        self.poll
-            .registry()
-            .register(&mut SourceFd(&fd), Token(0), Interest::READABLE)
-            .expect("registering the socket with epoll");
-        let waited = self.poll.poll(&mut self.events, Some(timeout));
-        self.poll
-            .registry()
-            .deregister(&mut SourceFd(&fd))
-            .expect("deregistering the socket from epoll");
-        match waited {
-            Ok(()) => !self.events.is_empty(),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
-            Err(e) => panic!("epoll_wait: {e}"),
-        }
-    }
-}
+static GLOBAL: util::CountingAlloc = util::CountingAlloc;
 
 /// What one counted receive saw (plain values: collecting them must not
 /// allocate).
@@ -163,7 +50,7 @@ fn recv_touching(
     waiter: &mut Waiter,
 ) -> Seen {
     let mut seen = Seen::default();
-    let deadline = Instant::now() + PATIENCE;
+    let deadline = Instant::now() + DEADLINE;
     while seen.bytes < bytes && Instant::now() < deadline {
         match batch.recv(rx) {
             Ok(n) => {
@@ -229,8 +116,7 @@ const ROUND_BYTES: usize = PLAIN * PLAIN_LEN + GSO_LEN;
 /// the receiver has GRO on).
 fn send_round(tx: &PacketConn, dst: SocketAddrV4, round: u8) {
     for i in 0..PLAIN {
-        tx.send_to(&[round ^ i as u8; PLAIN_LEN], None, dst)
-            .unwrap();
+        send(tx, &[round ^ i as u8; PLAIN_LEN], dst);
     }
     tx.send_segments(&[round; GSO_LEN], GSO_SEG, dst).unwrap();
 }
@@ -248,17 +134,17 @@ fn all_combinations() -> impl Iterator<Item = ControlFlags> {
 
 #[test]
 fn the_counting_allocator_counts() {
-    let (b, n) = count_allocations(|| black_box(Box::new([0u8; 64])));
+    let (b, n, _) = counted(|| black_box(Box::new([0u8; 64])));
     drop(b);
     assert!(n >= 1, "a Box allocation was not counted");
-    let (v, n) = count_allocations(|| {
+    let (v, n, _) = counted(|| {
         let mut v = black_box(Vec::<u8>::with_capacity(1));
         v.extend_from_slice(&[1; 100]);
         v
     });
     drop(v);
     assert!(n >= 2, "allocation + reallocation: counted {n}");
-    let ((), n) = count_allocations(|| black_box(()));
+    let ((), n, _) = counted(|| black_box(()));
     assert_eq!(n, 0);
 }
 
@@ -270,12 +156,11 @@ fn waiting_for_readiness_allocates_nothing() {
     let mut waiter = Waiter::new();
     // Warm-up, uncounted.
     assert!(!waiter.wait_readable(&rx, Duration::from_millis(1)));
-    let (ready, n) = count_allocations(|| waiter.wait_readable(&rx, Duration::from_millis(20)));
+    let (ready, n, _) = counted(|| waiter.wait_readable(&rx, Duration::from_millis(20)));
     assert!(!ready, "nothing was sent yet");
     assert_eq!(n, 0, "a wait that timed out allocated {n} times");
-    tx.send_to(b"wake up", None, rx.local_addr().unwrap())
-        .unwrap();
-    let (ready, n) = count_allocations(|| waiter.wait_readable(&rx, PATIENCE));
+    send(&tx, b"wake up", rx.local_addr().unwrap());
+    let (ready, n, _) = counted(|| waiter.wait_readable(&rx, DEADLINE));
     assert!(ready, "a queued datagram makes the socket readable");
     assert_eq!(n, 0, "a wait that found data allocated {n} times");
     // Still queued: the next wait sees it again (not only new arrivals).
@@ -296,7 +181,7 @@ fn recv_batch_allocates_nothing_for_any_flag_combination() {
     // packet while DROPS is on.
     rx.set_recv_buffer_size(4096).unwrap();
     for _ in 0..300 {
-        tx.send_to(&[0u8; 64], None, dst).unwrap();
+        send(&tx, &[0u8; 64], dst);
     }
     drain(&rx);
     rx.set_recv_buffer_size(1 << 20).unwrap();
@@ -313,9 +198,9 @@ fn recv_batch_allocates_nothing_for_any_flag_combination() {
         assert_eq!(warm.bytes, ROUND_BYTES, "{flags:?}: warm-up round");
 
         send_round(&tx, dst, 2);
-        waiter.wait_readable(&rx, PATIENCE);
-        let (seen, allocations) =
-            count_allocations(|| recv_touching(&mut batch, &rx, ROUND_BYTES, &mut waiter));
+        waiter.wait_readable(&rx, DEADLINE);
+        let (seen, allocations, _) =
+            counted(|| recv_touching(&mut batch, &rx, ROUND_BYTES, &mut waiter));
         assert_eq!(
             allocations, 0,
             "{flags:?}: RecvBatch::recv + iteration allocated {allocations} times"
@@ -398,15 +283,15 @@ fn recv_batch_allocates_only_when_the_socket_flags_grow() {
     let mut waiter = Waiter::new();
     let round = |tx: &PacketConn, tag: u8| {
         for i in 0..5u8 {
-            tx.send_to(&[tag ^ i; 40], None, dst).unwrap();
+            send(tx, &[tag ^ i; 40], dst);
         }
     };
     let all_but_gro = ControlFlags::ALL.difference(ControlFlags::GRO);
 
     rx.set_control_flags(all_but_gro).unwrap();
     round(&tx, 1);
-    waiter.wait_readable(&rx, PATIENCE);
-    let (seen, grew) = count_allocations(|| recv_touching(&mut batch, &rx, 5 * 40, &mut waiter));
+    waiter.wait_readable(&rx, DEADLINE);
+    let (seen, grew, _) = counted(|| recv_touching(&mut batch, &rx, 5 * 40, &mut waiter));
     assert!(grew >= 1, "the slots grew without allocating?");
     assert_eq!((seen.packets, seen.control_truncated), (5, 0));
     assert_eq!(seen.with_ttl, 5);
@@ -420,9 +305,9 @@ fn recv_batch_allocates_only_when_the_socket_flags_grow() {
     ] {
         rx.set_control_flags(flags).unwrap();
         round(&tx, tag);
-        waiter.wait_readable(&rx, PATIENCE);
-        let (seen, allocations) =
-            count_allocations(|| recv_touching(&mut batch, &rx, 5 * 40, &mut waiter));
+        waiter.wait_readable(&rx, DEADLINE);
+        let (seen, allocations, _) =
+            counted(|| recv_touching(&mut batch, &rx, 5 * 40, &mut waiter));
         assert_eq!(
             allocations, 0,
             "{flags:?}: allocated {allocations} times though the slots had room"
@@ -462,11 +347,11 @@ fn recv_batch_with_short_control_buffer_and_truncation_allocates_nothing() {
     let mut waiter = Waiter::new();
     for round in 0..2u8 {
         for i in 0..5u8 {
-            tx.send_to(&[round ^ i; 120], None, dst).unwrap();
+            send(&tx, &[round ^ i; 120], dst);
         }
-        waiter.wait_readable(&rx, PATIENCE);
-        let (seen, allocations) =
-            count_allocations(|| recv_touching(&mut batch, &rx, 5 * 50, &mut waiter));
+        waiter.wait_readable(&rx, DEADLINE);
+        let (seen, allocations, _) =
+            counted(|| recv_touching(&mut batch, &rx, 5 * 50, &mut waiter));
         if round == 1 {
             assert_eq!(allocations, 0, "allocated {allocations} times");
         }
@@ -516,21 +401,21 @@ fn send_batch_allocates_nothing() {
         assert_eq!(small.send_all(&tx, msgs).unwrap(), msgs.len());
         drain(&rx);
 
-        let (sent, allocations) = count_allocations(|| batch.send(&tx, msgs));
+        let (sent, allocations, _) = counted(|| batch.send(&tx, msgs));
         assert_eq!(
             allocations, 0,
             "{name}: SendBatch::send allocated {allocations} times"
         );
         assert_eq!(sent.unwrap(), msgs.len(), "{name}");
 
-        let (sent, allocations) = count_allocations(|| small.send_all(&tx, msgs));
+        let (sent, allocations, _) = counted(|| small.send_all(&tx, msgs));
         assert_eq!(
             allocations, 0,
             "{name}: SendBatch::send_all allocated {allocations} times"
         );
         assert_eq!(sent.unwrap(), msgs.len(), "{name}");
 
-        let (sent, allocations) = count_allocations(|| small.send(&tx, msgs));
+        let (sent, allocations, _) = counted(|| small.send(&tx, msgs));
         assert_eq!(
             allocations, 0,
             "{name}: capped send allocated {allocations} times"

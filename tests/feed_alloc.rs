@@ -6,66 +6,15 @@
 //! Its own test binary because it installs a `#[global_allocator]`. Only
 //! allocations made by the current thread while its flag is set are counted.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+mod util;
+
 use std::time::{Duration, Instant};
 
 use ipv4_reactor::feed::{Arbiter, FeedEvent, SeqFormat, SeqTracker, TrackerConfig};
-
-struct CountingAlloc;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn note_allocation() {
-    // `try_with`: the allocator may run while thread-locals are torn down.
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; the bookkeeping
-// neither allocates nor touches the memory.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_allocation();
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use util::counted;
 
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
-
-/// Runs `f` with counting on for this thread; returns the allocations made.
-fn count_allocations(f: impl FnOnce()) -> u64 {
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
-    COUNTING.with(|c| c.set(true));
-    f();
-    COUNTING.with(|c| c.set(false));
-    ALLOCATIONS.load(Ordering::SeqCst) - before
-}
+static GLOBAL: util::CountingAlloc = util::CountingAlloc;
 
 /// A mixed sequence: runs with holes, reordering, copies, far-late packets.
 fn seqs() -> Vec<u64> {
@@ -97,7 +46,7 @@ fn tracker_allocates_nothing_per_packet() {
         .with_lost_record(4);
     let mut t = SeqTracker::with_config(SeqFormat::default(), config).unwrap();
     let mut events = 0u64;
-    let n = count_allocations(|| {
+    let ((), n, _) = counted(|| {
         for p in &payloads {
             t.on_packet(p, |_| events += 1);
         }
@@ -136,7 +85,7 @@ fn arbiter_allocates_nothing_per_packet() {
         Arbiter::with_config(SeqFormat::MoldUdp64, 3, config, Duration::from_micros(50)).unwrap();
     let t0 = Instant::now();
     let mut delivered = 0u64;
-    let n = count_allocations(|| {
+    let ((), n, _) = counted(|| {
         for (i, (line, p)) in packets.iter().enumerate() {
             // Line 2 goes silent for a while: stale, then recovered.
             if *line == 2 && (50_000..60_000).contains(&i) {

@@ -5,47 +5,20 @@
 //! Network safety: multicast only through a sender whose interface is lo
 //! (checked), to groups 239.255.158.x on ephemeral ports.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+mod util;
+
+use std::net::SocketAddrV4;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipv4_reactor::feed::{Arbiter, Delivery, FeedEvent, SeqCounters, SeqFormat};
 use ipv4_reactor::reactor::{Context, FeedHandler, FeedKey, Reactor};
-use ipv4_reactor::{ControlFlags, Interface, Packet, PacketConn};
+use ipv4_reactor::{ControlFlags, Packet, PacketConn};
+use util::{asm_group, dst_of, lo_receiver, lo_sender, send, DEADLINE, SETTLE};
 
+/// Third octet of this file's groups: 239.255.158.x.
 const TAG: u8 = 158;
-const SETTLE: Duration = Duration::from_millis(300);
-const DEADLINE: Duration = Duration::from_secs(5);
-
-static NEXT_GROUP: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
-
-fn group() -> Ipv4Addr {
-    let n = NEXT_GROUP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ipv4Addr::new(239, 255, TAG, n)
-}
-
-fn sender() -> PacketConn {
-    let tx = PacketConn::multicast_sender(&Interface::loopback()).expect("multicast sender on lo");
-    assert_eq!(
-        tx.socket().multicast_if_v4().expect("IP_MULTICAST_IF"),
-        Ipv4Addr::LOCALHOST,
-        "NETWORK SAFETY: multicast sender must send through lo"
-    );
-    tx
-}
-
-fn send(tx: &PacketConn, payload: &[u8], dst: SocketAddrV4) {
-    assert_eq!(
-        dst.ip().octets()[..3],
-        [239, 255, TAG],
-        "NETWORK SAFETY: refusing to send to {dst}"
-    );
-    assert_eq!(
-        tx.send_to(payload, None, dst).expect("send_to"),
-        payload.len()
-    );
-}
 
 /// What the feed handler saw: each delivery (line, first, count, skip,
 /// late) and every event.
@@ -86,13 +59,9 @@ impl Feed {
         let mut conns = Vec::new();
         let mut dsts = Vec::new();
         for _ in 0..lines {
-            let g = group();
-            let rx = PacketConn::multicast_receiver(SocketAddrV4::new(g, 0), Interface::loopback())
-                .control(ControlFlags::DROPS)
-                .recv_buffer(4 << 20)
-                .build()
-                .expect("receiver");
-            dsts.push(SocketAddrV4::new(g, rx.local_addr().unwrap().port()));
+            let g = asm_group(TAG);
+            let rx = lo_receiver(g, ControlFlags::DROPS);
+            dsts.push(dst_of(g, &rx));
             conns.push(rx);
         }
         let mut reactor = Reactor::builder().build().expect("reactor");
@@ -107,7 +76,7 @@ impl Feed {
             key,
             dsts,
             seen,
-            tx: sender(),
+            tx: lo_sender(),
         }
     }
 

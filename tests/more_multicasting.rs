@@ -10,14 +10,10 @@ use std::thread::sleep;
 
 use ipv4_reactor::{ControlFlags, Error, Interface, PacketConn};
 
-use util::{collect_through, send, texts, SETTLE};
+use util::{collect_through, lo, send, texts, SETTLE};
 
 /// Third octet of this file's groups (239.255.102.x).
 const TAG: u8 = 102;
-
-fn lo() -> Interface {
-    Interface::loopback()
-}
 
 #[test]
 fn two_groups_on_one_socket_told_apart_by_destination() {
@@ -34,10 +30,10 @@ fn two_groups_on_one_socket_told_apart_by_destination() {
     let tx = util::lo_sender();
     sleep(SETTLE);
 
-    send(&tx, b"to g1", None, SocketAddrV4::new(g1, port));
-    send(&tx, b"to other", None, SocketAddrV4::new(other, port));
-    send(&tx, b"to g2", None, SocketAddrV4::new(g2, port));
-    send(&tx, b"to g1 again", None, SocketAddrV4::new(g1, port));
+    send(&tx, b"to g1", SocketAddrV4::new(g1, port));
+    send(&tx, b"to other", SocketAddrV4::new(other, port));
+    send(&tx, b"to g2", SocketAddrV4::new(g2, port));
+    send(&tx, b"to g1 again", SocketAddrV4::new(g1, port));
     let got = collect_through(&rx, b"to g1 again");
     let by_dst: Vec<(String, Option<Ipv4Addr>)> =
         got.iter().map(|p| (p.text(), p.cm.dst)).collect();
@@ -72,7 +68,7 @@ fn reusing_pair(reuse_port: bool) {
 
     let dst = SocketAddrV4::new(group, port);
     for payload in ["one", "two", "three"] {
-        send(&tx, payload.as_bytes(), None, dst);
+        send(&tx, payload.as_bytes(), dst);
     }
     for (name, rx) in [("a", &a), ("b", &b)] {
         let got = collect_through(rx, b"three");
@@ -112,16 +108,16 @@ fn leave_then_rejoin() {
     let tx = util::lo_sender();
     sleep(SETTLE);
 
-    send(&tx, b"joined", None, dst);
-    send(&tx, b"marker 1", None, marker);
+    send(&tx, b"joined", dst);
+    send(&tx, b"marker 1", marker);
     assert_eq!(
         texts(&collect_through(&rx, b"marker 1")),
         ["joined", "marker 1"]
     );
 
     rx.leave_group(&lo(), group).unwrap();
-    send(&tx, b"left", None, dst);
-    send(&tx, b"marker 2", None, marker);
+    send(&tx, b"left", dst);
+    send(&tx, b"marker 2", marker);
     assert_eq!(
         texts(&collect_through(&rx, b"marker 2")),
         ["marker 2"],
@@ -130,8 +126,8 @@ fn leave_then_rejoin() {
 
     rx.join_group(&lo(), group).unwrap();
     sleep(SETTLE);
-    send(&tx, b"rejoined", None, dst);
-    send(&tx, b"marker 3", None, marker);
+    send(&tx, b"rejoined", dst);
+    send(&tx, b"marker 3", marker);
     assert_eq!(
         texts(&collect_through(&rx, b"marker 3")),
         ["rejoined", "marker 3"]
@@ -203,26 +199,16 @@ fn multicast_all_off_keeps_another_sockets_group_out() {
     // Positive control: with IP_MULTICAST_ALL on, `theirs` reaches us.
     rx.set_multicast_all(true).unwrap();
     assert!(rx.multicast_all().unwrap());
-    send(
-        &tx,
-        b"theirs, all on",
-        None,
-        SocketAddrV4::new(theirs, port),
-    );
-    send(&tx, b"marker on", None, SocketAddrV4::new(ours, port));
+    send(&tx, b"theirs, all on", SocketAddrV4::new(theirs, port));
+    send(&tx, b"marker on", SocketAddrV4::new(ours, port));
     let got = collect_through(&rx, b"marker on");
     assert_eq!(texts(&got), ["theirs, all on", "marker on"]);
     assert_eq!(got[0].cm.dst, Some(theirs));
 
     rx.set_multicast_all(false).unwrap();
     assert!(!rx.multicast_all().unwrap());
-    send(
-        &tx,
-        b"theirs, all off",
-        None,
-        SocketAddrV4::new(theirs, port),
-    );
-    send(&tx, b"marker off", None, SocketAddrV4::new(ours, port));
+    send(&tx, b"theirs, all off", SocketAddrV4::new(theirs, port));
+    send(&tx, b"marker off", SocketAddrV4::new(ours, port));
     assert_eq!(
         texts(&collect_through(&rx, b"marker off")),
         ["marker off"],
@@ -238,13 +224,8 @@ fn multicast_all_off_keeps_another_sockets_group_out() {
     assert!(!built.multicast_all().unwrap());
     let port = util::port_of(&built);
     sleep(SETTLE);
-    send(
-        &tx,
-        b"theirs to built",
-        None,
-        SocketAddrV4::new(theirs, port),
-    );
-    send(&tx, b"marker built", None, SocketAddrV4::new(ours, port));
+    send(&tx, b"theirs to built", SocketAddrV4::new(theirs, port));
+    send(&tx, b"marker built", SocketAddrV4::new(ours, port));
     assert_eq!(
         texts(&collect_through(&built, b"marker built")),
         ["marker built"]

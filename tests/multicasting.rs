@@ -46,7 +46,7 @@ fn packet_carries_ttl_tos_group_interface_and_source() {
     let lo = Interface::loopback().resolve().unwrap();
     assert_eq!(lo.index, 1);
 
-    send(&tx, b"tick", None, dst);
+    send(&tx, b"tick", dst);
     let p = recv_one(&rx, "the multicast tick");
     assert_eq!(p.payload, b"tick");
     assert_eq!(p.cm.ttl, Some(3), "multicast TTL");
@@ -60,7 +60,7 @@ fn packet_carries_ttl_tos_group_interface_and_source() {
     // The unicast TTL is a different option: it does not leak into multicast.
     tx.set_ttl(99).unwrap();
     tx.set_multicast_ttl(5).unwrap();
-    send(&tx, b"tock", None, dst);
+    send(&tx, b"tock", dst);
     let p = recv_one(&rx, "the multicast tock");
     assert_eq!(p.payload, b"tock");
     assert_eq!(p.cm.ttl, Some(5));
@@ -72,7 +72,7 @@ fn control_flags_switched_on_off_on_between_reads_take_effect() {
     tx.set_multicast_ttl(4).unwrap();
     tx.set_tos(AF11).unwrap();
 
-    send(&tx, b"1 on", None, dst);
+    send(&tx, b"1 on", dst);
     let p = recv_one(&rx, "packet 1");
     assert_eq!(p.payload, b"1 on");
     assert_eq!(p.cm.ttl, Some(4));
@@ -83,7 +83,7 @@ fn control_flags_switched_on_off_on_between_reads_take_effect() {
 
     rx.set_control_message(ALL_IP, false).unwrap();
     assert_eq!(rx.control_flags(), ControlFlags::NONE);
-    send(&tx, b"2 off", None, dst);
+    send(&tx, b"2 off", dst);
     let p = recv_one(&rx, "packet 2");
     assert_eq!(p.payload, b"2 off");
     assert!(p.cm.is_empty(), "flags are off but got {:?}", p.cm);
@@ -101,7 +101,7 @@ fn control_flags_switched_on_off_on_between_reads_take_effect() {
 
     rx.set_control_message(ALL_IP, true).unwrap();
     assert_eq!(rx.control_flags(), ALL_IP);
-    send(&tx, b"3 on again", None, dst);
+    send(&tx, b"3 on again", dst);
     let p = recv_one(&rx, "packet 3");
     assert_eq!(p.payload, b"3 on again");
     assert_eq!(p.cm.ttl, Some(4));
@@ -112,7 +112,7 @@ fn control_flags_switched_on_off_on_between_reads_take_effect() {
 
     // set_control_flags sets exactly what it is given.
     rx.set_control_flags(ControlFlags::TTL).unwrap();
-    send(&tx, b"4 ttl only", None, dst);
+    send(&tx, b"4 ttl only", dst);
     let p = recv_one(&rx, "packet 4");
     assert_eq!(p.cm.ttl, Some(4));
     assert_eq!(
@@ -131,7 +131,7 @@ fn dst_off_alone_keeps_the_interface_reported() {
 
     rx.set_control_message(ControlFlags::DST, false).unwrap();
     assert_eq!(rx.control_flags(), ControlFlags::INTERFACE);
-    send(&tx, b"interface only", None, dst);
+    send(&tx, b"interface only", dst);
     let p = recv_one(&rx, "the interface-only packet");
     assert_eq!(p.cm.dst, None);
     assert_eq!(
@@ -144,7 +144,7 @@ fn dst_off_alone_keeps_the_interface_reported() {
     rx.set_control_flags(flags).unwrap();
     rx.set_control_message(ControlFlags::INTERFACE, false)
         .unwrap();
-    send(&tx, b"dst only", None, dst);
+    send(&tx, b"dst only", dst);
     let p = recv_one(&rx, "the dst-only packet");
     assert_eq!(
         p.cm.dst,
@@ -156,7 +156,7 @@ fn dst_off_alone_keeps_the_interface_reported() {
     // Both off: the shared IP_PKTINFO switch goes off too.
     rx.set_control_message(ControlFlags::DST, false).unwrap();
     assert!(rx.control_flags().is_empty());
-    send(&tx, b"neither", None, dst);
+    send(&tx, b"neither", dst);
     let p = recv_one(&rx, "the bare packet");
     assert!(p.cm.is_empty());
     assert!(
@@ -266,7 +266,7 @@ fn all_flags_fit_the_control_buffer() {
     tx.set_multicast_ttl(6).unwrap();
     tx.set_tos(AF11).unwrap();
     let before = SystemTime::now();
-    send(&tx, b"everything", None, dst);
+    send(&tx, b"everything", dst);
     let p = recv_one(&rx, "the packet with every control message");
     assert_eq!(p.payload, b"everything");
     assert!(
@@ -297,8 +297,8 @@ fn truncated_payload_is_reported() {
     let (rx, tx, dst) = joined_pair(ControlFlags::DST);
     let big: Vec<u8> = (0..100u8).collect();
 
-    send(&tx, &big, None, dst);
-    let p = util::recv_timeout_buf(&rx, util::RECV_TIMEOUT, 10).expect("the 100-byte packet");
+    send(&tx, &big, dst);
+    let p = util::recv_timeout_buf(&rx, util::DEADLINE, 10).expect("the 100-byte packet");
     assert_eq!(p.payload, &big[..10], "the first 10 bytes");
     assert!(
         p.flags.truncated,
@@ -312,8 +312,8 @@ fn truncated_payload_is_reported() {
     );
 
     // Exactly fitting is not truncated.
-    send(&tx, &big[..10], None, dst);
-    let p = util::recv_timeout_buf(&rx, util::RECV_TIMEOUT, 10).expect("the 10-byte packet");
+    send(&tx, &big[..10], dst);
+    let p = util::recv_timeout_buf(&rx, util::DEADLINE, 10).expect("the 10-byte packet");
     assert_eq!(p.payload, &big[..10]);
     assert!(!p.flags.truncated);
 }

@@ -3,6 +3,7 @@
 //! test says loudly that it did not run without it, and CI (root) fails then.
 
 mod topology;
+mod util;
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -11,8 +12,7 @@ use std::time::{Duration, Instant};
 use ipv4_reactor::header::Header;
 use ipv4_reactor::{netns, ControlFlags, ControlMessage, Interface, PacketConn, RawConn};
 use topology::{Topology, EN0, EN0_SECOND, S0};
-
-const SETTLE: Duration = Duration::from_millis(300);
+use util::SETTLE;
 
 fn in_ns<R: Send>(ns: &str, f: impl FnOnce() -> R + Send) -> R {
     netns::in_namespace(ns, f).expect("entering a test namespace")

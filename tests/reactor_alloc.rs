@@ -6,88 +6,26 @@
 //! with a static mutex: the fd-count test must not see another test's
 //! sockets.
 //!
-//! Network safety: multicast is sent only through
-//! `PacketConn::multicast_sender(&Interface::loopback())` (checked), to
-//! groups 239.255.152.x on ephemeral ports.
+//! Network safety: multicast is sent only through `util::lo_sender` and
+//! `util::send` (checked), to groups 239.255.152.x on ephemeral ports.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod util;
+
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ipv4_reactor::reactor::{ChannelSink, Context, Overflow, Reactor, ReactorPool};
-use ipv4_reactor::{ControlFlags, Interface, Packet, PacketConn};
-
-// ---------------------------------------------------------------------------
-// Counting allocator
-// ---------------------------------------------------------------------------
-
-struct CountingAlloc;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-static DEALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-fn counting() -> bool {
-    COUNTING.try_with(Cell::get).unwrap_or(false)
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if counting() {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if counting() {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if counting() {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if counting() {
-            DEALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use ipv4_reactor::{ControlFlags, Packet, PacketConn};
+use util::{
+    asm_group, counted, dst_of, join_within, lo_receiver, lo_sender, send, wait_until, within,
+    DEADLINE, SETTLE,
+};
 
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
-
-/// Runs `f` with counting on for this thread; returns its result and the
-/// allocations and deallocations it made.
-fn counted<R>(f: impl FnOnce() -> R) -> (R, u64, u64) {
-    let a0 = ALLOCATIONS.load(Ordering::SeqCst);
-    let d0 = DEALLOCATIONS.load(Ordering::SeqCst);
-    COUNTING.with(|c| c.set(true));
-    let r = f();
-    COUNTING.with(|c| c.set(false));
-    let a = ALLOCATIONS.load(Ordering::SeqCst) - a0;
-    let d = DEALLOCATIONS.load(Ordering::SeqCst) - d0;
-    (r, a, d)
-}
+static GLOBAL: util::CountingAlloc = util::CountingAlloc;
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -100,84 +38,15 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Third octet of this file's groups: 239.255.152.x.
 const TAG: u8 = 152;
-const SETTLE: Duration = Duration::from_millis(300);
-const DEADLINE: Duration = Duration::from_secs(5);
 /// Packets that must be delivered while counting.
 const MEASURED: u64 = 1000;
-
-fn group(n: u8) -> Ipv4Addr {
-    Ipv4Addr::new(239, 255, TAG, n)
-}
-
-fn sender() -> PacketConn {
-    let tx = PacketConn::multicast_sender(&Interface::loopback()).expect("multicast sender on lo");
-    let local = tx.local_addr().expect("sender local_addr");
-    assert!(
-        local.ip().is_loopback(),
-        "NETWORK SAFETY: sender bound to {local}"
-    );
-    assert_eq!(
-        tx.socket().multicast_if_v4().expect("IP_MULTICAST_IF"),
-        Ipv4Addr::LOCALHOST,
-        "NETWORK SAFETY: multicast sender must send through lo"
-    );
-    tx
-}
-
-fn send(tx: &PacketConn, payload: &[u8], dst: SocketAddrV4) {
-    let o = dst.ip().octets();
-    assert!(
-        (o[0..3] == [239, 255, TAG]) || dst.ip().is_loopback(),
-        "NETWORK SAFETY: refusing to send to {dst}"
-    );
-    let n = tx
-        .send_to(payload, None, dst)
-        .unwrap_or_else(|e| panic!("send_to {dst}: {e}"));
-    assert_eq!(n, payload.len());
-}
-
-fn receiver(group: Ipv4Addr, flags: ControlFlags) -> PacketConn {
-    PacketConn::multicast_receiver(SocketAddrV4::new(group, 0), Interface::loopback())
-        .control(flags)
-        .recv_buffer(4 << 20)
-        .build()
-        .unwrap_or_else(|e| panic!("receiver for {group}: {e}"))
-}
-
-fn dst_of(group: Ipv4Addr, conn: &PacketConn) -> SocketAddrV4 {
-    SocketAddrV4::new(group, conn.local_addr().expect("local_addr").port())
-}
 
 fn payload(seq: u64) -> [u8; 64] {
     let mut p = [0xa5u8; 64];
     p[..8].copy_from_slice(&seq.to_be_bytes());
     p
-}
-
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn join_within<T: Send + 'static>(join: thread::JoinHandle<T>, what: &str) -> T {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(join.join());
-    });
-    match rx.recv_timeout(DEADLINE) {
-        Ok(Ok(v)) => v,
-        Ok(Err(_)) => panic!("{what}: the thread panicked"),
-        Err(_) => panic!("{what}: the thread did not end within {DEADLINE:?}"),
-    }
 }
 
 /// Sends rounds of `per_round` packets (counting off), then calls `turn`
@@ -239,8 +108,8 @@ fn the_counting_allocator_counts() {
 #[test]
 fn callback_mode_allocates_nothing_per_packet() {
     let _serial = serial();
-    let g = group(1);
-    let rx = receiver(
+    let g = asm_group(TAG);
+    let rx = lo_receiver(
         g,
         ControlFlags::DST | ControlFlags::DROPS | ControlFlags::SRC,
     );
@@ -262,7 +131,7 @@ fn callback_mode_allocates_nothing_per_packet() {
             .expect("register")
     };
     thread::sleep(SETTLE);
-    let tx = sender();
+    let tx = lo_sender();
 
     // Warm-up, not counted.
     let warm = pump(&tx, dst, 0, 200, 50, || {
@@ -304,14 +173,14 @@ fn callback_mode_allocates_nothing_per_packet() {
 #[test]
 fn channel_mode_allocates_nothing_per_packet() {
     let _serial = serial();
-    let g = group(2);
-    let rx = receiver(g, ControlFlags::DST | ControlFlags::DROPS);
+    let g = asm_group(TAG);
+    let rx = lo_receiver(g, ControlFlags::DST | ControlFlags::DROPS);
     let dst = dst_of(g, &rx);
     let mut reactor = Reactor::builder().build().expect("reactor");
     let (sink, packets) = ChannelSink::bounded(1024, 2048, Overflow::DropNewest).expect("sink");
     let key = reactor.register(rx, sink.clone()).expect("register");
     thread::sleep(SETTLE);
-    let tx = sender();
+    let tx = lo_sender();
 
     let mut consumed = 0u64;
     let mut bad = 0u64;
@@ -382,15 +251,15 @@ fn no_file_descriptor_outlives_the_reactor() {
     let _serial = serial();
     let before = open_fds();
     {
-        let tx = sender();
+        let tx = lo_sender();
         let mut reactor = Reactor::builder().build().expect("reactor");
         let handle = reactor.handle();
         let count = Arc::new(AtomicU64::new(0));
         let mut dsts = Vec::new();
         let mut keys = Vec::new();
-        for n in 10..14u8 {
-            let g = group(n);
-            let rx = receiver(g, ControlFlags::DST);
+        for _ in 0..4 {
+            let g = asm_group(TAG);
+            let rx = lo_receiver(g, ControlFlags::DST);
             dsts.push(dst_of(g, &rx));
             let count = Arc::clone(&count);
             keys.push(
@@ -405,8 +274,8 @@ fn no_file_descriptor_outlives_the_reactor() {
             );
         }
         // One socket whose handler panics (dropped by the default policy).
-        let gp = group(14);
-        let rp = receiver(gp, ControlFlags::NONE);
+        let gp = asm_group(TAG);
+        let rp = lo_receiver(gp, ControlFlags::NONE);
         let dp = dst_of(gp, &rp);
         reactor
             .register(rp, |_: &Packet<'_>, _: &mut Context<'_>| {
@@ -449,8 +318,8 @@ fn no_file_descriptor_outlives_the_reactor() {
 
         // A spawned reactor and a pool, stopped and joined.
         let (h2, join) = Reactor::builder().spawn().expect("spawn");
-        let g = group(15);
-        let rx = receiver(g, ControlFlags::NONE);
+        let g = asm_group(TAG);
+        let rx = lo_receiver(g, ControlFlags::NONE);
         let d2 = dst_of(g, &rx);
         let got = Arc::new(AtomicU64::new(0));
         {
@@ -461,8 +330,8 @@ fn no_file_descriptor_outlives_the_reactor() {
             .expect("register on spawned reactor");
         }
         let pool = ReactorPool::spawn(2, Reactor::builder()).expect("pool");
-        let gp2 = group(16);
-        let rx = receiver(gp2, ControlFlags::NONE);
+        let gp2 = asm_group(TAG);
+        let rx = lo_receiver(gp2, ControlFlags::NONE);
         let d3 = dst_of(gp2, &rx);
         {
             let got = Arc::clone(&got);
@@ -476,16 +345,9 @@ fn no_file_descriptor_outlives_the_reactor() {
         send(&tx, b"z", d3);
         assert!(wait_until(DEADLINE, || got.load(Ordering::SeqCst) == 2));
         h2.stop();
-        join_within(join, "spawned reactor").expect("run result");
+        join_within(join, DEADLINE, "spawned reactor").expect("run result");
         drop(h2);
-        let (done_tx, done_rx) = mpsc::channel();
-        thread::spawn(move || {
-            let _ = done_tx.send(pool.shutdown());
-        });
-        done_rx
-            .recv_timeout(DEADLINE)
-            .expect("pool shutdown did not return")
-            .expect("pool shutdown");
+        within(DEADLINE, "pool shutdown", move || pool.shutdown()).expect("pool shutdown");
         drop(tx);
     }
     let after = open_fds();
@@ -511,10 +373,10 @@ fn feed_lines_allocate_nothing_per_packet() {
     }
 
     let _serial = serial();
-    let (ga, gb) = (group(40), group(41));
+    let (ga, gb) = (asm_group(TAG), asm_group(TAG));
     let (a, b) = (
-        receiver(ga, ControlFlags::DROPS),
-        receiver(gb, ControlFlags::DROPS),
+        lo_receiver(ga, ControlFlags::DROPS),
+        lo_receiver(gb, ControlFlags::DROPS),
     );
     let dsts = [dst_of(ga, &a), dst_of(gb, &b)];
     let mut reactor = Reactor::builder().build().expect("reactor");
@@ -524,7 +386,7 @@ fn feed_lines_allocate_nothing_per_packet() {
         .register_feed(vec![a, b], arbiter, Count(Arc::clone(&delivered)))
         .expect("register_feed");
     thread::sleep(SETTLE);
-    let tx = sender();
+    let tx = lo_sender();
 
     let mut seq = 0u64;
     let mut run = |packets: u64, count: bool| -> (u64, u64) {

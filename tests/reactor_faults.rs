@@ -7,67 +7,18 @@
 //! Network safety: unicast only, every socket bound to 127.0.0.1 and every
 //! destination checked to be a loopback address.
 
+mod util;
+
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ipv4_reactor::reactor::{ChannelSink, Handle, Key, Overflow, PacketReceiver, Reactor};
 use ipv4_reactor::{Packet, PacketConn};
-
-/// Bound for anything that must happen (generous: the VM is noisy).
-const DEADLINE: Duration = Duration::from_secs(5);
-
-fn udp() -> PacketConn {
-    PacketConn::bind_udp(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0")
-}
-
-fn send(tx: &PacketConn, payload: &[u8], dst: SocketAddrV4) {
-    assert!(
-        dst.ip().is_loopback(),
-        "NETWORK SAFETY: refusing to send to {dst}"
-    );
-    let n = tx
-        .send_to(payload, None, dst)
-        .unwrap_or_else(|e| panic!("send_to {dst}: {e}"));
-    assert_eq!(n, payload.len(), "short send to {dst}");
-}
-
-/// Runs `f` on a thread of its own and returns its result, failing the test
-/// if it does not return within `limit` (a hang is a failure, not a stuck
-/// suite; the stuck thread is left behind).
-fn within<T: Send + 'static>(
-    limit: Duration,
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let r = catch_unwind(AssertUnwindSafe(f));
-        let _ = tx.send(r);
-    });
-    match rx.recv_timeout(limit) {
-        Ok(Ok(v)) => v,
-        Ok(Err(p)) => std::panic::resume_unwind(p),
-        Err(_) => panic!("{what}: did not return within {limit:?} (hang)"),
-    }
-}
-
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(2));
-    }
-}
+use util::{send, udp, wait_until, within, DEADLINE};
 
 /// A spawned reactor whose one socket feeds a `bounded(1)` blocking sink
 /// that nobody reads: after four packets, one sits in the channel and the

@@ -4,10 +4,12 @@
 //! arithmetic in release builds and let the kernel write past the buffers);
 //! sizes that are accepted give a batch that really receives.
 //!
-//! Network safety: unicast UDP on 127.0.0.1 only.
+//! Network safety: unicast UDP on 127.0.0.1 only, through `util::send`.
+
+mod util;
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -20,16 +22,7 @@ mod libc_drain;
 use ipv4_reactor::reactor::{Context, Reactor};
 use ipv4_reactor::{ControlFlags, Message, Packet, PacketConn, RecvBatch, SendBatch};
 use libc_drain::LibcDrain;
-
-const PATIENCE: Duration = Duration::from_secs(5);
-
-fn udp() -> PacketConn {
-    PacketConn::bind_udp(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind UDP on 127.0.0.1")
-}
-
-fn addr(conn: &PacketConn) -> SocketAddrV4 {
-    conn.local_addr().expect("local_addr")
-}
+use util::{addr, send, udp, DEADLINE};
 
 fn datagram(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -64,7 +57,7 @@ fn queued(flags: ControlFlags, payload: &[u8]) -> (PacketConn, PacketConn) {
     rx.set_control_flags(flags).unwrap();
     rx.set_nonblocking(true).unwrap();
     let tx = udp();
-    assert_eq!(tx.send_to(payload, None, addr(&rx)).unwrap(), payload.len());
+    send(&tx, payload, addr(&rx));
     (rx, tx)
 }
 
@@ -74,7 +67,7 @@ fn check_batch_receives(mut batch: RecvBatch, payload_size: usize, control_len: 
     let flags = batch.flags();
     let sent = datagram(300, payload_size as u8);
     let (rx, tx) = queued(flags, &sent);
-    let deadline = Instant::now() + PATIENCE;
+    let deadline = Instant::now() + DEADLINE;
     let n = loop {
         match batch.recv(&rx) {
             Ok(n) => break n,
@@ -385,8 +378,8 @@ proptest! {
                     .unwrap();
                 let tx = udp();
                 let sent = datagram(300, eff_payload as u8);
-                tx.send_to(&sent, None, dst).unwrap();
-                let deadline = Instant::now() + PATIENCE;
+                send(&tx, &sent, dst);
+                let deadline = Instant::now() + DEADLINE;
                 let got = loop {
                     reactor.turn(Some(Duration::from_millis(20))).unwrap();
                     if let Ok(got) = got_rx.try_recv() {

@@ -9,18 +9,14 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::thread::sleep;
 
-use ipv4_reactor::{ControlFlags, Error, Interface, PacketConn};
+use ipv4_reactor::{ControlFlags, Error, PacketConn};
 
-use util::{collect_through, send, Received, SETTLE};
+use util::{collect_through, lo, send, Received, SETTLE};
 
 /// Second octet of this file's SSM groups (232.103.0.x).
 const TAG: u8 = 103;
 const S2: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const S3: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
-
-fn lo() -> Interface {
-    Interface::loopback()
-}
 
 /// Two senders on lo: one bound to 127.0.0.2, one to 127.0.0.3.
 struct Senders {
@@ -41,8 +37,8 @@ impl Senders {
     /// Returns the marker's payload.
     fn round(&self, tag: &str, dsts: &[SocketAddrV4], marker_from: Ipv4Addr) -> String {
         for &dst in dsts {
-            send(&self.s3, format!("{tag} from .3").as_bytes(), None, dst);
-            send(&self.s2, format!("{tag} from .2").as_bytes(), None, dst);
+            send(&self.s3, format!("{tag} from .3").as_bytes(), dst);
+            send(&self.s2, format!("{tag} from .2").as_bytes(), dst);
         }
         let marker = format!("{tag} marker");
         let from = if marker_from == S2 {
@@ -51,7 +47,7 @@ impl Senders {
             &self.s3
         };
         for &dst in dsts {
-            send(from, marker.as_bytes(), None, dst);
+            send(from, marker.as_bytes(), dst);
         }
         marker
     }

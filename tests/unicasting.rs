@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use ipv4_reactor::{Conn, ControlFlags, ControlMessage, PacketConn};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use util::{recv_one, send};
+use util::{recv_one, send, send_with};
 
 const AF11: u8 = 0x28;
 
@@ -196,7 +196,7 @@ fn udp_receiver_sees_the_senders_tos_and_ttl() {
     tx.set_tos(AF11).unwrap();
     tx.set_ttl(42).unwrap();
 
-    send(&tx, b"marked", None, rx.local_addr().unwrap());
+    send(&tx, b"marked", rx.local_addr().unwrap());
     let p = recv_one(&rx, "the marked datagram");
     assert_eq!(p.payload, b"marked");
     assert_eq!(p.cm.tos, Some(AF11));
@@ -210,7 +210,7 @@ fn udp_receiver_sees_the_senders_tos_and_ttl() {
     // Change the sender's options: the next packet shows the new values.
     tx.set_tos(0xb8).unwrap();
     tx.set_ttl(7).unwrap();
-    send(&tx, b"remarked", None, rx.local_addr().unwrap());
+    send(&tx, b"remarked", rx.local_addr().unwrap());
     let p = recv_one(&rx, "the re-marked datagram");
     assert_eq!(p.payload, b"remarked");
     assert_eq!(p.cm.tos, Some(0xb8));
@@ -230,7 +230,7 @@ fn per_packet_ttl_and_tos_override_the_sockets() {
     let mut cm = ControlMessage::default();
     cm.ttl = Some(7);
     cm.tos = Some(0xb8);
-    send(&tx, b"override", Some(&cm), dst);
+    send_with(&tx, b"override", &cm, dst);
     let p = recv_one(&rx, "the overriding datagram");
     assert_eq!(p.payload, b"override");
     assert_eq!(p.cm.ttl, Some(7), "per-packet TTL was not applied");
@@ -239,19 +239,19 @@ fn per_packet_ttl_and_tos_override_the_sockets() {
     // Only the TTL: the TOS falls back to the socket's.
     let mut cm = ControlMessage::default();
     cm.ttl = Some(99);
-    send(&tx, b"ttl only", Some(&cm), dst);
+    send_with(&tx, b"ttl only", &cm, dst);
     let p = recv_one(&rx, "the TTL-only datagram");
     assert_eq!((p.cm.ttl, p.cm.tos), (Some(99), Some(AF11)));
 
     // Only the TOS.
     let mut cm = ControlMessage::default();
     cm.tos = Some(0x10);
-    send(&tx, b"tos only", Some(&cm), dst);
+    send_with(&tx, b"tos only", &cm, dst);
     let p = recv_one(&rx, "the TOS-only datagram");
     assert_eq!((p.cm.ttl, p.cm.tos), (Some(33), Some(0x10)));
 
     // The per-packet values did not stick to the socket.
-    send(&tx, b"plain", None, dst);
+    send(&tx, b"plain", dst);
     let p = recv_one(&rx, "the plain datagram");
     assert_eq!(p.payload, b"plain");
     assert_eq!((p.cm.ttl, p.cm.tos), (Some(33), Some(AF11)));
@@ -271,14 +271,14 @@ fn reply_comes_from_the_address_the_request_arrived_on() {
     let alias = Ipv4Addr::new(127, 0, 0, 5);
 
     // A request to 127.0.0.5, answered with the control message.
-    send(&client, b"request 1", None, SocketAddrV4::new(alias, port));
+    send(&client, b"request 1", SocketAddrV4::new(alias, port));
     let req = recv_one(&server, "request 1");
     assert_eq!(req.payload, b"request 1");
     assert_eq!(req.cm.dst, Some(alias), "the request's destination address");
     assert_eq!(req.cm.local, Some(alias), "the local address for a reply");
     assert_eq!(req.src, client.local_addr().unwrap());
     let cm = ControlMessage::send_from(req.cm.local.unwrap(), None);
-    send(&server, b"reply 1", Some(&cm), req.src);
+    send_with(&server, b"reply 1", &cm, req.src);
     let reply = recv_one(&client, "reply 1");
     assert_eq!(reply.payload, b"reply 1");
     assert_eq!(
@@ -290,19 +290,19 @@ fn reply_comes_from_the_address_the_request_arrived_on() {
 
     // Without the control message the kernel picks 127.0.0.1 by route: the
     // client would see a reply from an address it never wrote to.
-    send(&client, b"request 2", None, SocketAddrV4::new(alias, port));
+    send(&client, b"request 2", SocketAddrV4::new(alias, port));
     let req = recv_one(&server, "request 2");
     assert_eq!(req.cm.dst, Some(alias));
-    send(&server, b"reply 2", None, req.src);
+    send(&server, b"reply 2", req.src);
     let reply = recv_one(&client, "reply 2");
     assert_eq!(reply.payload, b"reply 2");
     assert_eq!(reply.src, SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
 
     // The interface can be given too (lo).
-    send(&client, b"request 3", None, SocketAddrV4::new(alias, port));
+    send(&client, b"request 3", SocketAddrV4::new(alias, port));
     let req = recv_one(&server, "request 3");
     let cm = ControlMessage::send_from(req.cm.local.unwrap(), Some(util::lo_index()));
-    send(&server, b"reply 3", Some(&cm), req.src);
+    send_with(&server, b"reply 3", &cm, req.src);
     let reply = recv_one(&client, "reply 3");
     assert_eq!(reply.src, SocketAddrV4::new(alias, port));
 }
@@ -322,12 +322,12 @@ fn a_received_control_message_sent_back_replies_from_where_the_request_arrived()
     let client = udp_on(Ipv4Addr::LOCALHOST);
     let alias = Ipv4Addr::new(127, 0, 0, 5);
 
-    send(&client, b"request", None, SocketAddrV4::new(alias, port));
+    send(&client, b"request", SocketAddrV4::new(alias, port));
     let req = recv_one(&server, "the request");
     assert_eq!(req.cm.src, Some(Ipv4Addr::LOCALHOST), "where it came from");
     assert_eq!(req.cm.local, Some(alias), "where it arrived");
     assert_eq!(req.cm.ifindex, Some(util::lo_index()));
-    send(&server, b"reply", Some(&req.cm), req.src);
+    send_with(&server, b"reply", &req.cm, req.src);
     let reply = recv_one(&client, "the reply");
     assert_eq!(reply.payload, b"reply");
     assert_eq!(
@@ -338,7 +338,7 @@ fn a_received_control_message_sent_back_replies_from_where_the_request_arrived()
 
     // Built from scratch: `with_local` is the same request.
     let cm = ControlMessage::new().with_local(alias);
-    send(&server, b"reply 2", Some(&cm), req.src);
+    send_with(&server, b"reply 2", &cm, req.src);
     assert_eq!(
         recv_one(&client, "reply 2").src,
         SocketAddrV4::new(alias, port)
@@ -347,7 +347,7 @@ fn a_received_control_message_sent_back_replies_from_where_the_request_arrived()
 
 /// Sends `payload` from `tx` to `rx` and checks it arrives.
 fn assert_talks(tx: &PacketConn, rx: &PacketConn, payload: &[u8]) {
-    send(tx, payload, None, rx.local_addr().unwrap());
+    send(tx, payload, rx.local_addr().unwrap());
     let p = recv_one(rx, "a datagram through a converted socket");
     assert_eq!(p.payload, payload);
     assert_eq!(p.src, tx.local_addr().unwrap());
@@ -446,7 +446,7 @@ fn raw_socket_conversions_strip_the_ip_header() {
         tx.local_addr().unwrap().port(),
         target.local_addr().unwrap().port(),
     );
-    send(&tx, b"raw payload", None, target.local_addr().unwrap());
+    send(&tx, b"raw payload", target.local_addr().unwrap());
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         assert!(

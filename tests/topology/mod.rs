@@ -12,7 +12,12 @@
 
 #![allow(dead_code)]
 
-use std::io::Write;
+// The tests' one skip line. This module is shared with the tools' tests,
+// which have no `util`; a binary with both loads skip.rs twice, harmlessly.
+#[allow(clippy::duplicate_mod)]
+#[path = "../util/skip.rs"]
+mod skip;
+
 use std::net::Ipv4Addr;
 use std::process::{Command, Output};
 
@@ -43,12 +48,6 @@ fn must(args: &[&str]) {
     );
 }
 
-/// Says loudly, past the test harness's capture, that a test did not run.
-pub fn skipped(test: &str, why: &str) {
-    let _ =
-        std::io::stderr().write_all(format!("SKIPPED (needs root: {why}): {test}\n").as_bytes());
-}
-
 impl Topology {
     /// Builds the two hosts, or returns `None` (after saying so) when the
     /// process may not create namespaces.
@@ -60,7 +59,7 @@ impl Topology {
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             if err.contains("ermission") || err.contains("not permitted") {
-                skipped(test, "network namespaces");
+                skip::skipped_needs_root("network namespaces", test);
                 return None;
             }
             panic!("ip netns add {snd} failed: {err}");

@@ -1,0 +1,89 @@
+//! A counting global allocator for the tests that prove a path allocates
+//! nothing. A global allocator is per binary, so each `*_alloc` test file
+//! installs it itself:
+//!
+//! ```ignore
+//! #[global_allocator]
+//! static GLOBAL: util::CountingAlloc = util::CountingAlloc;
+//! ```
+//!
+//! Only what the current thread does while inside [`counted`] is counted
+//! (a thread-local switch), so the harness's other threads do not disturb
+//! the count; counted sections are serialised, since the counters are
+//! global.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Forwards to `System`, counting allocations (`alloc`, `alloc_zeroed`,
+/// `realloc`) and deallocations made inside [`counted`].
+pub struct CountingAlloc;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static DEALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn counting() -> bool {
+    // `try_with`: the allocator may run while thread-locals are torn down.
+    COUNTING.try_with(Cell::get).unwrap_or(false)
+}
+
+fn note_allocation() {
+    if counting() {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to `System`; the bookkeeping
+// neither allocates nor touches the memory.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_allocation();
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if counting() {
+            DEALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+/// Serialises counted sections: the counters are global, the switch per
+/// thread.
+static COUNTED: Mutex<()> = Mutex::new(());
+
+/// Runs `f` with counting on for this thread; returns its result and the
+/// allocations and deallocations it made. Meaningful only in a binary that
+/// installed [`CountingAlloc`] as its global allocator.
+pub fn counted<R>(f: impl FnOnce() -> R) -> (R, u64, u64) {
+    let _serial = COUNTED.lock().unwrap_or_else(|e| e.into_inner());
+    let a0 = ALLOCATIONS.load(Ordering::SeqCst);
+    let d0 = DEALLOCATIONS.load(Ordering::SeqCst);
+    COUNTING.with(|c| c.set(true));
+    let r = f();
+    COUNTING.with(|c| c.set(false));
+    let a = ALLOCATIONS.load(Ordering::SeqCst) - a0;
+    let d = DEALLOCATIONS.load(Ordering::SeqCst) - d0;
+    (r, a, d)
+}
