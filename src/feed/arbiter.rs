@@ -19,6 +19,10 @@ pub const DEFAULT_STALE_AFTER: Duration = Duration::from_millis(100);
 /// The most lines one arbiter takes.
 pub const MAX_LINES: usize = 64;
 
+/// The longest stale time an arbiter takes: a day (a line silent longer
+/// than that is not a line that lags).
+pub const MAX_STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 /// One line's figures ([`Arbiter::line`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -52,8 +56,11 @@ struct Line {
     tracker: SeqTracker,
     first: u64,
     kernel_drops: u64,
-    /// When another line first brought a packet after this line's last one.
-    behind_since: Option<Instant>,
+    /// When the line turns stale unless it brings something: the stale
+    /// time after another line first delivered a new sequence number
+    /// after this line's last packet (kept as a deadline, so that each
+    /// packet compares two instants instead of subtracting them).
+    stale_at: Option<Instant>,
     stale: bool,
     stale_events: u64,
 }
@@ -129,7 +136,8 @@ impl Arbiter {
     }
 
     /// An arbiter with the given tracker limits (for the merged stream and
-    /// for each line) and stale time (more than zero).
+    /// for each line) and stale time (more than zero, at most
+    /// [`MAX_STALE_AFTER`]).
     ///
     /// ```
     /// use std::time::Duration;
@@ -158,8 +166,10 @@ impl Arbiter {
                  arbiter cannot tell a line's copies apart"
             )));
         }
-        if stale_after.is_zero() {
-            return Err(invalid("an arbiter's stale time must be more than zero"));
+        if stale_after.is_zero() || stale_after > MAX_STALE_AFTER {
+            return Err(invalid(format!(
+                "an arbiter's stale time must be more than zero and at most {MAX_STALE_AFTER:?}, not {stale_after:?}"
+            )));
         }
         let merged = SeqTracker::with_config(format, config)?;
         let lines = (0..lines)
@@ -168,7 +178,7 @@ impl Arbiter {
                     tracker: SeqTracker::with_config(format, config)?,
                     first: 0,
                     kernel_drops: 0,
-                    behind_since: None,
+                    stale_at: None,
                     stale: false,
                     stale_events: 0,
                 })
@@ -301,7 +311,7 @@ impl Arbiter {
             )));
         };
         l.kernel_drops += u64::from(drops_before);
-        l.behind_since = None;
+        l.stale_at = None;
         if l.stale {
             l.stale = false;
             sink(FeedEvent::LineRecovered { line });
@@ -384,14 +394,16 @@ impl Arbiter {
             if Some(i) == current {
                 continue;
             }
-            match l.behind_since {
+            match l.stale_at {
                 None => {
                     if current.is_some() {
-                        l.behind_since = Some(now);
+                        // At most a day ahead (checked in with_config):
+                        // cannot overflow an Instant of a running system.
+                        l.stale_at = now.checked_add(self.stale_after);
                     }
                 }
-                Some(since) => {
-                    if !l.stale && now.saturating_duration_since(since) >= self.stale_after {
+                Some(at) => {
+                    if !l.stale && now >= at {
                         l.stale = true;
                         l.stale_events += 1;
                         sink(FeedEvent::LineStale { line: i });

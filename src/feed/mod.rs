@@ -38,7 +38,7 @@ mod record;
 mod tracker;
 mod window;
 
-pub use arbiter::{Arbiter, LineCounters, DEFAULT_STALE_AFTER, MAX_LINES};
+pub use arbiter::{Arbiter, LineCounters, DEFAULT_STALE_AFTER, MAX_LINES, MAX_STALE_AFTER};
 pub use event::{Delivery, FeedEvent, Verdict};
 pub use format::{
     ByteOrder, Malformed, PacketKind, SeqFormat, SeqInfo, Width, MAX_OFFSET, MDP3_HEADER_LEN,
