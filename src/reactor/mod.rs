@@ -90,6 +90,8 @@ mod handler;
 mod key;
 mod pool;
 mod shared;
+mod sources;
+mod timers;
 
 pub use builder::{PanicPolicy, ReactorBuilder, MAX_EVENTS_CAPACITY};
 pub use channel_sink::{
@@ -103,3 +105,5 @@ pub use handle::{Handle, DEFAULT_CALL_TIMEOUT};
 pub use handler::{from_fn, Context, FnHandler, Handler};
 pub use key::Key;
 pub use pool::{ReactorPool, MAX_POOL_REACTORS};
+pub use sources::{Readiness, SourceContext, SourceKey};
+pub use timers::{TimerContext, TimerKey};
