@@ -406,6 +406,7 @@ impl Reactor {
                     &self.shared.stop,
                 );
                 self.stopped |= served.stop;
+                self.counters.sources = self.sources.len();
                 if let Some(msg) = served.panic {
                     self.counters.handler_panics += 1;
                     if self.config.panic_policy == PanicPolicy::Stop {
