@@ -85,7 +85,7 @@ impl PacketConn {
     /// A UDP socket bound to `addr`.
     pub fn bind_udp(addr: SocketAddrV4) -> io::Result<PacketConn> {
         let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
-            .map_err(|e| Error::os("creating a UDP socket", e))?;
+            .map_err(|e| crate::error::os_with_hint("creating a UDP socket", e))?;
         socket
             .bind(&addr.into())
             .map_err(|e| Error::os(format!("binding UDP socket to {addr}"), e))?;
@@ -794,7 +794,7 @@ impl ReceiverBuilder {
         // Resolve first so that an unknown interface fails before any socket exists.
         self.iface.resolve()?;
         let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
-            .map_err(|e| Error::os("creating a UDP socket", e))?;
+            .map_err(|e| crate::error::os_with_hint("creating a UDP socket", e))?;
         socket
             .set_reuse_address(true)
             .map_err(|e| Error::os("setting SO_REUSEADDR", e))?;
