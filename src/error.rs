@@ -215,3 +215,20 @@ impl From<Error> for io::Error {
 pub(crate) fn invalid(what: impl Into<String>) -> io::Error {
     Error::InvalidArgument(what.into()).into()
 }
+
+/// An OS error with what was being done, and what to do about the limits a
+/// descriptor or an epoll registration can hit.
+pub(crate) fn os_with_hint(what: &str, e: io::Error) -> io::Error {
+    let hint = match e.raw_os_error() {
+        Some(libc::EMFILE) => {
+            " (the process's descriptor limit, RLIMIT_NOFILE (ulimit -n), is reached: close descriptors or raise it)"
+        }
+        Some(libc::ENFILE) => " (the system's descriptor limit, fs.file-max, is reached)",
+        Some(libc::ENOSPC) => {
+            " (epoll's watch limit, /proc/sys/fs/epoll/max_user_watches, is reached)"
+        }
+        Some(libc::ENOMEM) => " (out of kernel memory)",
+        _ => "",
+    };
+    Error::os(format!("{what}{hint}"), e)
+}

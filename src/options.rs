@@ -168,15 +168,17 @@ pub(crate) fn group(
     op: GroupOp,
     iface: &Interface,
     group: Ipv4Addr,
-) -> io::Result<()> {
+) -> io::Result<u32> {
     check_group(group)?;
     let info = iface.resolve_on(fd)?;
     let (code, verb) = match op {
         GroupOp::Join => (libc::MCAST_JOIN_GROUP, "joining"),
         GroupOp::Leave => (libc::MCAST_LEAVE_GROUP, "leaving"),
     };
-    sys::group_op(fd, code, info.index, group)
-        .map_err(|e| membership_error(format!("{verb} group {group} on {iface}"), e, Limit::Groups))
+    sys::group_op(fd, code, info.index, group).map_err(|e| {
+        membership_error(format!("{verb} group {group} on {iface}"), e, Limit::Groups)
+    })?;
+    Ok(info.index)
 }
 
 /// What kind of source-filter change.
@@ -198,7 +200,7 @@ pub(crate) fn source(
     iface: &Interface,
     group: Ipv4Addr,
     source: Ipv4Addr,
-) -> io::Result<()> {
+) -> io::Result<u32> {
     check_group(group)?;
     check_source(source)?;
     let info = iface.resolve_on(fd)?;
@@ -214,10 +216,11 @@ pub(crate) fn source(
             e,
             Limit::SourcesPerGroup,
         )
-    })
+    })?;
+    Ok(info.index)
 }
 
-fn membership_error(context: String, e: io::Error, limit: Limit) -> io::Error {
+pub(crate) fn membership_error(context: String, e: io::Error, limit: Limit) -> io::Error {
     match e.raw_os_error() {
         Some(libc::ENOBUFS) => Error::MembershipLimit {
             limit,

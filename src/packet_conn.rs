@@ -13,6 +13,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::control::{ControlFlags, ControlMessage, MAX_CONTROL_LEN};
 use crate::error::Error;
 use crate::interface::{Interface, InterfaceInfo};
+use crate::membership::{Memberships, RejoinReport};
 use crate::meta::{RecvFlags, RecvMeta};
 use crate::options::{self, GroupOp, SourceOp};
 use crate::sys;
@@ -64,6 +65,8 @@ pub struct PacketConn {
     drops_seen: AtomicU64,
     mcast_ifindex: AtomicU32,
     strip_ip_header: bool,
+    /// What the socket joined, for [`PacketConn::rejoin`].
+    memberships: Memberships,
 }
 
 impl PacketConn {
@@ -75,13 +78,14 @@ impl PacketConn {
             drops_seen: AtomicU64::new(0),
             mcast_ifindex: AtomicU32::new(0),
             strip_ip_header,
+            memberships: Memberships::default(),
         }
     }
 
     /// A UDP socket bound to `addr`.
     pub fn bind_udp(addr: SocketAddrV4) -> io::Result<PacketConn> {
         let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
-            .map_err(|e| Error::os("creating a UDP socket", e))?;
+            .map_err(|e| crate::error::os_with_hint("creating a UDP socket", e))?;
         socket
             .bind(&addr.into())
             .map_err(|e| Error::os(format!("binding UDP socket to {addr}"), e))?;
@@ -251,13 +255,17 @@ impl PacketConn {
     /// At most `net.ipv4.igmp_max_memberships` (20 by default) groups per
     /// socket; past that the error is [`Error::MembershipLimit`].
     pub fn join_group(&self, iface: &Interface, group: Ipv4Addr) -> io::Result<()> {
-        options::group(self.as_fd(), GroupOp::Join, iface, group)
+        let index = options::group(self.as_fd(), GroupOp::Join, iface, group)?;
+        self.memberships.group(GroupOp::Join, iface, index, group);
+        Ok(())
     }
 
     /// Leaves `group` on `iface` (`MCAST_LEAVE_GROUP`); this also drops the
     /// group's source filters. Leaving a group not joined is an error.
     pub fn leave_group(&self, iface: &Interface, group: Ipv4Addr) -> io::Result<()> {
-        options::group(self.as_fd(), GroupOp::Leave, iface, group)
+        let index = options::group(self.as_fd(), GroupOp::Leave, iface, group)?;
+        self.memberships.group(GroupOp::Leave, iface, index, group);
+        Ok(())
     }
 
     /// Source-specific multicast, include mode: receive `group` from
@@ -269,7 +277,10 @@ impl PacketConn {
         group: Ipv4Addr,
         source: Ipv4Addr,
     ) -> io::Result<()> {
-        options::source(self.as_fd(), SourceOp::Join, iface, group, source)
+        let index = options::source(self.as_fd(), SourceOp::Join, iface, group, source)?;
+        self.memberships
+            .source(SourceOp::Join, iface, index, group, source);
+        Ok(())
     }
 
     /// Include mode: stop receiving `group` from `source` (`MCAST_LEAVE_SOURCE_GROUP`).
@@ -279,7 +290,10 @@ impl PacketConn {
         group: Ipv4Addr,
         source: Ipv4Addr,
     ) -> io::Result<()> {
-        options::source(self.as_fd(), SourceOp::Leave, iface, group, source)
+        let index = options::source(self.as_fd(), SourceOp::Leave, iface, group, source)?;
+        self.memberships
+            .source(SourceOp::Leave, iface, index, group, source);
+        Ok(())
     }
 
     /// Exclude mode, after [`join_group`](Self::join_group): stop receiving
@@ -290,7 +304,10 @@ impl PacketConn {
         group: Ipv4Addr,
         source: Ipv4Addr,
     ) -> io::Result<()> {
-        options::source(self.as_fd(), SourceOp::Block, iface, group, source)
+        let index = options::source(self.as_fd(), SourceOp::Block, iface, group, source)?;
+        self.memberships
+            .source(SourceOp::Block, iface, index, group, source);
+        Ok(())
     }
 
     /// Exclude mode: receive `group` from `source` again (`MCAST_UNBLOCK_SOURCE`).
@@ -300,7 +317,46 @@ impl PacketConn {
         group: Ipv4Addr,
         source: Ipv4Addr,
     ) -> io::Result<()> {
-        options::source(self.as_fd(), SourceOp::Unblock, iface, group, source)
+        let index = options::source(self.as_fd(), SourceOp::Unblock, iface, group, source)?;
+        self.memberships
+            .source(SourceOp::Unblock, iface, index, group, source);
+        Ok(())
+    }
+
+    /// Joins again, with their source filters, the memberships this
+    /// socket's interfaces took away: after an interface was deleted and
+    /// re-created, its memberships went with the old device and the socket
+    /// receives nothing, silently. Interfaces named by name are looked up
+    /// again; a membership whose interface has a new index is left on the
+    /// old one and joined on the new. Memberships still in place are left
+    /// alone, so calling it when nothing changed is harmless. What the
+    /// kernel does in each case (link down and up, address removed and
+    /// added, device re-created) is in the table of the [`RejoinReport`]
+    /// docs.
+    ///
+    /// Only memberships made through this socket's calls (or its
+    /// [`ReceiverBuilder`]) are known; every one is tried, and the first
+    /// error (typically: the interface is not there yet) is returned after
+    /// all were tried.
+    ///
+    /// ```
+    /// use std::net::Ipv4Addr;
+    /// use ipv4_reactor::{Interface, PacketConn};
+    ///
+    /// let rx = PacketConn::bind_udp("0.0.0.0:0".parse().unwrap())?;
+    /// rx.join_group(&Interface::loopback(), Ipv4Addr::new(239, 255, 3, 1))?;
+    /// let report = rx.rejoin()?; // lo was not re-created: nothing to do
+    /// assert_eq!((report.unchanged, report.rejoined), (1, 0));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn rejoin(&self) -> io::Result<RejoinReport> {
+        self.memberships.rejoin(self.as_fd())
+    }
+
+    /// How many (group, interface) memberships this socket made and did
+    /// not leave (what [`rejoin`](Self::rejoin) would restore).
+    pub fn membership_count(&self) -> usize {
+        self.memberships.len()
     }
 
     /// The control messages currently asked for.
@@ -738,7 +794,7 @@ impl ReceiverBuilder {
         // Resolve first so that an unknown interface fails before any socket exists.
         self.iface.resolve()?;
         let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
-            .map_err(|e| Error::os("creating a UDP socket", e))?;
+            .map_err(|e| crate::error::os_with_hint("creating a UDP socket", e))?;
         socket
             .set_reuse_address(true)
             .map_err(|e| Error::os("setting SO_REUSEADDR", e))?;

@@ -49,6 +49,22 @@ pub struct ReactorCounters {
     pub command_panics: u64,
     /// Sockets registered now.
     pub sockets: usize,
+    /// Foreign sources registered now.
+    pub sources: usize,
+    /// Timers pending now.
+    pub timers: usize,
+    /// Readiness events of foreign sources
+    /// ([`Reactor::register_source`](super::Reactor::register_source)), each one a handler call.
+    pub source_events: u64,
+    /// Timer firings ([`Reactor::add_timer`](super::Reactor::add_timer),
+    /// [`Reactor::add_periodic`](super::Reactor::add_periodic)).
+    pub timer_firings: u64,
+    /// Memberships joined again by [`Reactor::rejoin`](super::Reactor::rejoin) and
+    /// [`Reactor::rejoin_all`](super::Reactor::rejoin_all) (interfaces re-created).
+    pub rejoined: u64,
+    /// Rejoins that failed (the interface was not there yet, or the
+    /// kernel refused): each one's error went to the caller.
+    pub rejoin_errors: u64,
     /// The sum over every socket ever registered.
     pub total: SocketCounters,
 }

@@ -18,12 +18,16 @@ use super::feed_lines::{FeedLine, FeedState};
 use super::shared::{
     thread_token, HaltOnExit, Shared, TurningMark, PHASE_HALTED, PHASE_NEW, PHASE_SERVING,
 };
+use super::sources::{Sources, SOURCE_TOKEN_BASE};
+use super::timers::Timers;
 use super::{Handle, Handler, Key, PanicPolicy, ReactorBuilder, ReactorCounters, SocketCounters};
 use crate::batch::RecvBatch;
 use crate::control::ControlFlags;
 use crate::packet_conn::PacketConn;
 
 pub(super) const WAKER: Token = Token(usize::MAX);
+/// The token of the timerfd (`timers.rs`).
+pub(super) const TIMER: Token = Token(usize::MAX - 1);
 
 /// After this many receive errors in a row with nothing received between
 /// them, a socket waits before it is read again (see [`SocketCounters::recv_errors`]).
@@ -32,6 +36,8 @@ const ERRORS_BEFORE_BACKOFF: u32 = 2;
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
 pub(super) type Command = Box<dyn FnOnce(&mut Reactor) + Send>;
+/// Work a source or timer handler left for the whole reactor.
+pub(super) type Deferred = Box<dyn FnOnce(&mut Reactor) + Send>;
 
 /// Who gets a socket's packets.
 pub(super) enum EntryHandler {
@@ -58,9 +64,18 @@ pub(super) struct Entry {
 /// A single-threaded event loop over packet sockets. See the
 /// [module docs](crate::reactor).
 pub struct Reactor {
-    poll: Poll,
+    pub(super) poll: Poll,
     events: Events,
-    entries: Slab<Entry>,
+    pub(super) entries: Slab<Entry>,
+    /// Foreign sources (`sources.rs`).
+    pub(super) sources: Sources,
+    /// Timers (`timers.rs`).
+    pub(super) timers: Timers,
+    /// Work source and timer handlers deferred to the end of their phase.
+    pub(super) deferred: Vec<Deferred>,
+    /// The last poll filled the events buffer: more may be waiting, which
+    /// an outer loop polling our descriptor would not hear of.
+    events_full: bool,
     /// The generation of the next registration's key.
     pub(super) next_generation: u64,
     /// Feeds whose lines are registered sockets (`feed_lines.rs`).
@@ -74,12 +89,12 @@ pub struct Reactor {
     waker: Arc<Waker>,
     cmd_tx: Sender<Command>,
     cmd_rx: Receiver<Command>,
-    config: ReactorBuilder,
+    pub(super) config: ReactorBuilder,
     pub(super) counters: ReactorCounters,
     retired: SocketCounters,
     panics: Vec<String>,
     stop_error: Option<String>,
-    stopped: bool,
+    pub(super) stopped: bool,
     pinned: bool,
 }
 
@@ -96,13 +111,21 @@ impl fmt::Debug for Reactor {
 
 impl Reactor {
     pub(super) fn new(config: ReactorBuilder) -> io::Result<Reactor> {
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let poll = Poll::new()
+            .map_err(|e| crate::error::os_with_hint("creating the reactor's epoll instance", e))?;
+        let waker = Arc::new(
+            Waker::new(poll.registry(), WAKER)
+                .map_err(|e| crate::error::os_with_hint("creating the reactor's waker", e))?,
+        );
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
         Ok(Reactor {
             events: Events::with_capacity(config.events),
             poll,
             entries: Slab::new(),
+            sources: Sources::new(),
+            timers: Timers::new(),
+            deferred: Vec::new(),
+            events_full: false,
             next_generation: 0,
             feeds: Slab::new(),
             next_feed_poll: None,
@@ -171,7 +194,8 @@ impl Reactor {
         let key = Key::new(slot, self.next_generation);
         self.poll
             .registry()
-            .register(&mut conn, Token(slot), Interest::READABLE)?;
+            .register(&mut conn, Token(slot), Interest::READABLE)
+            .map_err(|e| crate::error::os_with_hint("registering a socket with the reactor", e))?;
         self.next_generation += 1;
         entry.insert(Entry {
             key,
@@ -303,6 +327,17 @@ impl Reactor {
     /// pending handle commands, then serves ready sockets within their
     /// budgets. Returns the packets delivered.
     ///
+    /// `turn(Some(Duration::ZERO))` is the non-blocking turn: it serves
+    /// what is ready and returns at once, which is how another event loop
+    /// drives a reactor nested in it. That loop polls the reactor's epoll
+    /// descriptor ([`AsRawFd`](std::os::fd::AsRawFd) / [`AsFd`](std::os::fd::AsFd)) for readability (packets,
+    /// foreign sources, handle calls and, in epoll mode, due timers all
+    /// make it readable), turns the reactor without waiting when it is,
+    /// and also whenever [`Reactor::needs_turn`] says so (work left by a
+    /// budget raises no new readiness), waiting no longer than
+    /// [`Reactor::next_deadline`]. `examples/nested_mio.rs` does this from
+    /// an outer mio `Poll`; tokio's `AsyncFd` can do the same.
+    ///
     /// A program that drives the reactor with `turn` in its own loop gets
     /// [`Handle`] calls from other threads answered on its turns; a call
     /// from the thread that turns it, between turns, fails at once (nothing
@@ -322,23 +357,64 @@ impl Reactor {
 
     fn turn_inner(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         self.counters.turns += 1;
-        let mut timeout = if self.config.spin || !self.ready.is_empty() || !self.cmd_rx.is_empty() {
-            Some(Duration::ZERO)
-        } else {
-            timeout
-        };
+        let busy = self.config.spin
+            || self.events_full
+            || !self.ready.is_empty()
+            || !self.cmd_rx.is_empty()
+            || !self.deferred.is_empty();
+        let mut timeout = if busy { Some(Duration::ZERO) } else { timeout };
         if !self.backoff.is_empty() {
             timeout = self.until_next_retry(timeout);
+        }
+        if !self.timers.is_empty() {
+            if let Some(next) = self.timers.next_deadline() {
+                let now = Instant::now();
+                let wait = next.saturating_duration_since(now);
+                timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
+                // epoll_wait's own timeout is in milliseconds: the timerfd
+                // wakes it on time (spin mode checks every turn instead).
+                if !self.config.spin && !wait.is_zero() {
+                    self.timers.arm(Some(next), now)?;
+                }
+            }
         }
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+        let mut seen = 0;
         for event in self.events.iter() {
+            seen += 1;
             self.counters.events += 1;
             let token = event.token();
             if token == WAKER {
+                continue;
+            }
+            if token == TIMER {
+                self.timers.acknowledge();
+                continue;
+            }
+            if token.0 >= SOURCE_TOKEN_BASE {
+                self.counters.source_events += 1;
+                let served = self.sources.serve(
+                    self.poll.registry(),
+                    token.0,
+                    event,
+                    &self.entries,
+                    &mut self.deferred,
+                    &self.shared.stop,
+                );
+                self.stopped |= served.stop;
+                self.counters.sources = self.sources.len();
+                if let Some(msg) = served.panic {
+                    self.counters.handler_panics += 1;
+                    if self.config.panic_policy == PanicPolicy::Stop {
+                        self.stopped = true;
+                        self.stop_error = Some(msg.clone());
+                    }
+                    self.panics.push(msg);
+                }
                 continue;
             }
             if let Some(entry) = self.entries.get_mut(token.0) {
@@ -346,6 +422,25 @@ impl Reactor {
                     entry.queued = true;
                     self.ready.push_back(token.0);
                 }
+            }
+        }
+        self.events_full = seen >= self.events.capacity();
+        if !self.timers.is_empty() {
+            let fired = self.timers.fire_due(
+                Instant::now(),
+                &self.entries,
+                &mut self.deferred,
+                &self.shared.stop,
+            );
+            self.counters.timer_firings += fired.count;
+            self.stopped |= fired.stop;
+            for msg in fired.panics {
+                self.counters.handler_panics += 1;
+                if self.config.panic_policy == PanicPolicy::Stop {
+                    self.stopped = true;
+                    self.stop_error = Some(msg.clone());
+                }
+                self.panics.push(msg);
             }
         }
         if !self.backoff.is_empty() {
@@ -356,11 +451,52 @@ impl Reactor {
             // A command catches its closure's panic itself (Handle::call_timeout).
             cmd(self);
         }
+        if !self.deferred.is_empty() {
+            self.run_deferred();
+        }
         let delivered = self.serve_ready();
         if !self.feeds.is_empty() {
             self.poll_feeds();
         }
         Ok(delivered)
+    }
+
+    /// Runs what source and timer handlers deferred (and what that defers
+    /// in turn, next turn), keeping the list's room.
+    fn run_deferred(&mut self) {
+        let mut list = std::mem::take(&mut self.deferred);
+        for f in list.drain(..) {
+            if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)))
+            {
+                self.counters.handler_panics += 1;
+                let msg = format!("a deferred closure panicked: {}", panic_message(&*payload));
+                if self.config.panic_policy == PanicPolicy::Stop {
+                    self.stopped = true;
+                    self.stop_error = Some(msg.clone());
+                }
+                self.panics.push(msg);
+            }
+        }
+        if self.deferred.is_empty() {
+            self.deferred = list;
+        }
+    }
+
+    /// Whether the reactor has work it will not be woken for: sockets left
+    /// on the ready list by their budget, handle commands or deferred work
+    /// waiting, a full events buffer, a timer already due. A loop that
+    /// drives the reactor through its descriptor ([`AsRawFd`](std::os::fd::AsRawFd)) turns it
+    /// again without waiting while this is true; see [`Reactor::turn`].
+    pub fn needs_turn(&mut self) -> bool {
+        self.config.spin
+            || self.events_full
+            || !self.ready.is_empty()
+            || !self.cmd_rx.is_empty()
+            || !self.deferred.is_empty()
+            || self
+                .timers
+                .next_deadline()
+                .is_some_and(|at| at <= Instant::now())
     }
 
     /// The poll timeout shortened to the next retry of a backed-off socket.
@@ -500,6 +636,45 @@ impl Reactor {
         delivered
     }
 
+    /// Joins again the groups of a registered socket whose interface was
+    /// re-created (see [`PacketConn::rejoin`], whose table says what the
+    /// kernel does to memberships when an interface goes down, loses its
+    /// address or is re-created). Counted in
+    /// [`ReactorCounters::rejoined`] and [`ReactorCounters::rejoin_errors`].
+    pub fn rejoin(&mut self, key: Key) -> io::Result<crate::RejoinReport> {
+        let entry = self.entry(key).ok_or_else(|| unknown_key(key))?;
+        let result = entry.conn.rejoin();
+        match &result {
+            Ok(report) => self.counters.rejoined += report.rejoined as u64,
+            Err(_) => self.counters.rejoin_errors += 1,
+        }
+        result
+    }
+
+    /// [`Reactor::rejoin`] for every registered socket; the first error is
+    /// returned after all were tried.
+    pub fn rejoin_all(&mut self) -> io::Result<crate::RejoinReport> {
+        let mut total = crate::RejoinReport::default();
+        let mut first_error = None;
+        for (_, entry) in &self.entries {
+            match entry.conn.rejoin() {
+                Ok(report) => {
+                    total.unchanged += report.unchanged;
+                    total.rejoined += report.rejoined;
+                }
+                Err(e) => {
+                    self.counters.rejoin_errors += 1;
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        self.counters.rejoined += total.rejoined as u64;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
+    }
+
     fn drop_socket(&mut self, key: usize) {
         if let Some(mut entry) = self.remove_entry(key) {
             let _ = self.poll.registry().deregister(&mut entry.conn);
@@ -519,4 +694,20 @@ pub(super) fn panic_message(payload: &(dyn Any + Send)) -> String {
 
 pub(super) fn unknown_key(key: Key) -> io::Error {
     crate::error::invalid(format!("{key} is not registered in this reactor"))
+}
+
+/// The reactor's epoll descriptor, for an outer event loop to poll (see
+/// [`Reactor::turn`]). Register it for readability only, and never read or
+/// close it.
+impl std::os::fd::AsRawFd for Reactor {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.poll)
+    }
+}
+
+/// The reactor's epoll descriptor, borrowed; see [`AsRawFd`](std::os::fd::AsRawFd).
+impl std::os::fd::AsFd for Reactor {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        crate::sys::borrow_fd(&self.poll)
+    }
 }

@@ -15,7 +15,7 @@ use super::event_loop::{panic_message, unknown_key, Command};
 use super::shared::{thread_token, Shared, TURNING};
 use super::{
     FeedCounters, FeedHandler, FeedKey, FeedParts, Handler, Key, Reactor, ReactorCounters,
-    SocketCounters,
+    Readiness, SocketCounters, SourceContext, SourceKey, TimerContext, TimerKey,
 };
 use crate::control::ControlFlags;
 use crate::feed::Arbiter;
@@ -352,6 +352,80 @@ impl Handle {
     /// see [`Reactor::deregister_feed`].
     pub fn deregister_feed(&self, feed: FeedKey) -> io::Result<FeedParts> {
         self.call(move |r| r.deregister_feed(feed))?
+    }
+
+    /// Registers a foreign source with its handler; see
+    /// [`Reactor::register_source`].
+    pub fn register_source<S, F>(
+        &self,
+        source: S,
+        interest: mio::Interest,
+        handler: F,
+    ) -> io::Result<SourceKey<S>>
+    where
+        S: mio::event::Source + Send + 'static,
+        F: FnMut(&mut S, Readiness, &mut SourceContext<'_>) + Send + 'static,
+    {
+        self.call(move |r| r.register_source(source, interest, handler))?
+    }
+
+    /// Deregisters a foreign source and gives it back; see
+    /// [`Reactor::deregister_source`].
+    pub fn deregister_source<S: Send + 'static>(&self, key: SourceKey<S>) -> io::Result<S> {
+        self.call(move |r| r.deregister_source(key))?
+    }
+
+    /// Runs `f` with a registered foreign source on the reactor's thread
+    /// (to write to a stream, say).
+    pub fn with_source<S, R, F>(&self, key: SourceKey<S>, f: F) -> io::Result<R>
+    where
+        S: 'static,
+        R: Send + 'static,
+        F: FnOnce(&mut S) -> R + Send + 'static,
+    {
+        self.call(move |r| {
+            r.source_mut(key).map(f).ok_or_else(|| {
+                crate::error::invalid(format!("{key} is not registered in this reactor"))
+            })
+        })?
+    }
+
+    /// Adds a one-shot timer (its handler is sent to the reactor boxed);
+    /// see [`Reactor::add_timer`].
+    pub fn add_timer(
+        &self,
+        after: Duration,
+        handler: impl FnMut(&mut TimerContext<'_>) + Send + 'static,
+    ) -> io::Result<TimerKey> {
+        // The deadline is counted from this call, not from when the
+        // reactor takes it.
+        let deadline = std::time::Instant::now() + after;
+        self.call(move |r| r.add_timer_at(deadline, handler))?
+    }
+
+    /// Adds a periodic timer; see [`Reactor::add_periodic`].
+    pub fn add_periodic(
+        &self,
+        period: Duration,
+        handler: impl FnMut(&mut TimerContext<'_>) + Send + 'static,
+    ) -> io::Result<TimerKey> {
+        self.call(move |r| r.add_periodic(period, handler))?
+    }
+
+    /// Cancels a timer; `Ok(false)` if it was no longer there.
+    pub fn cancel_timer(&self, key: TimerKey) -> io::Result<bool> {
+        self.call(move |r| r.cancel_timer(key))
+    }
+
+    /// Joins again the groups of a registered socket whose interface was
+    /// re-created; see [`Reactor::rejoin`].
+    pub fn rejoin(&self, key: Key) -> io::Result<crate::RejoinReport> {
+        self.call(move |r| r.rejoin(key))?
+    }
+
+    /// [`Reactor::rejoin_all`] from another thread.
+    pub fn rejoin_all(&self) -> io::Result<crate::RejoinReport> {
+        self.call(|r| r.rejoin_all())?
     }
 }
 

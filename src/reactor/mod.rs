@@ -24,6 +24,27 @@
 //! Its calls travel over a channel and wake the loop; those that answer wait
 //! for the loop to run them.
 //!
+//! # Foreign sources, timers, nesting
+//!
+//! Besides packet sockets a reactor serves any mio source with a handler
+//! of its own ([`Reactor::register_source`]: a TCP stream, a Unix socket, a
+//! signalfd; [`SourceKey`], [`Readiness`], [`SourceContext`]) and timers,
+//! one-shot and periodic, cancellable ([`Reactor::add_timer`],
+//! [`Reactor::add_periodic`]; [`TimerKey`], [`TimerContext`]), also through
+//! a [`Handle`]. Source events and due timers are handled in the turn that
+//! sees them, before the ready sockets are served, so a flood on one socket
+//! (bounded by its budget) delays them by one turn at most.
+//!
+//! A reactor can be driven by another loop: it is `AsRawFd`/`AsFd` (its
+//! epoll descriptor), `turn(Some(Duration::ZERO))` is its non-blocking turn,
+//! and [`Reactor::needs_turn`] and [`Reactor::next_deadline`] tell the outer
+//! loop when to turn it without an event; see [`Reactor::turn`].
+//!
+//! When an interface is re-created under joined sockets, their memberships
+//! are gone and nothing says so: [`Reactor::rejoin`] and
+//! [`Reactor::rejoin_all`] join them again (the kernel's behaviour per case
+//! is in [`RejoinReport`](crate::RejoinReport)'s docs).
+//!
 //! # Handler panics
 //!
 //! A handler that panics is caught: the panic is counted
@@ -77,10 +98,10 @@
 //! (`channel_sink.rs`), [`Handle`] (`handle.rs`) and the state it shares
 //! with the loop (`shared.rs`), [`Key`] (`key.rs`), the counters
 //! (`counters.rs`), [`ReactorPool`] (`pool.rs`), the lines of a feed
-//! ([`Reactor::register_feed`], `feed_lines.rs`). With the `tokio`
-//! feature, the async and `try_` forms of the handle's calls are in
-//! `handle_async.rs`, and the async end of a [`ChannelSink`] in the
-//! crate's `tokio` module.
+//! ([`Reactor::register_feed`], `feed_lines.rs`), foreign sources
+//! (`sources.rs`), timers (`timers.rs`). With the `tokio` feature, the
+//! async and `try_` forms of the handle's calls are in `handle_async.rs`,
+//! and the async end of a [`ChannelSink`] in the crate's `tokio` module.
 
 mod builder;
 mod channel_sink;
@@ -93,6 +114,8 @@ mod handler;
 mod key;
 mod pool;
 mod shared;
+mod sources;
+mod timers;
 
 pub use builder::{PanicPolicy, ReactorBuilder, MAX_EVENTS_CAPACITY};
 pub use channel_sink::{
@@ -108,3 +131,5 @@ pub use handle::{Handle, DEFAULT_CALL_TIMEOUT};
 pub use handler::{from_fn, Context, FnHandler, Handler};
 pub use key::Key;
 pub use pool::{ReactorPool, MAX_POOL_REACTORS};
+pub use sources::{Readiness, SourceContext, SourceKey};
+pub use timers::{TimerContext, TimerKey};

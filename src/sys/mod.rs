@@ -538,3 +538,74 @@ pub(crate) fn for_each_cmsg(control: &[u8], mut f: impl FnMut(libc::c_int, libc:
         at += cmsg_align(len).min(total - at);
     }
 }
+
+/// A non-blocking, close-on-exec `timerfd` on `CLOCK_MONOTONIC` (the clock
+/// of `std::time::Instant` on Linux), disarmed.
+pub(crate) fn timerfd_create() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let fd = syscall!(timerfd_create(
+        libc::CLOCK_MONOTONIC,
+        libc::TFD_NONBLOCK | libc::TFD_CLOEXEC
+    ))?;
+    // SAFETY: timerfd_create returned a new descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Arms a timerfd to expire once, `after` from now (at least 1 ns: a zero
+/// value would disarm it), or disarms it (`None`).
+pub(crate) fn timerfd_set(
+    fd: BorrowedFd<'_>,
+    after: Option<std::time::Duration>,
+) -> io::Result<()> {
+    let value = match after {
+        Some(d) => {
+            let d = d.max(std::time::Duration::from_nanos(1));
+            libc::timespec {
+                tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+                tv_nsec: d.subsec_nanos() as _,
+            }
+        }
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+    };
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: value,
+    };
+    syscall!(timerfd_settime(
+        fd.as_raw_fd(),
+        0,
+        &spec,
+        std::ptr::null_mut()
+    ))
+    .map(drop)
+}
+
+/// Reads (and so clears) a timerfd's expiration count; `Ok(0)` when it had
+/// not expired.
+pub(crate) fn timerfd_read(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut count = 0u64;
+    match syscall!(read(
+        fd.as_raw_fd(),
+        (&mut count as *mut u64).cast(),
+        size_of::<u64>()
+    )) {
+        Ok(_) => Ok(count),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Borrows a descriptor that `owner` keeps open for as long as it lives
+/// (the epoll descriptor of a `mio::Poll`, which has no `AsFd`).
+pub(crate) fn borrow_fd<T: AsRawFd>(owner: &T) -> BorrowedFd<'_> {
+    let fd = owner.as_raw_fd();
+    // SAFETY: `owner` owns `fd` and closes it only when dropped; the
+    // borrow cannot outlive `owner`.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
