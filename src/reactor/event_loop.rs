@@ -305,10 +305,7 @@ impl Reactor {
     /// "the reactor has stopped"), and calls still queued fail too, until
     /// `run` or [`Reactor::turn`] is called again.
     pub fn run(&mut self) -> io::Result<()> {
-        let _halt = HaltOnExit {
-            shared: Arc::clone(&self.shared),
-            commands: self.cmd_rx.clone(),
-        };
+        let _halt = self.halt_on_exit();
         if let (Some(cpu), false) = (self.config.pin_cpu, self.pinned) {
             crate::sys::pin_current_thread(cpu)?;
             self.pinned = true;
@@ -316,6 +313,20 @@ impl Reactor {
         while !self.is_stopped() {
             self.turn(None)?;
         }
+        self.take_stop_result()
+    }
+
+    /// Marks the reactor halted when dropped: what ends a `run` (here, or a
+    /// driver of another loop's, as `tokio::run_reactor`).
+    pub(crate) fn halt_on_exit(&self) -> HaltOnExit {
+        HaltOnExit {
+            shared: Arc::clone(&self.shared),
+            commands: self.cmd_rx.clone(),
+        }
+    }
+
+    /// What `run` returns once stopped: the [`PanicPolicy::Stop`] error, once.
+    pub(crate) fn take_stop_result(&mut self) -> io::Result<()> {
         match self.stop_error.take() {
             Some(msg) => Err(io::Error::other(msg)),
             None => Ok(()),
@@ -457,6 +468,18 @@ impl Reactor {
         let delivered = self.serve_ready();
         if !self.feeds.is_empty() {
             self.poll_feeds();
+        }
+        // Leave the timerfd armed for the nearest deadline (timers fired or
+        // were added during this turn): a loop that drives the reactor from
+        // outside waits on the reactor's descriptor, not on this turn's
+        // timeout, and must be woken by the next deadline.
+        if !self.config.spin && !self.timers.is_empty() {
+            if let Some(next) = self.timers.next_deadline() {
+                let now = Instant::now();
+                if next > now {
+                    self.timers.arm(Some(next), now)?;
+                }
+            }
         }
         Ok(delivered)
     }

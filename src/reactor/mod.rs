@@ -113,7 +113,7 @@ mod handle;
 mod handler;
 mod key;
 mod pool;
-mod shared;
+pub(crate) mod shared;
 mod sources;
 mod timers;
 

@@ -75,7 +75,7 @@ impl Shared {
 
 /// Marks the reactor halted when `run` returns (or unwinds), and fails the
 /// calls still queued: nothing would run them.
-pub(super) struct HaltOnExit {
+pub(crate) struct HaltOnExit {
     pub(super) shared: Arc<Shared>,
     pub(super) commands: Receiver<Command>,
 }

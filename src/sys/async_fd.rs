@@ -4,8 +4,9 @@
 //! `unsafe`.
 
 use std::io;
+use std::os::fd::OwnedFd;
 
-use tokio::io::unix::AsyncFd;
+use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::packet_conn::PacketConn;
 
@@ -24,5 +25,17 @@ pub(crate) fn register(conn: PacketConn) -> io::Result<AsyncFd<PacketConn>> {
     // wrapper, which hands out `&PacketConn` only (no `&mut` that could
     // swap the socket out).
     let registered = unsafe { AsyncFd::register(conn) };
+    registered.map_err(|e| e.into_parts().1)
+}
+
+/// Registers an owned descriptor (a duplicate of a reactor's epoll
+/// descriptor, see `tokio::run_reactor`) with the current tokio runtime's
+/// I/O driver, for reading. Same caveats as [`register`].
+pub(crate) fn register_readable(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: an `OwnedFd` owns its descriptor and never replaces or closes
+    // it while it lives; the `AsyncFd` owns the `OwnedFd` and is kept
+    // private by its caller, so the descriptor stays open and the same for
+    // as long as it is registered.
+    let registered = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) };
     registered.map_err(|e| e.into_parts().1)
 }

@@ -1,7 +1,7 @@
 //! Tokio glue (feature `tokio`, off by default): the crate's sockets,
 //! channel and handle for async code.
 //!
-//! Three ways in, from the closest to tokio to the furthest:
+//! Four ways in, from the closest to tokio to the furthest:
 //!
 //! - [`AsyncPacketConn`]: a [`PacketConn`](crate::PacketConn) driven by
 //!   tokio's own reactor (`AsyncFd`). A task awaits
@@ -17,6 +17,9 @@
 //!   spinning, a [`ReactorPool`](crate::reactor::ReactorPool)), and a task
 //!   awaits the packets it hands over. Good for high rates: the runtime
 //!   never sees the sockets.
+//! - [`run_reactor`]: the crate's reactor nested in tokio, turned by a
+//!   task whenever its epoll descriptor turns readable; its sockets,
+//!   sources and timers share the runtime's threads.
 //! - Async and non-blocking [`Handle`](crate::reactor::Handle) calls:
 //!   `register_async`, `join_group_async`, `counters_async`... and
 //!   [`Handle::call_async`](crate::reactor::Handle::call_async) for any
@@ -97,7 +100,9 @@
 //! --features tokio`) is a tokio service consuming an A/B feed.
 
 pub(crate) mod channel;
+mod nested;
 mod packet_conn;
 
 pub use channel::AsyncPacketReceiver;
+pub use nested::run_reactor;
 pub use packet_conn::AsyncPacketConn;
