@@ -298,7 +298,7 @@ fn receiving_from_the_async_channel_allocates_nothing() {
         let counter = Counter::start();
         receive(40 * PER_ROUND, &mut got).await;
         got.clear();
-        let allocations = counter.stop();
+        let (allocations, _) = counter.stop();
         sender.join().unwrap();
         assert_eq!(next, 40 * PER_ROUND, "missing packets");
         assert_eq!(

@@ -150,7 +150,7 @@ fn recv_batch_delivers_every_packet_without_allocating() {
                 (ROUNDS * PER_ROUND) as u64,
             )
             .await;
-            let allocations = counter.stop();
+            let (allocations, _) = counter.stop();
 
             assert_eq!(
                 allocations, 0,

@@ -73,17 +73,44 @@ unsafe impl GlobalAlloc for CountingAlloc {
 /// thread.
 static COUNTED: Mutex<()> = Mutex::new(());
 
+/// A counted section on this thread: what this thread allocates and frees
+/// between `start` and `stop`. An async block may hold one across awaits on
+/// a current-thread runtime (which runs everything on this thread);
+/// [`counted`] wraps a closure in one.
+pub struct Counter {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    allocations: u64,
+    deallocations: u64,
+}
+
+impl Counter {
+    pub fn start() -> Counter {
+        let serial = COUNTED.lock().unwrap_or_else(|e| e.into_inner());
+        let counter = Counter {
+            _serial: serial,
+            allocations: ALLOCATIONS.load(Ordering::SeqCst),
+            deallocations: DEALLOCATIONS.load(Ordering::SeqCst),
+        };
+        COUNTING.with(|c| c.set(true));
+        counter
+    }
+
+    /// Stops counting; the allocations and deallocations counted.
+    pub fn stop(self) -> (u64, u64) {
+        COUNTING.with(|c| c.set(false));
+        (
+            ALLOCATIONS.load(Ordering::SeqCst) - self.allocations,
+            DEALLOCATIONS.load(Ordering::SeqCst) - self.deallocations,
+        )
+    }
+}
+
 /// Runs `f` with counting on for this thread; returns its result and the
 /// allocations and deallocations it made. Meaningful only in a binary that
 /// installed [`CountingAlloc`] as its global allocator.
 pub fn counted<R>(f: impl FnOnce() -> R) -> (R, u64, u64) {
-    let _serial = COUNTED.lock().unwrap_or_else(|e| e.into_inner());
-    let a0 = ALLOCATIONS.load(Ordering::SeqCst);
-    let d0 = DEALLOCATIONS.load(Ordering::SeqCst);
-    COUNTING.with(|c| c.set(true));
+    let counter = Counter::start();
     let r = f();
-    COUNTING.with(|c| c.set(false));
-    let a = ALLOCATIONS.load(Ordering::SeqCst) - a0;
-    let d = DEALLOCATIONS.load(Ordering::SeqCst) - d0;
+    let (a, d) = counter.stop();
     (r, a, d)
 }
