@@ -221,6 +221,10 @@ fn a_buffer_shorter_than_the_ip_header_reports_truncation_not_malformed() {
             }
             Ok(_) => {}
             Err(e) if is_timeout(&e) => {}
+            // Another test of this binary, running beside this one, sends
+            // the same protocol with a longer header: its packet does not
+            // fit 30 bytes. Not ours; read on.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {}
             Err(e) => panic!("{e}"),
         }
         assert!(Instant::now() < deadline, "the 30-byte read never came");
