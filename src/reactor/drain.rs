@@ -15,6 +15,7 @@ use crate::packet_conn::PacketConn;
 pub(super) trait Deliver {
     fn on_packet(&mut self, packet: &Packet<'_>, ctx: &mut Context<'_>);
     fn on_error(&mut self, error: io::Error, ctx: &mut Context<'_>);
+    fn on_batch_end(&mut self, _ctx: &mut Context<'_>) {}
 }
 
 impl Deliver for Box<dyn Handler> {
@@ -25,6 +26,11 @@ impl Deliver for Box<dyn Handler> {
 
     fn on_error(&mut self, error: io::Error, ctx: &mut Context<'_>) {
         (**self).on_error(error, ctx)
+    }
+
+    #[inline]
+    fn on_batch_end(&mut self, ctx: &mut Context<'_>) {
+        (**self).on_batch_end(ctx)
     }
 }
 
@@ -90,6 +96,7 @@ pub(super) fn drain<D: Deliver + ?Sized>(
                             break;
                         }
                     }
+                    handler.on_batch_end(&mut ctx);
                     if let Some(t) = started {
                         counters.handler_time += t.elapsed();
                     }

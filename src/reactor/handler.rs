@@ -101,6 +101,17 @@ pub trait Handler: Send + 'static {
     fn on_error(&mut self, error: std::io::Error, ctx: &mut Context<'_>) {
         let _ = (error, ctx);
     }
+
+    /// Called after the packets of one receive batch (one `recvmmsg`) were
+    /// handed to [`on_packet`](Handler::on_packet), before the reactor reads
+    /// the socket again or moves on: the place to hand over, flush or
+    /// publish what the batch's packets gathered, once per batch instead of
+    /// once per packet ([`ChannelSink`](super::ChannelSink) does). Not
+    /// called after a batch whose handler panicked. The default does
+    /// nothing.
+    fn on_batch_end(&mut self, ctx: &mut Context<'_>) {
+        let _ = ctx;
+    }
 }
 
 impl<F> Handler for F
