@@ -1,15 +1,17 @@
-//! The channel sink: each packet copied once into a pooled buffer and sent
-//! over a crossbeam channel to a consumer on another thread.
+//! The channel sink: each packet copied once into a pooled buffer, the
+//! packets of each receive batch handed over at once to a consumer on
+//! another thread.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::SocketAddrV4;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
+pub use crossbeam_channel::{RecvError, RecvTimeoutError, TryRecvError};
 
 use super::{Context, Handler, Key};
 use crate::batch::Packet;
@@ -57,11 +59,23 @@ pub const MAX_SINK_POOL_BYTES: u64 = 1 << 32;
 /// consumer still holds.
 const POOL_MARGIN: usize = 256;
 
-/// A free list of payload buffers shared by a sink and its packets.
+/// The most packets a sink gathers before it hands them over: one
+/// `recvmmsg` batch of the reactor's default size. A larger batch is handed
+/// over in parts; a smaller one at its end ([`Handler::on_batch_end`]).
+const HAND_OVER_AT: usize = 64;
+
+/// Free buffers a sink takes from the pool at once, to hold locally.
+const STASH: usize = 32;
+
+/// A free list of payload buffers shared by a sink and its packets: a
+/// stack, so that the buffer used next is the one freed last (still in the
+/// cache).
 #[derive(Debug)]
 struct BufferPool {
-    free_tx: Sender<Vec<u8>>,
-    free_rx: Receiver<Vec<u8>>,
+    free: Mutex<Vec<Vec<u8>>>,
+    /// The most buffers `free` keeps (its capacity, never exceeded: no
+    /// allocation to return a buffer); one more is freed.
+    max_free: usize,
     buf_size: usize,
     allocated: AtomicU64,
 }
@@ -70,29 +84,76 @@ impl BufferPool {
     fn new(buffers: usize, buf_size: usize) -> BufferPool {
         // Room for every buffer the pool makes at first plus as many again
         // made under pressure; a buffer that finds the list full is freed.
-        let (free_tx, free_rx) = crossbeam_channel::bounded(buffers * 2);
-        for _ in 0..buffers {
-            let _ = free_tx.try_send(Vec::with_capacity(buf_size));
-        }
+        let max_free = buffers * 2;
+        let mut free = Vec::with_capacity(max_free);
+        free.extend((0..buffers).map(|_| Vec::with_capacity(buf_size)));
         BufferPool {
-            free_tx,
-            free_rx,
+            free: Mutex::new(free),
+            max_free,
             buf_size,
             allocated: AtomicU64::new(buffers as u64),
         }
     }
 
-    fn take(&self, need: usize) -> Vec<u8> {
-        match self.free_rx.try_recv() {
-            Ok(mut buf) => {
-                buf.clear();
-                buf
-            }
-            Err(_) => {
-                self.allocated.fetch_add(1, Ordering::Relaxed);
-                Vec::with_capacity(self.buf_size.max(need))
-            }
+    /// Moves up to [`STASH`] free buffers to `stash` (whose capacity is at
+    /// least that): one lock for many packets.
+    fn refill(&self, stash: &mut Vec<Vec<u8>>) {
+        let mut free = lock(&self.free);
+        let n = free.len().min(STASH.saturating_sub(stash.len()));
+        let from = free.len() - n;
+        stash.extend(free.drain(from..));
+    }
+
+    fn put(&self, buf: Vec<u8>) {
+        let mut free = lock(&self.free);
+        if free.len() < self.max_free {
+            free.push(buf);
         }
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked
+/// (nothing here panics while holding one).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The channel between the sinks and their receiver: a queue of at most
+/// `capacity` packets behind one lock, which a sink takes once per batch
+/// and the receiver once per packet.
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes a receiver waiting for packets or for the last sink to go.
+    filled: Condvar,
+    /// Wakes a [`Overflow::Block`] sink waiting for room.
+    room: Condvar,
+    capacity: usize,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Allocated once with room for `capacity` packets; never grows.
+    queue: VecDeque<OwnedPacket>,
+    /// Clones of the sink alive.
+    senders: usize,
+    /// Clones of the receiver alive.
+    receivers: usize,
+    /// Receivers waiting on `filled`.
+    receivers_waiting: usize,
+    /// Sinks waiting on `room`.
+    sinks_waiting: usize,
+}
+
+impl Shared {
+    /// The receiver's side of taking one packet: wakes the sinks that wait
+    /// for room.
+    fn pop(&self, st: &mut State) -> Option<OwnedPacket> {
+        let p = st.queue.pop_front();
+        if p.is_some() && st.sinks_waiting > 0 {
+            self.room.notify_all();
+        }
+        p
     }
 }
 
@@ -142,14 +203,19 @@ impl fmt::Debug for OwnedPacket {
 
 impl Drop for OwnedPacket {
     fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
-        let _ = self.pool.free_tx.try_send(buf);
+        self.pool.put(std::mem::take(&mut self.buf));
     }
 }
 
 /// A [`Handler`] that copies each packet once into a pooled buffer and
-/// sends it over a bounded crossbeam channel. Clone it to feed several
-/// sockets (an A and a B line) into one channel.
+/// hands the packets of each receive batch over to a bounded channel at
+/// once (one lock per batch, not one channel operation per packet). Clone
+/// it to feed several sockets (an A and a B line) into one channel.
+///
+/// The packets of a batch reach the channel at the batch's end
+/// ([`Handler::on_batch_end`], which the reactor calls after each
+/// `recvmmsg`), or every 64 packets. A handler that wraps a `ChannelSink`
+/// and calls its `on_packet` must forward `on_batch_end` too.
 ///
 /// ```
 /// use ipv4_reactor::reactor::{ChannelSink, Overflow, Reactor};
@@ -169,22 +235,273 @@ impl Drop for OwnedPacket {
 /// assert_eq!(&*packets.recv().unwrap(), b"quote");
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ChannelSink {
-    tx: Sender<OwnedPacket>,
+    shared: Arc<Shared>,
     pool: Arc<BufferPool>,
     overflow: Overflow,
     dropped: Arc<AtomicU64>,
     disconnected: Arc<AtomicU64>,
+    /// Packets of the current batch, not handed over yet (this clone's own;
+    /// capacity [`HAND_OVER_AT`]).
+    batch: Vec<OwnedPacket>,
+    /// Free buffers taken from the pool (this clone's own; capacity
+    /// [`STASH`]).
+    stash: Vec<Vec<u8>>,
     /// The wake-up of an async receiver ([`ChannelSink::bounded_async`]).
-    /// Declared after `tx`, so that the last clone drops its sender (the
-    /// channel disconnects) before it wakes the receiver to see that.
+    /// Dropped after `Drop::drop` has counted this clone out of the
+    /// channel, so that the receiver, woken, sees the last sink gone.
     #[cfg(feature = "tokio")]
     wake: Option<Arc<crate::tokio::channel::SinkWaker>>,
 }
 
-/// The consumer's end of a [`ChannelSink`].
-pub type PacketReceiver = Receiver<OwnedPacket>;
+impl Clone for ChannelSink {
+    /// Another sink feeding the same channel, with a batch and a stash of
+    /// its own (allocated here).
+    fn clone(&self) -> ChannelSink {
+        lock(&self.shared.state).senders += 1;
+        ChannelSink {
+            shared: Arc::clone(&self.shared),
+            pool: Arc::clone(&self.pool),
+            overflow: self.overflow,
+            dropped: Arc::clone(&self.dropped),
+            disconnected: Arc::clone(&self.disconnected),
+            batch: Vec::with_capacity(HAND_OVER_AT),
+            stash: Vec::with_capacity(STASH),
+            #[cfg(feature = "tokio")]
+            wake: self.wake.clone(),
+        }
+    }
+}
+
+impl Drop for ChannelSink {
+    fn drop(&mut self) {
+        // Packets gathered outside a reactor's batch (a wrapping handler
+        // that does not forward `on_batch_end`): handed over if they fit,
+        // counted in `dropped` if not (no socket to count them on).
+        if !self.batch.is_empty() {
+            let mut st = lock(&self.shared.state);
+            let room = self.room(&st);
+            let fit = room.min(self.batch.len());
+            let lost = self.batch.len() - fit;
+            if st.receivers > 0 {
+                st.queue.extend(self.batch.drain(..fit));
+                self.dropped.fetch_add(lost as u64, Ordering::Relaxed);
+            } else {
+                self.dropped
+                    .fetch_add(self.batch.len() as u64, Ordering::Relaxed);
+            }
+            self.batch.clear();
+        }
+        for buf in self.stash.drain(..) {
+            self.pool.put(buf);
+        }
+        let mut st = lock(&self.shared.state);
+        st.senders -= 1;
+        if st.senders == 0 || !st.queue.is_empty() {
+            self.shared.filled.notify_all();
+        }
+        drop(st);
+        self.sent();
+    }
+}
+
+/// The consumer's end of a [`ChannelSink`]: `recv`, `recv_timeout`,
+/// `try_recv`, `iter`, `try_iter`, `len`, as on a crossbeam receiver, with
+/// crossbeam's error types. Clones share the channel (each packet goes to
+/// one of them).
+///
+/// When every clone of the sink is gone (the reactor deregistered its
+/// sockets or was dropped), the packets still queued are delivered, then
+/// `recv` fails with [`RecvError`]. When every clone of the receiver is
+/// gone, the sink counts the next batch's first packet in
+/// [`ChannelSink::disconnected_drops`] and deregisters its socket.
+pub struct PacketReceiver {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for PacketReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PacketReceiver")
+            .field("queued", &self.len())
+            .field("capacity", &self.shared.capacity)
+            .finish()
+    }
+}
+
+impl Clone for PacketReceiver {
+    fn clone(&self) -> PacketReceiver {
+        lock(&self.shared.state).receivers += 1;
+        PacketReceiver {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl Drop for PacketReceiver {
+    fn drop(&mut self) {
+        let mut st = lock(&self.shared.state);
+        st.receivers -= 1;
+        if st.receivers == 0 {
+            // Nobody will take these: their buffers go back to the pool,
+            // and sinks waiting for room find the receiver gone.
+            st.queue.clear();
+            self.shared.room.notify_all();
+        }
+    }
+}
+
+impl PacketReceiver {
+    /// The next packet, waiting for one; `Err(RecvError)` once the channel
+    /// is empty and every sink is gone.
+    pub fn recv(&self) -> Result<OwnedPacket, RecvError> {
+        match self.recv_until(None) {
+            Ok(p) => Ok(p),
+            Err(_) => Err(RecvError),
+        }
+    }
+
+    /// The next packet, waiting at most `timeout` for one.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<OwnedPacket, RecvTimeoutError> {
+        // A timeout too long to add is taken as no timeout.
+        self.recv_until(Instant::now().checked_add(timeout))
+    }
+
+    /// The next packet, waiting for one until `deadline` at the latest.
+    pub fn recv_deadline(&self, deadline: Instant) -> Result<OwnedPacket, RecvTimeoutError> {
+        self.recv_until(Some(deadline))
+    }
+
+    fn recv_until(&self, deadline: Option<Instant>) -> Result<OwnedPacket, RecvTimeoutError> {
+        let mut st = lock(&self.shared.state);
+        loop {
+            if let Some(p) = self.shared.pop(&mut st) {
+                return Ok(p);
+            }
+            if st.senders == 0 {
+                return Err(RecvTimeoutError::Disconnected);
+            }
+            st.receivers_waiting += 1;
+            st = match deadline {
+                None => self
+                    .shared
+                    .filled
+                    .wait(st)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        st.receivers_waiting -= 1;
+                        return Err(RecvTimeoutError::Timeout);
+                    }
+                    self.shared
+                        .filled
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+            st.receivers_waiting -= 1;
+        }
+    }
+
+    /// The next packet if one is queued, without waiting.
+    pub fn try_recv(&self) -> Result<OwnedPacket, TryRecvError> {
+        let mut st = lock(&self.shared.state);
+        match self.shared.pop(&mut st) {
+            Some(p) => Ok(p),
+            None if st.senders == 0 => Err(TryRecvError::Disconnected),
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// A blocking iterator: it ends when the channel is empty and every
+    /// sink is gone.
+    pub fn iter(&self) -> PacketIter<'_> {
+        PacketIter { rx: self }
+    }
+
+    /// An iterator over the packets queued now; it never waits.
+    pub fn try_iter(&self) -> PacketTryIter<'_> {
+        PacketTryIter { rx: self }
+    }
+
+    /// Packets queued now.
+    pub fn len(&self) -> usize {
+        lock(&self.shared.state).queue.len()
+    }
+
+    /// Whether no packet is queued now.
+    pub fn is_empty(&self) -> bool {
+        lock(&self.shared.state).queue.is_empty()
+    }
+
+    /// Whether the channel holds as many packets as it can.
+    pub fn is_full(&self) -> bool {
+        self.len() >= self.shared.capacity
+    }
+
+    /// The channel's capacity in packets (always `Some`, as for a bounded
+    /// crossbeam channel).
+    pub fn capacity(&self) -> Option<usize> {
+        Some(self.shared.capacity)
+    }
+}
+
+/// [`PacketReceiver::iter`].
+#[derive(Debug)]
+pub struct PacketIter<'a> {
+    rx: &'a PacketReceiver,
+}
+
+impl Iterator for PacketIter<'_> {
+    type Item = OwnedPacket;
+    fn next(&mut self) -> Option<OwnedPacket> {
+        self.rx.recv().ok()
+    }
+}
+
+/// [`PacketReceiver::try_iter`].
+#[derive(Debug)]
+pub struct PacketTryIter<'a> {
+    rx: &'a PacketReceiver,
+}
+
+impl Iterator for PacketTryIter<'_> {
+    type Item = OwnedPacket;
+    fn next(&mut self) -> Option<OwnedPacket> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// The owning form of [`PacketIter`].
+#[derive(Debug)]
+pub struct PacketIntoIter {
+    rx: PacketReceiver,
+}
+
+impl Iterator for PacketIntoIter {
+    type Item = OwnedPacket;
+    fn next(&mut self) -> Option<OwnedPacket> {
+        self.rx.recv().ok()
+    }
+}
+
+impl<'a> IntoIterator for &'a PacketReceiver {
+    type Item = OwnedPacket;
+    type IntoIter = PacketIter<'a>;
+    fn into_iter(self) -> PacketIter<'a> {
+        self.iter()
+    }
+}
+
+impl IntoIterator for PacketReceiver {
+    type Item = OwnedPacket;
+    type IntoIter = PacketIntoIter;
+    fn into_iter(self) -> PacketIntoIter {
+        PacketIntoIter { rx: self }
+    }
+}
 
 impl ChannelSink {
     /// A sink whose channel holds `capacity` packets (0 is taken as 1), with
@@ -217,27 +534,40 @@ impl ChannelSink {
                 "a ChannelSink of {capacity} packets of {payload_size} bytes would set aside {pool_bytes} bytes of buffers, more than {MAX_SINK_POOL_BYTES} bytes: use a smaller capacity or payload size"
             )));
         }
-        let (tx, rx) = crossbeam_channel::bounded(capacity);
         let pool = Arc::new(BufferPool::new(buffers, payload_size));
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                queue: VecDeque::with_capacity(capacity),
+                senders: 1,
+                receivers: 1,
+                receivers_waiting: 0,
+                sinks_waiting: 0,
+            }),
+            filled: Condvar::new(),
+            room: Condvar::new(),
+            capacity,
+        });
         Ok((
             ChannelSink {
-                tx,
+                shared: Arc::clone(&shared),
                 pool,
                 overflow,
                 dropped: Arc::new(AtomicU64::new(0)),
                 disconnected: Arc::new(AtomicU64::new(0)),
+                batch: Vec::with_capacity(HAND_OVER_AT),
+                stash: Vec::with_capacity(STASH),
                 #[cfg(feature = "tokio")]
                 wake: None,
             },
-            rx,
+            PacketReceiver { shared },
         ))
     }
 
     /// [`ChannelSink::bounded`] for a tokio task: the receiving end is an
     /// [`AsyncPacketReceiver`](crate::tokio::AsyncPacketReceiver) whose
     /// `recv` waits without blocking its thread. The sink wakes it when the
-    /// channel goes from empty to non-empty; per packet it costs one fence
-    /// and one load more than a plain sink.
+    /// channel goes from empty to non-empty; per receive batch it costs one
+    /// fence and one load more than a plain sink.
     ///
     /// With [`Overflow::Block`], a full channel makes the reactor thread
     /// wait for the task, as with a blocking receiver.
@@ -322,9 +652,13 @@ impl ChannelSink {
 
 impl Handler for ChannelSink {
     fn on_packet(&mut self, packet: &Packet<'_>, ctx: &mut Context<'_>) {
-        let mut buf = self.pool.take(packet.payload.len());
+        let mut buf = match self.stash.pop() {
+            Some(buf) => buf,
+            None => self.take_buffer(packet.payload.len()),
+        };
+        buf.clear();
         buf.extend_from_slice(packet.payload);
-        let owned = OwnedPacket {
+        self.batch.push(OwnedPacket {
             buf,
             cm: packet.cm,
             src: packet.src,
@@ -332,54 +666,126 @@ impl Handler for ChannelSink {
             drops_before: packet.drops_before,
             key: ctx.key,
             pool: Arc::clone(&self.pool),
-        };
-        // The fast path is one try_send whatever the policy.
-        match self.tx.try_send(owned) {
-            Ok(()) => self.sent(),
-            Err(TrySendError::Full(owned)) => match self.overflow {
-                Overflow::DropNewest => self.drop_one(ctx),
-                Overflow::Block => self.wait_for_room(owned, ctx),
-            },
-            Err(TrySendError::Disconnected(_)) => self.receiver_gone(ctx),
+        });
+        if self.batch.len() >= HAND_OVER_AT {
+            self.hand_over(ctx);
+        }
+    }
+
+    fn on_batch_end(&mut self, ctx: &mut Context<'_>) {
+        if !self.batch.is_empty() {
+            self.hand_over(ctx);
         }
     }
 }
 
 impl ChannelSink {
-    fn drop_one(&self, ctx: &mut Context<'_>) {
-        self.dropped.fetch_add(1, Ordering::Relaxed);
-        ctx.count_overflow(1);
+    /// The stash is empty: refills it from the pool, or makes a buffer when
+    /// the pool is empty too.
+    #[cold]
+    fn take_buffer(&mut self, need: usize) -> Vec<u8> {
+        self.pool.refill(&mut self.stash);
+        match self.stash.pop() {
+            Some(buf) => buf,
+            None => {
+                self.pool.allocated.fetch_add(1, Ordering::Relaxed);
+                Vec::with_capacity(self.pool.buf_size.max(need))
+            }
+        }
     }
 
-    /// Nobody is listening any more: count the packet and stop reading
-    /// this socket.
+    /// Room in the channel now.
+    fn room(&self, st: &State) -> usize {
+        self.shared.capacity.saturating_sub(st.queue.len())
+    }
+
+    /// Moves the batch into the channel under one lock: what fits goes in,
+    /// in order; the rest is dropped and counted ([`Overflow::DropNewest`])
+    /// or waits for room ([`Overflow::Block`]).
+    fn hand_over(&mut self, ctx: &mut Context<'_>) {
+        let mut st = lock(&self.shared.state);
+        if st.receivers == 0 {
+            drop(st);
+            self.receiver_gone(ctx);
+            return;
+        }
+        let fit = self.room(&st).min(self.batch.len());
+        st.queue.extend(self.batch.drain(..fit));
+        if fit > 0 && st.receivers_waiting > 0 {
+            self.shared.filled.notify_all();
+        }
+        drop(st);
+        if fit > 0 {
+            self.sent();
+        }
+        if !self.batch.is_empty() {
+            match self.overflow {
+                Overflow::DropNewest => self.drop_batch(ctx),
+                Overflow::Block => self.wait_for_room(ctx),
+            }
+        }
+    }
+
+    /// Drops (returning their buffers to the pool) and counts the packets
+    /// left in the batch.
+    fn drop_batch(&mut self, ctx: &mut Context<'_>) {
+        let n = self.batch.len() as u64;
+        self.batch.clear();
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        ctx.count_overflow(n);
+    }
+
+    /// Nobody is listening any more: count the first packet of the batch,
+    /// drop the rest with it, and stop reading this socket.
     #[cold]
-    fn receiver_gone(&self, ctx: &mut Context<'_>) {
+    fn receiver_gone(&mut self, ctx: &mut Context<'_>) {
+        self.batch.clear();
         self.disconnected.fetch_add(1, Ordering::Relaxed);
-        self.drop_one(ctx);
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        ctx.count_overflow(1);
         ctx.deregister();
     }
 
-    /// Waits for room in slices, so that a stop request ends the wait.
+    /// Waits for room in slices, so that a stop request ends the wait,
+    /// handing packets over as room appears.
     #[cold]
     #[inline(never)]
-    fn wait_for_room(&self, mut packet: OwnedPacket, ctx: &mut Context<'_>) {
+    fn wait_for_room(&mut self, ctx: &mut Context<'_>) {
+        let mut st = lock(&self.shared.state);
         loop {
-            if ctx.stop_requested() {
-                self.drop_one(ctx);
+            if st.receivers == 0 {
+                drop(st);
+                self.receiver_gone(ctx);
                 return;
             }
-            match self.tx.send_timeout(packet, BLOCK_SLICE) {
-                Ok(()) => {
-                    self.sent();
+            let fit = self.room(&st).min(self.batch.len());
+            if fit > 0 {
+                st.queue.extend(self.batch.drain(..fit));
+                if st.receivers_waiting > 0 {
+                    self.shared.filled.notify_all();
+                }
+                // The async receiver is woken without the lock held.
+                drop(st);
+                self.sent();
+                if self.batch.is_empty() {
                     return;
                 }
-                Err(SendTimeoutError::Timeout(p)) => packet = p,
-                Err(SendTimeoutError::Disconnected(_)) => {
-                    self.receiver_gone(ctx);
-                    return;
-                }
+                st = lock(&self.shared.state);
+                continue;
             }
+            if ctx.stop_requested() {
+                drop(st);
+                self.drop_batch(ctx);
+                return;
+            }
+            st.sinks_waiting += 1;
+            st = self
+                .shared
+                .room
+                .wait_timeout(st, BLOCK_SLICE)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            st.sinks_waiting -= 1;
         }
     }
 }

@@ -119,7 +119,8 @@ mod timers;
 
 pub use builder::{PanicPolicy, ReactorBuilder, MAX_EVENTS_CAPACITY};
 pub use channel_sink::{
-    ChannelSink, Overflow, OwnedPacket, PacketReceiver, MAX_SINK_CAPACITY, MAX_SINK_PAYLOAD,
+    ChannelSink, Overflow, OwnedPacket, PacketIntoIter, PacketIter, PacketReceiver, PacketTryIter,
+    RecvError, RecvTimeoutError, TryRecvError, MAX_SINK_CAPACITY, MAX_SINK_PAYLOAD,
     MAX_SINK_POOL_BYTES,
 };
 pub use counters::{ReactorCounters, SocketCounters};

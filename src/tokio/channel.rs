@@ -25,8 +25,9 @@ pub(crate) struct SinkWake {
 }
 
 impl SinkWake {
-    /// Called by the sink after each packet it put in the channel: one
-    /// fence and one load, and a wake-up only when the receiver waits.
+    /// Called by the sink after each hand-over of packets (one per receive
+    /// batch): one fence and one load, and a wake-up only when the
+    /// receiver waits.
     #[inline]
     pub(crate) fn packet_sent(&self) {
         // Pairs with the fence in `AsyncPacketReceiver::recv`: either the
@@ -75,7 +76,7 @@ pub(crate) fn sink_wake() -> (Arc<SinkWaker>, Arc<SinkWake>) {
 ///
 /// The sink wakes the receiver only when it waits (the channel was empty):
 /// a receiver that keeps up is never woken by each packet, and a sink
-/// feeding a busy receiver costs one fence and one load per packet.
+/// feeding a busy receiver costs one fence and one load per receive batch.
 /// [`recv`](Self::recv) and [`recv_many`](Self::recv_many) allocate
 /// nothing; each [`OwnedPacket`] returns its buffer to the sink's pool when
 /// dropped, as with the blocking [`PacketReceiver`].
