@@ -31,7 +31,8 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..))]
     rounds: u64,
     /// Only these sides (and their baselines): libc_cmsg batch_cmsg
-    /// reactor_cmsg batch1_cmsg std_recv_from libc_quiet reactor_quiet
+    /// reactor_cmsg reactor_channel_cmsg (compare it with reactor_cmsg: ask
+    /// for both) batch1_cmsg std_recv_from libc_quiet reactor_quiet
     /// reactor_bare reactor_bare_2x reactor_ab (baseline reactor_bare)
     /// reactor_ab_copies (2N packets; baseline reactor_bare_2x)
     #[arg(long, value_name = "KEY,KEY", value_delimiter = ',')]
@@ -86,6 +87,18 @@ fn main() -> std::io::Result<()> {
             })
         })
         .collect::<std::io::Result<_>>()?;
+    if let Some(keys) = &only {
+        if let Some(k) = keys
+            .iter()
+            .find(|k| !Side::ALL.iter().any(|s| s.key() == k.as_str()))
+        {
+            let known: Vec<&str> = Side::ALL.iter().map(|s| s.key()).collect();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("--only: no side {k:?}; the sides are {}", known.join(", ")),
+            ));
+        }
+    }
     let mut effective_packets = packets;
     for round in 0..rounds {
         // Start each round with a different side, so no side always runs

@@ -1,6 +1,6 @@
 //! Channel sinks: overflow counted exactly (`DropNewest`), nothing dropped
-//! with `Overflow::Block` and a slow consumer, and two lines into one
-//! cloned sink end to end.
+//! with `Overflow::Block` and a slow consumer, two lines into one cloned
+//! sink end to end, and a receiver that sees its sinks go.
 //!
 //! Network safety: multicast only through `util::lo_sender` and the checked
 //! `util::send` (lo, 127.0.0.1), to groups 239.255.154.x on ephemeral
@@ -167,4 +167,51 @@ fn channel_mode_end_to_end_with_two_lines() {
 
     handle.stop();
     join_within(join, DEADLINE, "reactor thread").expect("run result");
+}
+
+/// A batch of 100 packets (more than one hand-over of 64) into a roomy
+/// channel: all arrive, in order; `recv_timeout` on the empty channel times
+/// out; once the reactor (and with it the sink) is gone, what is queued is
+/// still delivered, then `recv` and iteration end.
+#[test]
+fn receiver_gets_whole_batches_then_sees_the_sinks_go() {
+    use ipv4_reactor::reactor::{RecvError, RecvTimeoutError};
+    let g = asm_group(TAG);
+    let rx = lo_receiver(g, ControlFlags::DROPS);
+    let dst = SocketAddrV4::new(g, port_of(&rx));
+    let (sink, packets) = ChannelSink::bounded(1024, 2048, Overflow::DropNewest).expect("sink");
+    let mut reactor = Reactor::builder().build().expect("reactor");
+    let key = reactor.register(rx, sink).expect("register");
+    assert_eq!(
+        packets.recv_timeout(Duration::from_millis(10)).err(),
+        Some(RecvTimeoutError::Timeout)
+    );
+
+    thread::sleep(SETTLE);
+    let tx = lo_sender();
+    for seq in 0..100u64 {
+        send(&tx, &seq.to_be_bytes(), dst);
+    }
+    let all = turn_until(&mut reactor, DEADLINE, |_| packets.len() >= 100);
+    let c = reactor.socket_counters(key).expect("registered");
+    assert!(
+        all,
+        "{} of 100 packets in the channel ({c:?})",
+        packets.len()
+    );
+    assert_eq!(c.recv.kernel_drops, 0, "the kernel dropped packets");
+    assert_eq!(packets.capacity(), Some(1024));
+    let first: Vec<u64> = packets.try_iter().take(10).map(|p| seq_of(&p)).collect();
+    assert_eq!(first, (0..10).collect::<Vec<u64>>());
+
+    drop(reactor); // drops the only sink
+    let rest: Vec<u64> = packets.try_iter().map(|p| seq_of(&p)).collect();
+    assert_eq!(rest, (10..100).collect::<Vec<u64>>(), "the queued rest");
+    // Bounded first: a sink still alive would make `recv` wait forever.
+    assert_eq!(
+        packets.recv_timeout(DEADLINE).err(),
+        Some(RecvTimeoutError::Disconnected)
+    );
+    assert!(packets.iter().next().is_none());
+    assert_eq!(packets.recv().err(), Some(RecvError));
 }
