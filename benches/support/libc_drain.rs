@@ -22,6 +22,8 @@ pub struct BaselineMeta {
     pub ifindex: i32,
     /// `SO_RXQ_OVFL`, or 0.
     pub drops: u32,
+    /// `SO_TIMESTAMPNS`, nanoseconds since the Unix epoch, or 0.
+    pub ts_ns: u64,
     /// `msg_flags`.
     pub msg_flags: i32,
 }
@@ -152,11 +154,12 @@ impl LibcDrain {
         // CMSG_LEN of each message read: a header shorter than that (cut by
         // MSG_CTRUNC, or malformed) is skipped, as a careful C loop does.
         // SAFETY: CMSG_LEN is arithmetic on its argument only.
-        let (ttl_len, pktinfo_len, ovfl_len) = unsafe {
+        let (ttl_len, pktinfo_len, ovfl_len, ts_len) = unsafe {
             (
                 libc::CMSG_LEN(size_of::<i32>() as u32) as usize,
                 libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as usize,
                 libc::CMSG_LEN(size_of::<u32>() as u32) as usize,
+                libc::CMSG_LEN(size_of::<libc::timespec>() as u32) as usize,
             )
         };
         for i in 0..n as usize {
@@ -198,6 +201,12 @@ impl LibcDrain {
                         }
                         (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) if len >= ovfl_len => {
                             meta.drops = std::ptr::read_unaligned(data.cast::<u32>())
+                        }
+                        (libc::SOL_SOCKET, libc::SO_TIMESTAMPNS) if len >= ts_len => {
+                            let ts = std::ptr::read_unaligned(data.cast::<libc::timespec>());
+                            meta.ts_ns = (ts.tv_sec as u64)
+                                .wrapping_mul(1_000_000_000)
+                                .wrapping_add(ts.tv_nsec as u64);
                         }
                         _ => {}
                     }

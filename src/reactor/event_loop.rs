@@ -34,6 +34,10 @@ pub(super) const TIMER: Token = Token(usize::MAX - 1);
 const ERRORS_BEFORE_BACKOFF: u32 = 2;
 /// The longest wait of a socket whose receives keep failing.
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(1);
+/// In spin mode, epoll is consulted (with a zero timeout) once in this many
+/// turns, for foreign sources; sooner after a registration or a command.
+/// The sockets themselves are read every turn without asking epoll.
+pub(super) const SPIN_POLL_EVERY: u32 = 64;
 
 pub(super) type Command = Box<dyn FnOnce(&mut Reactor) + Send>;
 /// Work a source or timer handler left for the whole reactor.
@@ -96,6 +100,11 @@ pub struct Reactor {
     stop_error: Option<String>,
     pub(super) stopped: bool,
     pinned: bool,
+    /// Spin mode: turns since epoll was last consulted.
+    spin_turns: u32,
+    /// Spin mode: consult epoll on the next turn (something was registered,
+    /// or a command ran that may have registered something).
+    pub(super) poll_soon: bool,
 }
 
 impl fmt::Debug for Reactor {
@@ -142,6 +151,8 @@ impl Reactor {
             stop_error: None,
             stopped: false,
             pinned: false,
+            spin_turns: 0,
+            poll_soon: true,
         })
     }
 
@@ -212,6 +223,7 @@ impl Reactor {
             .reserve(self.entries.len().saturating_sub(self.ready.len()));
         self.ready.push_back(slot);
         self.counters.sockets = self.entries.len();
+        self.poll_soon = true;
         Ok(key)
     }
 
@@ -310,8 +322,11 @@ impl Reactor {
             crate::sys::pin_current_thread(cpu)?;
             self.pinned = true;
         }
+        // What `turn` does on each call, once for the whole run: nothing
+        // but this loop runs on this thread between its turns.
+        let _mark = self.enter_turns();
         while !self.is_stopped() {
-            self.turn(None)?;
+            self.turn_inner(None)?;
         }
         self.take_stop_result()
     }
@@ -355,6 +370,13 @@ impl Reactor {
     /// could answer it), and one from another thread while the loop no
     /// longer turns fails after the handle's timeout.
     pub fn turn(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        let _mark = self.enter_turns();
+        self.turn_inner(timeout)
+    }
+
+    /// Marks this thread as the one turning the reactor, and the reactor as
+    /// serving, until the mark is dropped.
+    fn enter_turns(&self) -> TurningMark {
         let me = thread_token();
         if self.shared.home.load(Ordering::Relaxed) != me {
             self.shared.home.store(me, Ordering::Relaxed);
@@ -362,17 +384,57 @@ impl Reactor {
         if self.shared.phase.load(Ordering::Relaxed) != PHASE_SERVING {
             self.shared.phase.store(PHASE_SERVING, Ordering::SeqCst);
         }
-        let _mark = TurningMark::enter(self.shared.id);
-        self.turn_inner(timeout)
+        TurningMark::enter(self.shared.id)
     }
 
     fn turn_inner(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         self.counters.turns += 1;
-        let busy = self.config.spin
-            || self.events_full
-            || !self.ready.is_empty()
-            || !self.cmd_rx.is_empty()
-            || !self.deferred.is_empty();
+        if self.config.spin {
+            self.turn_spin()
+        } else {
+            self.turn_epoll(timeout)
+        }
+    }
+
+    /// A spin-mode turn: every registered socket is read (a receive that
+    /// finds nothing costs one `recvmmsg`), without asking epoll which are
+    /// ready; epoll is consulted with a zero timeout only once in
+    /// [`SPIN_POLL_EVERY`] turns (for foreign sources) and on the turn after
+    /// a registration or a command. Handle commands are taken from their
+    /// queue directly, timers are checked against the clock.
+    fn turn_spin(&mut self) -> io::Result<usize> {
+        self.spin_turns += 1;
+        if self.poll_soon || self.events_full || self.spin_turns >= SPIN_POLL_EVERY {
+            self.spin_turns = 0;
+            self.poll_soon = false;
+            self.poll_events(Some(Duration::ZERO))?;
+        }
+        if !self.timers.is_empty() {
+            self.fire_timers();
+        }
+        if !self.backoff.is_empty() {
+            self.retry_due();
+        }
+        if !self.cmd_rx.is_empty() {
+            self.run_commands();
+            self.poll_soon = true;
+        }
+        if !self.deferred.is_empty() {
+            self.run_deferred();
+            self.poll_soon = true;
+        }
+        let delivered = self.serve_ready();
+        if !self.feeds.is_empty() {
+            self.poll_feeds();
+        }
+        Ok(delivered)
+    }
+
+    /// An epoll-mode turn: wait for readiness, then serve what it reported.
+    fn turn_epoll(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        // Handle commands raise the waker's event (a command is queued
+        // before its wake-up), so a queued command needs no check here.
+        let busy = self.events_full || !self.ready.is_empty() || !self.deferred.is_empty();
         let mut timeout = if busy { Some(Duration::ZERO) } else { timeout };
         if !self.backoff.is_empty() {
             timeout = self.until_next_retry(timeout);
@@ -384,83 +446,20 @@ impl Reactor {
                 timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
                 // epoll_wait's own timeout is in milliseconds: the timerfd
                 // wakes it on time (spin mode checks every turn instead).
-                if !self.config.spin && !wait.is_zero() {
+                if !wait.is_zero() {
                     self.timers.arm(Some(next), now)?;
                 }
             }
         }
-        match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-        let mut seen = 0;
-        for event in self.events.iter() {
-            seen += 1;
-            self.counters.events += 1;
-            let token = event.token();
-            if token == WAKER {
-                continue;
-            }
-            if token == TIMER {
-                self.timers.acknowledge();
-                continue;
-            }
-            if token.0 >= SOURCE_TOKEN_BASE {
-                self.counters.source_events += 1;
-                let served = self.sources.serve(
-                    self.poll.registry(),
-                    token.0,
-                    event,
-                    &self.entries,
-                    &mut self.deferred,
-                    &self.shared.stop,
-                );
-                self.stopped |= served.stop;
-                self.counters.sources = self.sources.len();
-                if let Some(msg) = served.panic {
-                    self.counters.handler_panics += 1;
-                    if self.config.panic_policy == PanicPolicy::Stop {
-                        self.stopped = true;
-                        self.stop_error = Some(msg.clone());
-                    }
-                    self.panics.push(msg);
-                }
-                continue;
-            }
-            if let Some(entry) = self.entries.get_mut(token.0) {
-                if !entry.queued {
-                    entry.queued = true;
-                    self.ready.push_back(token.0);
-                }
-            }
-        }
-        self.events_full = seen >= self.events.capacity();
+        let woken = self.poll_events(timeout)?;
         if !self.timers.is_empty() {
-            let fired = self.timers.fire_due(
-                Instant::now(),
-                &self.entries,
-                &mut self.deferred,
-                &self.shared.stop,
-            );
-            self.counters.timer_firings += fired.count;
-            self.stopped |= fired.stop;
-            for msg in fired.panics {
-                self.counters.handler_panics += 1;
-                if self.config.panic_policy == PanicPolicy::Stop {
-                    self.stopped = true;
-                    self.stop_error = Some(msg.clone());
-                }
-                self.panics.push(msg);
-            }
+            self.fire_timers();
         }
         if !self.backoff.is_empty() {
             self.retry_due();
         }
-        while let Ok(cmd) = self.cmd_rx.try_recv() {
-            self.counters.commands += 1;
-            // A command catches its closure's panic itself (Handle::call_timeout).
-            cmd(self);
+        if woken {
+            self.run_commands();
         }
         if !self.deferred.is_empty() {
             self.run_deferred();
@@ -473,7 +472,7 @@ impl Reactor {
         // were added during this turn): a loop that drives the reactor from
         // outside waits on the reactor's descriptor, not on this turn's
         // timeout, and must be woken by the next deadline.
-        if !self.config.spin && !self.timers.is_empty() {
+        if !self.timers.is_empty() {
             if let Some(next) = self.timers.next_deadline() {
                 let now = Instant::now();
                 if next > now {
@@ -482,6 +481,90 @@ impl Reactor {
             }
         }
         Ok(delivered)
+    }
+
+    /// One `epoll_wait`; queues the sockets it reports and serves the
+    /// foreign sources it reports. Returns whether the waker was among them.
+    fn poll_events(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        let mut seen = 0;
+        let mut woken = false;
+        for event in self.events.iter() {
+            seen += 1;
+            let token = event.token();
+            if token.0 < SOURCE_TOKEN_BASE {
+                if let Some(entry) = self.entries.get_mut(token.0) {
+                    if !entry.queued {
+                        entry.queued = true;
+                        self.ready.push_back(token.0);
+                    }
+                }
+                continue;
+            }
+            if token == WAKER {
+                woken = true;
+                continue;
+            }
+            if token == TIMER {
+                self.timers.acknowledge();
+                continue;
+            }
+            self.counters.source_events += 1;
+            let served = self.sources.serve(
+                self.poll.registry(),
+                token.0,
+                event,
+                &self.entries,
+                &mut self.deferred,
+                &self.shared.stop,
+            );
+            self.stopped |= served.stop;
+            self.counters.sources = self.sources.len();
+            if let Some(msg) = served.panic {
+                self.counters.handler_panics += 1;
+                if self.config.panic_policy == PanicPolicy::Stop {
+                    self.stopped = true;
+                    self.stop_error = Some(msg.clone());
+                }
+                self.panics.push(msg);
+            }
+        }
+        self.counters.events += seen as u64;
+        self.events_full = seen >= self.events.capacity();
+        Ok(woken)
+    }
+
+    /// Fires the timers that are due.
+    fn fire_timers(&mut self) {
+        let fired = self.timers.fire_due(
+            Instant::now(),
+            &self.entries,
+            &mut self.deferred,
+            &self.shared.stop,
+        );
+        self.counters.timer_firings += fired.count;
+        self.stopped |= fired.stop;
+        for msg in fired.panics {
+            self.counters.handler_panics += 1;
+            if self.config.panic_policy == PanicPolicy::Stop {
+                self.stopped = true;
+                self.stop_error = Some(msg.clone());
+            }
+            self.panics.push(msg);
+        }
+    }
+
+    /// Runs the handle commands queued.
+    fn run_commands(&mut self) {
+        while let Ok(cmd) = self.cmd_rx.try_recv() {
+            self.counters.commands += 1;
+            // A command catches its closure's panic itself (Handle::call_timeout).
+            cmd(self);
+        }
     }
 
     /// Runs what source and timer handlers deferred (and what that defers
@@ -648,7 +731,12 @@ impl Reactor {
             let entry = &mut self.entries[key];
             entry.errors_in_row = 0;
             if outcome.drained {
-                entry.queued = false;
+                if self.config.spin {
+                    // Spin mode reads every socket every turn.
+                    self.ready.push_back(key);
+                } else {
+                    entry.queued = false;
+                }
             } else {
                 if !stopping {
                     entry.counters.budget_stops += 1;

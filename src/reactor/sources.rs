@@ -480,6 +480,7 @@ impl Reactor {
             .sources
             .register(self.poll.registry(), source, interest, handler)?;
         self.counters.sources = self.sources.len();
+        self.poll_soon = true;
         Ok(key)
     }
 
@@ -503,6 +504,7 @@ impl Reactor {
         key: SourceKey<S>,
         interest: Interest,
     ) -> io::Result<()> {
+        self.poll_soon = true;
         self.sources.reregister(self.poll.registry(), key, interest)
     }
 }

@@ -1,0 +1,493 @@
+// cargo run --release --example latency_compare [-- --rate 100000 --seconds 1.5 --rounds 9 --json]
+//
+// Latency from the kernel's receive timestamp (SO_TIMESTAMPNS) to the code
+// that handles the packet, at a fixed rate, side by side in one run:
+//
+//   libc_spin      recvmmsg(MSG_DONTWAIT) in a tight loop, no epoll (C style)
+//   libc_epoll     epoll_wait (edge-triggered), then recvmmsg until EAGAIN
+//   reactor_spin   Reactor::builder().spin(true), run()
+//   reactor_epoll  Reactor::builder(), run()
+//
+// One sender thread pinned to --tx-cpu (default 0) sends 64-byte multicast
+// packets on lo at --rate packets per second (busy-wait pacing) to a group
+// joined on lo; the receiver (this thread) is pinned to --rx-cpu (default
+// 1). Each side has its own group socket, made once; the sides alternate
+// round after round, and the medians of each side's per-round p50, p99 and
+// p99.9 are reported with the ratios reactor / libc. Latency = CLOCK_REALTIME
+// read in the handler (SystemTime::now, on every side) - the kernel stamp.
+// Traffic stays on lo.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use ipv4_reactor::reactor::{Context, Handle, Handler, Reactor};
+use ipv4_reactor::{pin_current_thread, ControlFlags, Interface, Packet, PacketConn};
+
+#[path = "../benches/support/libc_drain.rs"]
+mod libc_drain;
+#[path = "../benches/support/libc_epoll.rs"]
+mod libc_epoll;
+
+use libc_drain::LibcDrain;
+use libc_epoll::LibcEpoll;
+
+const PAYLOAD: usize = 64;
+const GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 76, 1);
+
+/// Latency from the kernel receive timestamp to the handler, reactor spin
+/// and epoll modes against plain libc loops, at a fixed rate on lo.
+#[derive(Parser, Debug)]
+#[command(name = "latency_compare")]
+struct Args {
+    /// Packets per second sent
+    #[arg(long, value_name = "PPS", default_value_t = 100_000)]
+    rate: u64,
+    /// Seconds per side per round
+    #[arg(long, value_name = "S", default_value_t = 1.5)]
+    seconds: f64,
+    /// Rounds (the sides alternate; medians are reported)
+    #[arg(long, value_name = "N", default_value_t = 9,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
+    /// CPU of the receiver (this thread)
+    #[arg(long, value_name = "CPU", default_value_t = 1)]
+    rx_cpu: usize,
+    /// CPU of the sender thread
+    #[arg(long, value_name = "CPU", default_value_t = 0)]
+    tx_cpu: usize,
+    /// Only these sides (and their baselines): libc_spin libc_epoll
+    /// reactor_spin reactor_epoll
+    #[arg(long, value_name = "KEY,KEY", value_delimiter = ',')]
+    only: Option<Vec<String>>,
+    /// With --only: leave the baselines out (for profiling one side, e.g.
+    /// under callgrind); no ratios then
+    #[arg(long)]
+    alone: bool,
+    /// Print the result as one JSON line
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Side {
+    LibcSpin,
+    LibcEpoll,
+    ReactorSpin,
+    ReactorEpoll,
+}
+
+impl Side {
+    const ALL: [Side; 4] = [
+        Side::LibcSpin,
+        Side::LibcEpoll,
+        Side::ReactorSpin,
+        Side::ReactorEpoll,
+    ];
+
+    fn key(self) -> &'static str {
+        match self {
+            Side::LibcSpin => "libc_spin",
+            Side::LibcEpoll => "libc_epoll",
+            Side::ReactorSpin => "reactor_spin",
+            Side::ReactorEpoll => "reactor_epoll",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Side::LibcSpin => "libc recvmmsg(MSG_DONTWAIT) spin loop",
+            Side::LibcEpoll => "libc epoll_wait + recvmmsg until EAGAIN",
+            Side::ReactorSpin => "Reactor spin mode, run()",
+            Side::ReactorEpoll => "Reactor epoll mode, run()",
+        }
+    }
+
+    fn baseline(self) -> Side {
+        match self {
+            Side::LibcSpin | Side::ReactorSpin => Side::LibcSpin,
+            Side::LibcEpoll | Side::ReactorEpoll => Side::LibcEpoll,
+        }
+    }
+}
+
+fn realtime_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// What every side does per packet: read the clock, record now - stamp.
+struct Recorder {
+    hist: Histogram<u64>,
+    /// Packets with a sequence number below this are not recorded (the
+    /// first milliseconds of a round).
+    warmup: u64,
+    received: u64,
+    no_stamp: u64,
+    next_seq: u64,
+    lost: u64,
+}
+
+impl Recorder {
+    fn new(warmup: u64) -> Recorder {
+        Recorder {
+            hist: Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("histogram bounds"),
+            warmup,
+            received: 0,
+            no_stamp: 0,
+            next_seq: 0,
+            lost: 0,
+        }
+    }
+
+    #[inline]
+    fn on(&mut self, payload: &[u8], stamp_ns: u64) {
+        let now = realtime_ns();
+        self.received += 1;
+        let seq = payload
+            .get(..8)
+            .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap()));
+        if seq > self.next_seq {
+            self.lost += seq - self.next_seq;
+        }
+        self.next_seq = self.next_seq.max(seq + 1);
+        if stamp_ns == 0 {
+            self.no_stamp += 1;
+            return;
+        }
+        if seq >= self.warmup {
+            self.hist
+                .saturating_record(now.saturating_sub(stamp_ns).max(1));
+        }
+    }
+}
+
+/// The reactor sides' handler; gives its recorder back when dropped
+/// (deregistered).
+struct RecHandler {
+    rec: Option<Recorder>,
+    back: mpsc::Sender<Recorder>,
+}
+
+impl Handler for RecHandler {
+    #[inline]
+    fn on_packet(&mut self, p: &Packet<'_>, _ctx: &mut Context<'_>) {
+        if let Some(rec) = self.rec.as_mut() {
+            rec.on(p.payload, p.cm.timestamp_nanos().unwrap_or(0));
+        }
+    }
+}
+
+impl Drop for RecHandler {
+    fn drop(&mut self) {
+        if let Some(rec) = self.rec.take() {
+            let _ = self.back.send(rec);
+        }
+    }
+}
+
+/// The receive state of one side, made once.
+struct Receiver {
+    side: Side,
+    dst: SocketAddrV4,
+    conn: Option<PacketConn>,
+    libc: Option<LibcDrain>,
+    reactor: Option<Reactor>,
+}
+
+/// How the sender ends a round.
+enum Stopper {
+    Flag(Arc<AtomicBool>),
+    Reactor(Handle),
+}
+
+impl Stopper {
+    fn stop(&self) {
+        match self {
+            Stopper::Flag(f) => f.store(true, Ordering::Release),
+            Stopper::Reactor(h) => h.stop(),
+        }
+    }
+}
+
+impl Receiver {
+    fn new(side: Side) -> std::io::Result<Receiver> {
+        let conn =
+            PacketConn::multicast_receiver(SocketAddrV4::new(GROUP, 0), Interface::loopback())
+                .control(ControlFlags::TIMESTAMP)
+                .recv_buffer(4 << 20)
+                .build()?;
+        let dst = conn.local_addr()?;
+        let (libc, reactor) = match side {
+            Side::LibcSpin | Side::LibcEpoll => (
+                Some(LibcDrain::new(
+                    64,
+                    2048,
+                    ControlFlags::TIMESTAMP.control_len(),
+                    false,
+                )?),
+                None,
+            ),
+            Side::ReactorSpin | Side::ReactorEpoll => (
+                None,
+                Some(
+                    Reactor::builder()
+                        .batch_slots(64)
+                        .payload_size(2048)
+                        .spin(side == Side::ReactorSpin)
+                        .build()?,
+                ),
+            ),
+        };
+        Ok(Receiver {
+            side,
+            dst,
+            conn: Some(conn),
+            libc,
+            reactor,
+        })
+    }
+
+    /// Receives until the sender stops the round; `start` is called once
+    /// the receiver is ready, with what stops it.
+    fn round(&mut self, warmup: u64, start: impl FnOnce(Stopper)) -> std::io::Result<Recorder> {
+        let mut rec = Recorder::new(warmup);
+        match self.side {
+            Side::LibcSpin => {
+                let conn = self.conn.as_ref().expect("socket");
+                let fd = conn.as_raw_fd();
+                let d = self.libc.as_mut().expect("libc side");
+                let stop = Arc::new(AtomicBool::new(false));
+                start(Stopper::Flag(Arc::clone(&stop)));
+                while !stop.load(Ordering::Relaxed) {
+                    match d.recv(fd, |p, m| rec.on(p, m.ts_ns)) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Side::LibcEpoll => {
+                let conn = self.conn.as_ref().expect("socket");
+                let fd = conn.as_raw_fd();
+                let d = self.libc.as_mut().expect("libc side");
+                let mut ep = LibcEpoll::new(16)?;
+                ep.add(fd, 0)?;
+                let stop = Arc::new(AtomicBool::new(false));
+                start(Stopper::Flag(Arc::clone(&stop)));
+                // A C loop would block (-1) and be woken by an eventfd; the
+                // timeout only lets it see the end of the round.
+                while !stop.load(Ordering::Relaxed) {
+                    let ready = ep.wait(50)?.count();
+                    for _ in 0..ready {
+                        loop {
+                            match d.recv(fd, |p, m| rec.on(p, m.ts_ns)) {
+                                Ok(_) => {}
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                                Err(e) => return Err(e),
+                            }
+                        }
+                    }
+                }
+                ep.delete(fd)?;
+            }
+            Side::ReactorSpin | Side::ReactorEpoll => {
+                let reactor = self.reactor.as_mut().expect("reactor side");
+                let (back, recorded) = mpsc::channel();
+                let conn = self.conn.take().expect("socket");
+                let key = reactor.register(
+                    conn,
+                    RecHandler {
+                        rec: Some(rec),
+                        back,
+                    },
+                )?;
+                start(Stopper::Reactor(reactor.handle()));
+                reactor.run()?;
+                reactor.reset_stop();
+                self.conn = Some(reactor.deregister(key)?);
+                rec = recorded.recv().expect("the handler's recorder");
+            }
+        }
+        Ok(rec)
+    }
+}
+
+/// Sends 64-byte packets numbered from 0 to `dst` at `rate` for `dur`,
+/// busy-waiting between them; then stops the receiver. Returns the count.
+fn send_round(
+    tx: &PacketConn,
+    dst: SocketAddrV4,
+    rate: u64,
+    dur: Duration,
+    cpu: usize,
+    stop: Stopper,
+) -> std::io::Result<u64> {
+    pin_current_thread(cpu)?;
+    let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let mut buf = [0u8; PAYLOAD];
+    let start = Instant::now();
+    let mut due = start;
+    let mut seq = 0u64;
+    let mut stalls = 0u64;
+    while due - start < dur {
+        let mut now = Instant::now();
+        while now < due {
+            std::hint::spin_loop();
+            now = Instant::now();
+        }
+        // Descheduled (the VM is shared): start again from now rather than
+        // send the backlog in one burst, which would measure the burst.
+        if now - due > 10 * period {
+            stalls += 1;
+            due = now;
+        }
+        buf[..8].copy_from_slice(&seq.to_be_bytes());
+        tx.send_to(&buf, None, dst)?;
+        seq += 1;
+        due += period;
+    }
+    if stalls > 0 {
+        eprintln!("sender: {stalls} stalls of more than 10 periods (skipped, not sent in a burst)");
+    }
+    // Let the last packets arrive.
+    std::thread::sleep(Duration::from_millis(5));
+    stop.stop();
+    Ok(seq)
+}
+
+#[derive(Default)]
+struct Row {
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    p999: Vec<f64>,
+    received: u64,
+    sent: u64,
+    lost: u64,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    let wanted = |s: Side| {
+        args.only.as_ref().is_none_or(|keys| {
+            Side::ALL.iter().any(|&w| {
+                keys.iter().any(|k| k == w.key()) && (w == s || (!args.alone && w.baseline() == s))
+            })
+        })
+    };
+    pin_current_thread(args.rx_cpu)?;
+    let tx = PacketConn::multicast_sender(&Interface::loopback())?;
+    let mut sides: Vec<(Receiver, Row)> = Side::ALL
+        .iter()
+        .filter(|&&s| wanted(s))
+        .map(|&s| Ok((Receiver::new(s)?, Row::default())))
+        .collect::<std::io::Result<_>>()?;
+    // Packets of a new flow just after a join may be dropped.
+    std::thread::sleep(Duration::from_millis(300));
+    let dur = Duration::from_secs_f64(args.seconds);
+    let warmup = args.rate / 50;
+    for round in 0..args.rounds as usize {
+        let start = round % sides.len();
+        sides.rotate_left(start);
+        for (rx, row) in sides.iter_mut() {
+            let dst = rx.dst;
+            let (rate, cpu) = (args.rate, args.tx_cpu);
+            let tx = &tx;
+            let (rec, sent) = std::thread::scope(|s| -> std::io::Result<(Recorder, u64)> {
+                let (go, stopper) = mpsc::channel::<Stopper>();
+                let sender = s.spawn(move || -> std::io::Result<u64> {
+                    let stop = stopper.recv().expect("the receiver's stopper");
+                    send_round(tx, dst, rate, dur, cpu, stop)
+                });
+                let rec = rx.round(warmup, |stop| go.send(stop).expect("sender thread"))?;
+                let sent = sender.join().expect("sender panicked")?;
+                Ok((rec, sent))
+            })?;
+            let us = |q: f64| rec.hist.value_at_quantile(q) as f64 / 1e3;
+            row.p50.push(us(0.5));
+            row.p99.push(us(0.99));
+            row.p999.push(us(0.999));
+            row.received += rec.received;
+            row.sent += sent;
+            row.lost += rec.lost;
+            if rec.no_stamp > 0 {
+                eprintln!(
+                    "{}: {} packets without a timestamp",
+                    rx.side.key(),
+                    rec.no_stamp
+                );
+            }
+        }
+        sides.rotate_right(start);
+    }
+
+    // Without its baseline (--alone), a side is its own reference.
+    let base = |s: Side| {
+        &sides
+            .iter()
+            .find(|(r, _)| r.side == s.baseline())
+            .or_else(|| sides.iter().find(|(r, _)| r.side == s))
+            .expect("the side itself")
+            .1
+    };
+    if args.json {
+        let mut out = serde_json::Map::new();
+        out.insert("rate".into(), args.rate.into());
+        out.insert("seconds".into(), args.seconds.into());
+        out.insert("rounds".into(), args.rounds.into());
+        for (rx, row) in &sides {
+            let b = base(rx.side);
+            let r3 = |x: f64| (x * 1e3).round() / 1e3;
+            out.insert(
+                rx.side.key().into(),
+                serde_json::json!({
+                    "p50_us": r3(median(&row.p50)),
+                    "p99_us": r3(median(&row.p99)),
+                    "p999_us": r3(median(&row.p999)),
+                    "p50_ratio": r3(median(&row.p50) / median(&b.p50)),
+                    "p99_ratio": r3(median(&row.p99) / median(&b.p99)),
+                    "received": row.received,
+                    "sent": row.sent,
+                    "lost": row.lost,
+                }),
+            );
+        }
+        println!("{}", serde_json::Value::Object(out));
+        return Ok(());
+    }
+    println!(
+        "latency, kernel receive timestamp to handler, {PAYLOAD}-byte multicast on lo at {} pps, \
+         receiver on CPU {}, sender on CPU {}; median of {} alternating rounds of {} s",
+        args.rate, args.rx_cpu, args.tx_cpu, args.rounds, args.seconds
+    );
+    println!(
+        "{:<42} {:>8} {:>8} {:>9} {:>7} {:>7} {:>10}",
+        "side", "p50 us", "p99 us", "p99.9 us", "p50 x", "p99 x", "lost/sent"
+    );
+    for (rx, row) in &sides {
+        let b = base(rx.side);
+        println!(
+            "{:<42} {:>8.2} {:>8.2} {:>9.2} {:>7.3} {:>7.3} {:>4}/{}",
+            rx.side.name(),
+            median(&row.p50),
+            median(&row.p99),
+            median(&row.p999),
+            median(&row.p50) / median(&b.p50),
+            median(&row.p99) / median(&b.p99),
+            row.lost,
+            row.sent
+        );
+    }
+    Ok(())
+}
