@@ -3,10 +3,14 @@
 # (examples/libc_dump.rs) doing the same per-packet work, side by side,
 # alternating rounds. Catch-up throughput: the receiver joins, stalls while
 # mcast-send queues N packets on lo, then drains;
-# pps = packets / (last read - first read).
+# pps = packets / (last read - first read), both sides timed at the same
+# instants: from when the first packet reaches the per-packet code (right
+# after the receive call that read it) to when the last receive call that
+# read packets is done with them. Rounds alternate which side runs first.
 # Needs root for a receive buffer that holds N packets (SO_RCVBUFFORCE).
 #
 #   bash benches/quiet_compare.sh            (N=150000 ROUNDS=5 by default)
+#   ROUNDS=9 taskset -c 1 bash benches/quiet_compare.sh   (as measured for the README)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-150000}
@@ -35,9 +39,16 @@ run_side() { # side
     echo "$side $out" >>"$results"
 }
 
-for _ in $(seq "$ROUNDS"); do
-    run_side dump
-    run_side libc
+# Each round starts with the other side: whatever the first run of a round
+# pays (or gains) falls on both sides alike.
+for r in $(seq "$ROUNDS"); do
+    if [ $((r % 2)) = 1 ]; then
+        run_side dump
+        run_side libc
+    else
+        run_side libc
+        run_side dump
+    fi
 done
 
 python3 - "$results" "$N" <<'PY'
