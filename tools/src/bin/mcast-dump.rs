@@ -48,10 +48,6 @@ use ipv4_reactor_tools::signals::StopSignal;
 
 const TOOL: &str = "mcast-dump";
 
-/// Packets per turn on the one-line --quiet path (the reactor's default is
-/// 1024).
-const QUIET_BUDGET: usize = 16384;
-
 const AFTER_HELP: &str = "\
 Output: packets, rate lines (each second) and the summary go to stdout; with
 --json, stdout has only JSON lines and the rate lines go to stderr. Once
@@ -580,16 +576,9 @@ fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
 
     // The fastest path: counting and sequence accounting, nothing else.
     let quiet_one = a.quiet && !layout.stamped() && a.pcap.is_none() && n == 1;
-    let mut builder = Reactor::builder()
+    let mut reactor = Reactor::builder()
         .batch_slots(a.batch as usize)
-        .spin(a.spin);
-    if quiet_one {
-        // One socket, so no other to be fair to: longer turns, fewer trips
-        // through the main loop (a turn of QUIET_BUDGET packets lasts about
-        // 10 ms at 1.5 Mpps, which bounds how late a rate line can be).
-        builder = builder.budget(QUIET_BUDGET);
-    }
-    let mut reactor = builder
+        .spin(a.spin)
         .build()
         .map_err(|e| Failure::runtime("creating the reactor", e))?;
     let tally = Arc::new(Tally::new(a.count.unwrap_or(u64::MAX)));
