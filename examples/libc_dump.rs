@@ -89,17 +89,24 @@ fn run(group: SocketAddrV4, stall: u64, rcvbuf: usize, idle: u64) -> std::io::Re
     let fd = conn.as_raw_fd();
     let (mut packets, mut bytes, mut drops) = (0u64, 0u64, 0u32);
     let mut tracker = SeqTracker::new(SeqFormat::default());
+    // Timed as mcast-dump times itself: `first` when the first packet
+    // reaches the per-packet code (right after the receive call that read
+    // it), `last` once the packets of the last receive call that read any
+    // are done.
     let (mut first, mut last) = (None, Instant::now());
     loop {
         match drain.recv(fd, |p, m| {
+            if first.is_none() {
+                first = Some(Instant::now());
+            }
             tracker.on_packet(p, |_| {});
             bytes += p.len() as u64;
             drops = drops.max(m.drops);
         }) {
             Ok(n) => {
-                let now = Instant::now();
-                first.get_or_insert(now);
-                last = now;
+                if n > 0 {
+                    last = Instant::now();
+                }
                 packets += n as u64;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {

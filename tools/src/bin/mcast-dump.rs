@@ -282,10 +282,17 @@ impl Tally {
 /// The fastest path: one line, `--quiet`, nothing but the sequence
 /// accounting. One tracker, driven by a plain handler: no per-packet
 /// formatting, no lock, no allocation, no clock read but for the first
-/// packet. The tracker comes back to the main loop when the reactor drops
+/// packet. Its counts are plain integers; it publishes them to the tally
+/// with plain stores (relaxed, no load back) for the main loop's rate
+/// line. The tracker comes back to the main loop when the reactor drops
 /// the handler.
 struct QuietOne {
     tracker: SeqTracker,
+    /// `--count`, or `u64::MAX`.
+    limit: u64,
+    /// Packets delivered (copies excluded), and their payload bytes.
+    packets: u64,
+    bytes: u64,
     tally: Arc<Tally>,
     done: Arc<Mutex<Option<SeqTracker>>>,
 }
@@ -293,17 +300,34 @@ struct QuietOne {
 impl Handler for QuietOne {
     #[inline]
     fn on_packet(&mut self, p: &Packet<'_>, ctx: &mut Context<'_>) {
-        if self.tally.packets.get() >= self.tally.limit {
+        // --count reached: the stop takes effect after this batch, whose
+        // remaining packets are neither tracked nor counted.
+        if self.packets == self.limit {
             return;
         }
+        // Only the rare events (a gap, a loss, a restart) change `lost`.
         let mut event = false;
         let verdict = self.tracker.on_packet(p.payload, |e| {
-            event |= !matches!(e, FeedEvent::Deliver(_));
+            if !matches!(e, FeedEvent::Deliver(_)) {
+                event = true;
+            }
         });
         if event {
             self.tally.lost.set(self.tracker.counters().lost);
         }
-        if verdict.delivers() && self.tally.deliver(p.payload.len()) == Some(true) {
+        if !verdict.delivers() {
+            return;
+        }
+        if self.packets == 0 {
+            let _ = self.tally.first.set(Instant::now());
+        }
+        // Neither wraps: `packets` is below `limit` here, and 2^64 bytes
+        // take centuries at any line rate.
+        self.packets += 1;
+        self.bytes += p.payload.len() as u64;
+        self.tally.packets.set(self.packets);
+        self.tally.bytes.set(self.bytes);
+        if self.packets == self.limit {
             ctx.stop();
         }
     }
@@ -550,6 +574,8 @@ fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
         None => None,
     };
 
+    // The fastest path: counting and sequence accounting, nothing else.
+    let quiet_one = a.quiet && !layout.stamped() && a.pcap.is_none() && n == 1;
     let mut reactor = Reactor::builder()
         .batch_slots(a.batch as usize)
         .spin(a.spin)
@@ -563,13 +589,15 @@ fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
         capture,
         capture_error: None,
     }));
-    let registered = if a.quiet && !layout.stamped() && a.pcap.is_none() && n == 1 {
-        // The fastest path: counting and sequence accounting, nothing else.
+    let registered = if quiet_one {
         let tracker = SeqTracker::with_config(a.seq, config)
             .map_err(|e| Failure::usage(format!("--seq {}: {e}", a.seq)))?;
         let done = Arc::new(Mutex::new(None));
         let handler = QuietOne {
             tracker,
+            limit: a.count.unwrap_or(u64::MAX),
+            packets: 0,
+            bytes: 0,
             tally: Arc::clone(&tally),
             done: Arc::clone(&done),
         };
@@ -979,18 +1007,23 @@ fn receive_loop(
     shared: &Mutex<Shared>,
 ) -> Result<(End, Option<Instant>), Failure> {
     let limit = a.count.unwrap_or(u64::MAX);
-    let mut seen = 0u64;
+    // Only the feed handler's packet lines and notes (not --quiet) and the
+    // capture go through `shared`: without them, no lock per turn.
+    let printing = !a.quiet;
+    let capturing = a.pcap.is_some();
     let mut last_read: Option<Instant> = None;
     let mut rate = RateLine::default();
+    // One clock read per turn, right after it: the instant of the last
+    // read when the turn read packets, and `now` for the checks below.
+    let mut now = Instant::now();
     loop {
         if let Some(name) = stop.requested() {
             return Ok((End::Signal(name), last_read));
         }
-        let now = Instant::now();
         if tally.packets.get() >= limit {
             return Ok((End::Count(limit), last_read));
         }
-        if lock(shared).capture_error.is_some() {
+        if capturing && lock(shared).capture_error.is_some() {
             return Ok((End::CaptureFailed, last_read));
         }
         if let (Some(d), Some(t)) = (deadline, a.timeout) {
@@ -1019,22 +1052,22 @@ fn receive_loop(
         for at in [deadline, idle_at, rate.next].into_iter().flatten() {
             wake = wake.min(at);
         }
-        reactor
+        let read = reactor
             .turn(Some(wake.saturating_duration_since(now)))
             .map_err(|e| Failure::runtime("receiving", e))?;
+        now = Instant::now();
 
         // Any packet read counts as activity for --idle-exit-ms, copies
         // and malformed ones included.
-        let packets = reactor.counters().total.recv.packets;
-        if packets != seen {
-            let now = Instant::now();
+        if read > 0 {
             if rate.next.is_none() {
                 rate.start(now);
             }
-            seen = packets;
             last_read = Some(now);
         }
-        flush(shared);
+        if printing {
+            flush(shared);
+        }
     }
 }
 
