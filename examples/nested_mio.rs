@@ -2,8 +2,8 @@
 //! polls the reactor's epoll descriptor with its own sources, and turns the
 //! reactor without blocking when it is readable or says it has work left.
 //!
-//! Run: `cargo run --example nested_mio -- [PACKETS]` (lo only: multicast
-//! to 239.255.157.1 through lo).
+//! Run: `cargo run --example nested_mio -- [--packets N]` (lo only:
+//! multicast to 239.255.157.1 through lo).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use ipv4_reactor::reactor::{from_fn, Reactor};
 use ipv4_reactor::{Interface, PacketConn};
 use mio::unix::SourceFd;
@@ -18,11 +19,16 @@ use mio::{Events, Interest, Poll, Token};
 
 const REACTOR: Token = Token(0);
 
+/// A reactor nested in an outer mio Poll, fed multicast on lo.
+#[derive(Parser)]
+struct Args {
+    /// Packets to send and receive
+    #[arg(long, default_value_t = 10_000)]
+    packets: u64,
+}
+
 fn main() -> std::io::Result<()> {
-    let packets: u64 = std::env::args()
-        .nth(1)
-        .map(|a| a.parse().expect("PACKETS is a number"))
-        .unwrap_or(10_000);
+    let Args { packets } = Args::parse();
     let lo = Interface::loopback();
     let group = Ipv4Addr::new(239, 255, 157, 1);
     let rx = PacketConn::multicast_receiver(SocketAddrV4::new(group, 0), lo.clone())

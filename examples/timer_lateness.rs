@@ -2,14 +2,27 @@
 //! spin mode, beside a plain `thread::sleep` loop: p50, p99 and max of
 //! (when the handler ran - when it was due), alternating the sides.
 //!
-//! Run: `cargo run --release --example timer_lateness -- [FIRINGS] [ROUNDS]`
-//! (defaults 2000 and 5). Pin it for steadier figures:
+//! Run: `cargo run --release --example timer_lateness -- [--firings N]
+//! [--rounds N]` (defaults 2000 and 5). Pin it for steadier figures:
 //! `taskset -c 1 cargo run --release --example timer_lateness`.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use ipv4_reactor::reactor::Reactor;
+
+/// Lateness of a periodic 1 ms reactor timer (epoll mode, spin mode)
+/// beside a plain thread::sleep loop.
+#[derive(Parser)]
+struct Args {
+    /// Firings per round and side
+    #[arg(long, default_value_t = 2000)]
+    firings: usize,
+    /// Rounds (the sides alternate)
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+}
 
 const PERIOD: Duration = Duration::from_millis(1);
 
@@ -51,9 +64,7 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let firings: usize = args.next().map_or(2000, |a| a.parse().expect("FIRINGS"));
-    let rounds: usize = args.next().map_or(5, |a| a.parse().expect("ROUNDS"));
+    let Args { firings, rounds } = Args::parse();
     let sides: [(&str, Side); 3] = [
         ("reactor epoll (timerfd)", |n| reactor_side(false, n)),
         ("reactor spin", |n| reactor_side(true, n)),
