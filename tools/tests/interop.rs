@@ -31,19 +31,17 @@ mod procs;
 #[path = "../../tests/topology/mod.rs"]
 mod topology;
 
-use std::fmt;
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use procs::{
-    find_program, kill_if_running, parse_dump_output, parse_json, peer, seqs, skipped_for_peer,
-    strings, tool, wait_for_stderr_line, DumpOutput, Json, JsonExt,
+    find_program, parse_dump_output, parse_json, peer, seqs, skipped_for_peer, strings, tool,
+    DumpOutput, Finished, Json, JsonExt, Proc,
 };
 use topology::{Topology, S0};
 
@@ -166,169 +164,6 @@ fn remove_stale_go_builds(temp: &Path) {
 
 // ---------------------------------------------------------------------
 // Child processes.
-
-/// What a finished child left.
-struct Finished {
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-impl Finished {
-    fn stdout_text(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-}
-
-impl fmt::Debug for Finished {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Finished")
-            .field("status", &self.status)
-            .field("stdout", &self.stdout_text())
-            .field("stderr", &self.stderr)
-            .finish()
-    }
-}
-
-/// A running child, its stdout collected by one thread and its stderr
-/// lines forwarded by another. Dropping it kills the child if it still runs
-/// (so a failing test leaves nothing behind).
-///
-/// A child started by `ip netns exec` is the program itself (`ip` execs it
-/// after entering the namespace), so a signal to the child reaches the
-/// program.
-struct Proc {
-    name: String,
-    child: Child,
-    stdout: Option<thread::JoinHandle<Vec<u8>>>,
-    stderr_lines: mpsc::Receiver<String>,
-    stderr: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(name: &str, mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name} ({cmd:?}): {e}"));
-        let mut out = child.stdout.take().expect("piped stdout");
-        let stdout = thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = out.read_to_end(&mut bytes);
-            bytes
-        });
-        let err = child.stderr.take().expect("piped stderr");
-        let (tx, stderr_lines) = mpsc::channel();
-        thread::spawn(move || {
-            let mut err = BufReader::new(err);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match err.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let text = String::from_utf8_lossy(&line);
-                        if tx.send(text.trim_end().to_string()).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-        Proc {
-            name: name.to_string(),
-            child,
-            stdout: Some(stdout),
-            stderr_lines,
-            stderr: Vec::new(),
-        }
-    }
-
-    /// Waits for a stderr line that `matches`; `what` describes it.
-    fn wait_for(&mut self, what: &str, matches: impl Fn(&str) -> bool, limit: Duration) -> String {
-        wait_for_stderr_line(
-            &self.name,
-            &mut self.child,
-            &self.stderr_lines,
-            &mut self.stderr,
-            what,
-            matches,
-            limit,
-        )
-    }
-
-    /// Waits for the child to end on its own (killing it and failing the
-    /// test past `limit`) and returns its status and output.
-    fn finish(&mut self, limit: Duration) -> Finished {
-        let until = Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for the child") {
-                break status;
-            }
-            if Instant::now() >= until {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                self.stderr.extend(self.stderr_lines.try_iter());
-                panic!(
-                    "{} did not end within {limit:?}; stderr:\n{}",
-                    self.name,
-                    self.stderr.join("\n")
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        let stdout = self
-            .stdout
-            .take()
-            .expect("finish is called once")
-            .join()
-            .expect("stdout reader");
-        // The child is gone, so the stderr pipe is closed (unless a
-        // grandchild holds it: then take what came so far).
-        let until = Instant::now() + Duration::from_secs(5);
-        while let Ok(line) = self
-            .stderr_lines
-            .recv_timeout(until.saturating_duration_since(Instant::now()))
-        {
-            self.stderr.push(line);
-        }
-        Finished {
-            status,
-            stdout,
-            stderr: self.stderr.join("\n"),
-        }
-    }
-
-    /// Asks the child to stop with SIGTERM (through kill(1); the child
-    /// has not been waited for, so its pid cannot have been reused), then
-    /// waits as [`Proc::finish`] does. For peers that end cleanly on
-    /// SIGTERM (socat, and our tools, which print their summary);
-    /// without its summary) and is ended by `--idle-exit-ms` instead.
-    fn terminate(&mut self, limit: Duration) -> Finished {
-        if let Ok(None) = self.child.try_wait() {
-            let pid = self.child.id().to_string();
-            let out = Command::new("kill")
-                .args(["-TERM", &pid])
-                .output()
-                .unwrap_or_else(|e| panic!("running kill -TERM {pid} ({}): {e}", self.name));
-            assert!(
-                out.status.success(),
-                "kill -TERM {pid} ({}): {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        self.finish(limit)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        kill_if_running(&mut self.child);
-    }
-}
 
 /// Runs a command to its end (within [`CHILD_LIMIT`]).
 fn run_to_end(name: &str, cmd: Command) -> Finished {

@@ -15,17 +15,15 @@
 
 mod procs;
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, ExitStatus};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipv4_reactor::{Interface, PacketConn};
 use procs::{
-    kill_if_running, parse_dump_output, parse_dump_output_with, parse_json, send_signal, seqs,
-    strings, tool, wait_for_stderr_line, DumpOutput, Json, JsonExt,
+    parse_dump_output, parse_dump_output_with, parse_json, seqs, strings, tool, DumpOutput, Json,
+    JsonExt,
 };
 
 /// How long a dump may run at most (its `--timeout-ms`).
@@ -36,7 +34,7 @@ const CHILD_LIMIT: Duration = Duration::from_secs(40);
 /// a fresh flow can be dropped for a few ms after a join.
 const SETTLE: Duration = Duration::from_millis(300);
 
-/// What a finished child left.
+/// What a finished tool left, its stdout as text (the tools print text).
 #[derive(Debug)]
 struct Finished {
     status: ExitStatus,
@@ -44,59 +42,30 @@ struct Finished {
     stderr: String,
 }
 
-/// A running tool, its stdout collected by one thread and its stderr
-/// lines forwarded by another. Dropping it kills the child if it still runs
-/// (so a failing test leaves nothing behind).
-struct Proc {
-    name: &'static str,
-    child: Child,
-    stdout: Option<thread::JoinHandle<String>>,
-    stderr_lines: mpsc::Receiver<String>,
-    stderr: Vec<String>,
+impl From<procs::Finished> for Finished {
+    fn from(f: procs::Finished) -> Finished {
+        Finished {
+            status: f.status,
+            stdout: f.stdout_text(),
+            stderr: f.stderr,
+        }
+    }
 }
+
+/// A running tool ([`procs::Proc`]: stdout collected, stderr lines
+/// forwarded, killed when dropped).
+struct Proc(procs::Proc);
 
 impl Proc {
     fn spawn(name: &'static str, args: &[String]) -> Proc {
-        let path = tool(name);
-        let mut child = Command::new(path)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {path}: {e}"));
-        let mut out = child.stdout.take().expect("piped stdout");
-        let stdout = thread::spawn(move || {
-            let mut s = String::new();
-            out.read_to_string(&mut s).expect("reading stdout");
-            s
-        });
-        let err = child.stderr.take().expect("piped stderr");
-        let (tx, stderr_lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            name,
-            child,
-            stdout: Some(stdout),
-            stderr_lines,
-            stderr: Vec::new(),
-        }
+        let mut cmd = Command::new(tool(name));
+        cmd.args(args);
+        Proc(procs::Proc::spawn(name, cmd))
     }
 
     /// Waits for a stderr line that starts with `prefix`.
     fn wait_for_line(&mut self, prefix: &str, limit: Duration) -> String {
-        wait_for_stderr_line(
-            self.name,
-            &mut self.child,
-            &self.stderr_lines,
-            &mut self.stderr,
+        self.0.wait_for(
             &format!("{prefix:?}"),
             |line| line.starts_with(prefix),
             limit,
@@ -106,48 +75,13 @@ impl Proc {
     /// Sends `signal` (`INT`, `TERM`) to the child, then waits for it to
     /// end as [`Proc::finish`] does.
     fn signal_and_finish(&mut self, signal: &str, limit: Duration) -> Finished {
-        send_signal(self.name, &mut self.child, signal);
-        self.finish(limit)
+        self.0.signal_and_finish(signal, limit).into()
     }
 
     /// Waits for the child to end on its own (killing it and failing the
     /// test past `limit`) and returns its status and output.
     fn finish(&mut self, limit: Duration) -> Finished {
-        let until = Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for the child") {
-                break status;
-            }
-            if Instant::now() >= until {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "{} did not end within {limit:?}; stderr:\n{}",
-                    self.name,
-                    self.stderr.join("\n")
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        let stdout = self
-            .stdout
-            .take()
-            .expect("finish is called once")
-            .join()
-            .expect("stdout reader");
-        // The child is gone, so the stderr pipe is closed and this ends.
-        self.stderr.extend(self.stderr_lines.iter());
-        Finished {
-            status,
-            stdout,
-            stderr: self.stderr.join("\n"),
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        kill_if_running(&mut self.child);
+        self.0.finish(limit).into()
     }
 }
 
