@@ -256,6 +256,19 @@ impl Reactor {
         self.entries.get(key.index()).filter(|e| e.key == key)
     }
 
+    /// Runs `f` with the socket registered under `key`, or fails with
+    /// "not registered": what every handle call on one socket does.
+    pub(super) fn with_registered<R>(
+        &self,
+        key: Key,
+        f: impl FnOnce(&PacketConn) -> io::Result<R>,
+    ) -> io::Result<R> {
+        match self.conn(key) {
+            Some(conn) => f(conn),
+            None => Err(unknown_key(key)),
+        }
+    }
+
     /// The socket registered under `key`.
     pub fn conn(&self, key: Key) -> Option<&PacketConn> {
         self.entry(key).map(|e| &e.conn)

@@ -246,10 +246,7 @@ impl Handle {
         R: Send + 'static,
         F: FnOnce(&PacketConn) -> io::Result<R> + Send + 'static,
     {
-        self.call(move |r| match r.conn(key) {
-            Some(conn) => f(conn),
-            None => Err(unknown_key(key)),
-        })?
+        self.call(move |r| r.with_registered(key, f))?
     }
 
     /// Joins `group` on `iface` on a registered socket.

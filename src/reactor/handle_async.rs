@@ -215,11 +215,7 @@ impl Handle {
         R: Send + 'static,
         F: FnOnce(&PacketConn) -> io::Result<R> + Send + 'static,
     {
-        self.call_async(move |r| match r.conn(key) {
-            Some(conn) => f(conn),
-            None => Err(super::unknown_key(key)),
-        })
-        .await?
+        self.call_async(move |r| r.with_registered(key, f)).await?
     }
 
     /// [`Handle::join_group`], awaited; see [`Handle::call_async`].
@@ -242,10 +238,7 @@ impl Handle {
         group: Ipv4Addr,
     ) -> io::Result<PendingCall<io::Result<()>>> {
         let iface = iface.clone();
-        self.try_call(move |r| match r.conn(key) {
-            Some(conn) => conn.join_group(&iface, group),
-            None => Err(super::unknown_key(key)),
-        })
+        self.try_call(move |r| r.with_registered(key, |c| c.join_group(&iface, group)))
     }
 
     /// [`Handle::leave_group`], awaited; see [`Handle::call_async`].
@@ -268,10 +261,7 @@ impl Handle {
         group: Ipv4Addr,
     ) -> io::Result<PendingCall<io::Result<()>>> {
         let iface = iface.clone();
-        self.try_call(move |r| match r.conn(key) {
-            Some(conn) => conn.leave_group(&iface, group),
-            None => Err(super::unknown_key(key)),
-        })
+        self.try_call(move |r| r.with_registered(key, |c| c.leave_group(&iface, group)))
     }
 
     /// [`Handle::set_control_flags`], awaited; see [`Handle::call_async`].
