@@ -152,6 +152,10 @@ struct SlotMeta {
     flags: RecvFlags,
     start: u32,
     drops_before: u32,
+    /// The kernel's drop counter as this packet carried it (read in
+    /// `recv_with` for the deltas; kept so that a socket asking for
+    /// nothing else needs no second walk of its control data).
+    drops: Option<u32>,
 }
 
 /// Receives up to N packets per system call (`recvmmsg`) into slots
@@ -209,8 +213,15 @@ pub struct RecvBatch {
     /// decoded with them).
     flags: ControlFlags,
     want_src: bool,
+    /// `flags` asks for the drop counter and nothing else.
+    drops_only: bool,
     last_drops_total: u32,
     counters: RecvCounters,
+}
+
+/// Whether `flags` asks for nothing but the drop counter (or nothing).
+fn drops_only(flags: ControlFlags) -> bool {
+    flags.difference(ControlFlags::DROPS).is_empty()
 }
 
 impl fmt::Debug for RecvBatch {
@@ -300,6 +311,7 @@ impl RecvBatch {
             len: 0,
             flags,
             want_src,
+            drops_only: drops_only(flags),
             last_drops_total: 0,
             counters: RecvCounters::default(),
         })
@@ -381,6 +393,7 @@ impl RecvBatch {
             meta.flags = RecvFlags::from_msg_flags(msg_flags);
             meta.start = 0;
             meta.drops_before = 0;
+            meta.drops = None;
             if strip {
                 meta.start = crate::packet_conn::ip_header_len(self.slots.payload(i))
                     .unwrap_or(self.slots.payload_len(i)) as u32;
@@ -394,6 +407,7 @@ impl RecvBatch {
                 // batch: any batch on any socket gets that socket's delta.
                 if want_drops {
                     if let Some(cur) = crate::control::find_drops(self.slots.control(i)) {
+                        meta.drops = Some(cur);
                         meta.drops_before = conn.drops_delta(cur);
                         self.last_drops_total = cur;
                         self.counters.kernel_drops += u64::from(meta.drops_before);
@@ -436,6 +450,7 @@ impl RecvBatch {
             flags.control_len(),
         )?;
         self.want_src = want_src;
+        self.drops_only = drops_only(flags);
         self.flags = flags;
         Ok(())
     }
@@ -458,7 +473,16 @@ impl RecvBatch {
             return None;
         }
         let meta = &self.meta[i];
-        let mut cm = ControlMessage::decode(self.slots.control(i), self.flags);
+        // Nothing asked for but the drop counter, which the receive
+        // already read: no second walk of the control data.
+        let mut cm = if self.drops_only {
+            ControlMessage {
+                drops: meta.drops,
+                ..ControlMessage::default()
+            }
+        } else {
+            ControlMessage::decode(self.slots.control(i), self.flags)
+        };
         let src = if self.want_src {
             let src = self.slots.src(i);
             cm.src = src.map(|s| *s.ip());

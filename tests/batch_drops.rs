@@ -53,6 +53,11 @@ struct DropsOutcome {
     seen: Vec<(u64, u32)>,
     /// drops_before of the final datagram.
     final_drops_before: u32,
+    /// `cm.drops` (the kernel's running total as each packet carried it)
+    /// of every packet in `seen`, then of the final datagram: a socket
+    /// asking for nothing else gets it without a second walk of its
+    /// control data.
+    cm_drops: Vec<Option<u32>>,
     counters: RecvCounters,
     kernel_total: u32,
     proc_drops: Option<u64>,
@@ -70,6 +75,7 @@ fn drops_experiment(rounds: u64, per_round: u64) -> DropsOutcome {
         let mut batch = RecvBatch::new(64, 2048, ControlFlags::DROPS).unwrap();
         let n = rounds * per_round;
         let mut seen = Vec::new();
+        let mut cm_drops = Vec::new();
         let mut seq = 0u64;
         for _ in 0..rounds {
             // Stalled receiver: send the whole burst without reading.
@@ -86,6 +92,7 @@ fn drops_experiment(rounds: u64, per_round: u64) -> DropsOutcome {
                         for p in batch.iter() {
                             assert!(!p.control_truncated(), "{p:?}");
                             seen.push((seq_of(p.payload), p.drops_before));
+                            cm_drops.push(p.cm.drops);
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -106,9 +113,12 @@ fn drops_experiment(rounds: u64, per_round: u64) -> DropsOutcome {
                 .iter()
                 .map(|p| (seq_of(&p.payload), p.drops_before)),
         );
+        cm_drops.extend(tail.packets.iter().map(|p| p.cm.drops));
+        cm_drops.push(fin.cm.drops);
         DropsOutcome {
             seen,
             final_drops_before: fin.drops_before,
+            cm_drops,
             counters: *batch.counters(),
             kernel_total: batch.kernel_drops_total(),
             proc_drops: proc_udp_drops(dst),
@@ -148,10 +158,12 @@ impl DropsOutcome {
         let mut prev: Option<u64> = None;
         let mut gaps = 0u64;
         let mut gapped_packets = 0;
-        for &(seq, drops_before) in self
+        assert_eq!(self.cm_drops.len(), self.seen.len() + 1);
+        for (&(seq, drops_before), &cm_drops) in self
             .seen
             .iter()
             .chain(std::iter::once(&(n, self.final_drops_before)))
+            .zip(&self.cm_drops)
         {
             let gap = match prev {
                 None => seq,
@@ -167,6 +179,13 @@ impl DropsOutcome {
             );
             gaps += gap;
             gapped_packets += usize::from(gap > 0);
+            // The kernel attaches its running total once it is not 0.
+            let total = (gaps > 0).then_some(gaps);
+            assert_eq!(
+                cm_drops.map(u64::from),
+                total,
+                "packet seq {seq}: cm.drops vs the drops so far"
+            );
             prev = Some(seq);
         }
         assert_eq!(gaps, c.kernel_drops);

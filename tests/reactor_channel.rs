@@ -1,6 +1,7 @@
 //! Channel sinks: overflow counted exactly (`DropNewest`), nothing dropped
 //! with `Overflow::Block` and a slow consumer, two lines into one cloned
-//! sink end to end, and a receiver that sees its sinks go.
+//! sink end to end, a receiver that sees its sinks go, and a capacity that
+//! frees exactly as packets are received.
 //!
 //! Network safety: multicast only through `util::lo_sender` and the checked
 //! `util::send` (lo, 127.0.0.1), to groups 239.255.154.x on ephemeral
@@ -214,4 +215,71 @@ fn receiver_gets_whole_batches_then_sees_the_sinks_go() {
     );
     assert!(packets.iter().next().is_none());
     assert_eq!(packets.recv().err(), Some(RecvError));
+}
+
+/// Sends `seqs` to `dst` and turns until the socket counted them all.
+fn send_and_read(
+    reactor: &mut Reactor,
+    key: ipv4_reactor::reactor::Key,
+    dst: SocketAddrV4,
+    seqs: std::ops::Range<u64>,
+) {
+    let tx = lo_sender();
+    let want = reactor
+        .socket_counters(key)
+        .expect("registered")
+        .recv
+        .packets
+        + seqs.end
+        - seqs.start;
+    for seq in seqs {
+        send(&tx, &seq.to_be_bytes(), dst);
+    }
+    let all = turn_until(reactor, DEADLINE, |r| {
+        r.socket_counters(key).expect("registered").recv.packets >= want
+    });
+    let c = reactor.socket_counters(key).expect("registered");
+    assert!(
+        all,
+        "the reactor received {} of {want} packets",
+        c.recv.packets
+    );
+    assert_eq!(c.recv.kernel_drops, 0, "the kernel dropped packets");
+}
+
+/// Room frees packet by packet: capacity 8, 8 queued, one received,
+/// then of 3 more exactly 2 are dropped; once all are received, the
+/// whole capacity is free again.
+#[test]
+fn capacity_frees_exactly_as_packets_are_received() {
+    let g = asm_group(TAG);
+    let rx = lo_receiver(g, ControlFlags::DROPS);
+    let dst = SocketAddrV4::new(g, port_of(&rx));
+    let (sink, packets) = ChannelSink::bounded(8, 2048, Overflow::DropNewest).expect("sink");
+    let mut reactor = Reactor::builder().build().expect("reactor");
+    let key = reactor.register(rx, sink.clone()).expect("register");
+    thread::sleep(SETTLE);
+
+    send_and_read(&mut reactor, key, dst, 0..8);
+    assert_eq!(sink.dropped(), 0);
+    assert_eq!(packets.len(), 8);
+    assert_eq!(seq_of(&packets.try_recv().expect("a packet")), 0);
+    assert_eq!(packets.len(), 7);
+
+    send_and_read(&mut reactor, key, dst, 100..103);
+    assert_eq!(sink.dropped(), 2, "room for exactly one more");
+    assert_eq!(
+        reactor
+            .socket_counters(key)
+            .expect("registered")
+            .overflow_drops,
+        2
+    );
+    let got: Vec<u64> = packets.try_iter().map(|p| seq_of(&p)).collect();
+    assert_eq!(got, vec![1, 2, 3, 4, 5, 6, 7, 100]);
+
+    // All handed out: the whole capacity is free again.
+    send_and_read(&mut reactor, key, dst, 200..208);
+    assert_eq!(sink.dropped(), 2);
+    assert_eq!(packets.len(), 8);
 }
