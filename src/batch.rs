@@ -557,6 +557,13 @@ impl<'a> Iterator for Packets<'a> {
 
 impl ExactSizeIterator for Packets<'_> {}
 
+impl Packets<'_> {
+    /// How many packets this iterator has handed out.
+    pub fn handed_out(&self) -> usize {
+        self.next
+    }
+}
+
 /// One message for [`SendBatch::send`].
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]

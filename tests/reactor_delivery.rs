@@ -389,3 +389,77 @@ fn packet_conn_is_a_mio_source() {
         .deregister(&mut rx)
         .expect("deregister from mio");
 }
+
+/// A handler that takes each batch whole (`Handler::on_packets`): it sees
+/// the packets of every `recvmmsg` in order, at most a batch's slots at a
+/// time, and the reactor counts as delivered exactly the packets it took,
+/// also when it leaves some of a batch untaken (they are not delivered,
+/// and the socket is deregistered with them, as the handler asked).
+#[test]
+fn a_handler_can_take_whole_batches() {
+    use ipv4_reactor::reactor::Handler;
+    use ipv4_reactor::Packets;
+
+    struct Batches {
+        seqs: Arc<Mutex<Vec<Vec<u64>>>>,
+        /// Deregister after taking this many packets in all.
+        take_at_most: usize,
+        taken: usize,
+    }
+    impl Handler for Batches {
+        fn on_packet(&mut self, _: &Packet<'_>, _: &mut Context<'_>) {
+            unreachable!("on_packets takes them all");
+        }
+        fn on_packets(&mut self, packets: &mut Packets<'_>, ctx: &mut Context<'_>) {
+            let mut batch = Vec::new();
+            for p in packets {
+                batch.push(seq_of(p.payload));
+                self.taken += 1;
+                if self.taken == self.take_at_most {
+                    ctx.deregister();
+                    break;
+                }
+            }
+            self.seqs.lock().unwrap().push(batch);
+        }
+    }
+
+    let g = asm_group(TAG);
+    let rx = lo_receiver(g, ControlFlags::NONE);
+    let dst = SocketAddrV4::new(g, port_of(&rx));
+    let mut reactor = Reactor::builder().batch_slots(8).build().expect("reactor");
+    let seqs = Arc::new(Mutex::new(Vec::new()));
+    let key = reactor
+        .register(
+            rx,
+            Batches {
+                seqs: Arc::clone(&seqs),
+                take_at_most: 30,
+                taken: 0,
+            },
+        )
+        .expect("register");
+    thread::sleep(SETTLE);
+    let tx = lo_sender();
+    // 40 queued before the first turn: batches of 8, the fourth cut at 30.
+    for seq in 0..40u64 {
+        send(&tx, &seq.to_be_bytes(), dst);
+    }
+    let mut delivered = 0;
+    let deadline = Instant::now() + DEADLINE;
+    while reactor.socket_counters(key).is_some() && Instant::now() < deadline {
+        delivered += reactor.turn(Some(TURN)).expect("turn");
+    }
+    assert!(reactor.socket_counters(key).is_none(), "deregistered");
+    assert_eq!(delivered, 30, "turn counts the packets handed out");
+    let seqs = seqs.lock().unwrap();
+    assert!(
+        seqs.iter().all(|b| !b.is_empty() && b.len() <= 8),
+        "{seqs:?}"
+    );
+    assert_eq!(
+        seqs.concat(),
+        (0..30).collect::<Vec<u64>>(),
+        "in order, each once"
+    );
+}

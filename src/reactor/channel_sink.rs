@@ -651,6 +651,7 @@ impl ChannelSink {
 }
 
 impl Handler for ChannelSink {
+    #[inline(always)]
     fn on_packet(&mut self, packet: &Packet<'_>, ctx: &mut Context<'_>) {
         let mut buf = match self.stash.pop() {
             Some(buf) => buf,

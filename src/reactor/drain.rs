@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::AtomicBool;
 
 use super::{Context, Handler, Key, SocketCounters};
-use crate::batch::{Packet, RecvBatch};
+use crate::batch::{Packet, Packets, RecvBatch};
 use crate::packet_conn::PacketConn;
 
 /// Where a drain hands packets: a socket's own [`Handler`], or one line of
@@ -16,12 +16,30 @@ pub(super) trait Deliver {
     fn on_packet(&mut self, packet: &Packet<'_>, ctx: &mut Context<'_>);
     fn on_error(&mut self, error: io::Error, ctx: &mut Context<'_>);
     fn on_batch_end(&mut self, _ctx: &mut Context<'_>) {}
+
+    /// The packets of one batch, as [`Handler::on_packets`].
+    #[inline]
+    fn on_packets(&mut self, packets: &mut Packets<'_>, ctx: &mut Context<'_>) {
+        for packet in packets {
+            self.on_packet(&packet, ctx);
+            if ctx.deregister {
+                break;
+            }
+        }
+    }
 }
 
 impl Deliver for Box<dyn Handler> {
     #[inline]
     fn on_packet(&mut self, packet: &Packet<'_>, ctx: &mut Context<'_>) {
         (**self).on_packet(packet, ctx)
+    }
+
+    /// One dynamic call per batch: the handler's own `on_packets` calls
+    /// its `on_packet` directly.
+    #[inline]
+    fn on_packets(&mut self, packets: &mut Packets<'_>, ctx: &mut Context<'_>) {
+        (**self).on_packets(packets, ctx)
     }
 
     fn on_error(&mut self, error: io::Error, ctx: &mut Context<'_>) {
@@ -89,13 +107,9 @@ pub(super) fn drain<D: Deliver + ?Sized>(
             match batch.recv_with(ctx.conn, want, libc::MSG_DONTWAIT) {
                 Ok(n) => {
                     let started = measure.then(std::time::Instant::now);
-                    for pkt in batch.iter() {
-                        out.packets += 1;
-                        handler.on_packet(&pkt, &mut ctx);
-                        if ctx.deregister {
-                            break;
-                        }
-                    }
+                    let mut packets = batch.iter();
+                    handler.on_packets(&mut packets, &mut ctx);
+                    out.packets += packets.handed_out();
                     handler.on_batch_end(&mut ctx);
                     if let Some(t) = started {
                         counters.handler_time += t.elapsed();

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Key;
-use crate::batch::Packet;
+use crate::batch::{Packet, Packets};
 use crate::packet_conn::PacketConn;
 
 #[allow(unused_imports)] // for the docs
@@ -91,6 +91,29 @@ impl<'a> Context<'a> {
 pub trait Handler: Send + 'static {
     /// Called once per packet, in arrival order.
     fn on_packet(&mut self, packet: &Packet<'_>, ctx: &mut Context<'_>);
+
+    /// Called once per receive batch (one `recvmmsg`) with its packets, in
+    /// arrival order. The default hands each to
+    /// [`on_packet`](Handler::on_packet) and stops after a packet whose
+    /// handler called [`Context::deregister`] (the rest of the batch goes
+    /// with the socket).
+    ///
+    /// There is rarely a reason to override it: the reactor reaches a
+    /// handler through a `dyn Handler` pointer, and this default, compiled
+    /// for each handler type, is that one call per batch, the per-packet
+    /// calls to `on_packet` inside it being direct (and inlined) ones. A
+    /// handler that overrides it should hand out the packets it takes with
+    /// `packets.next()` and stop after a deregistration too; the reactor
+    /// counts the packets delivered with [`Packets::handed_out`].
+    #[inline]
+    fn on_packets(&mut self, packets: &mut Packets<'_>, ctx: &mut Context<'_>) {
+        for packet in packets {
+            self.on_packet(&packet, ctx);
+            if ctx.deregister {
+                break;
+            }
+        }
+    }
 
     /// Called when receiving fails with something other than "nothing
     /// queued" (for example a pending ICMP error on a connected socket).

@@ -298,7 +298,7 @@ struct QuietOne {
 }
 
 impl Handler for QuietOne {
-    #[inline]
+    #[inline(always)]
     fn on_packet(&mut self, p: &Packet<'_>, ctx: &mut Context<'_>) {
         // --count reached: the stop takes effect after this batch, whose
         // remaining packets are neither tracked nor counted.
