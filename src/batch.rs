@@ -14,6 +14,8 @@ use crate::sys::mmsg::{RecvSlots, SendSlots};
 /// Counters of one receive path (a [`RecvBatch`], or a socket in the
 /// reactor). All of them only grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 #[non_exhaustive]
 pub struct RecvCounters {
     /// Datagrams received: one per buffer, or as many as a UDP GRO buffer

@@ -191,6 +191,90 @@ impl fmt::Debug for ControlFlags {
     }
 }
 
+/// With the `serde` feature, the flags serialize in a human-readable format
+/// (JSON, YAML, TOML) as the list of their names in bit order, as `Debug`
+/// writes them (`["TTL", "DST"]`; `[]` for none), and in a compact format
+/// (bincode, postcard) as [`bits`](Self::bits). A name or bit this version
+/// does not know is an error when deserializing, never dropped silently.
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+impl serde::Serialize for ControlFlags {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        if !serializer.is_human_readable() {
+            return serializer.serialize_u32(self.0);
+        }
+        let mut seq = serializer.serialize_seq(Some(self.0.count_ones() as usize))?;
+        for (flag, name) in Self::NAMES {
+            if self.contains(flag) {
+                seq.serialize_element(name)?;
+            }
+        }
+        seq.end()
+    }
+}
+
+/// The forms [`Serialize`](serde::Serialize) writes: a list of flag names
+/// in human-readable formats, the bits in compact ones.
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+impl<'de> serde::Deserialize<'de> for ControlFlags {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ControlFlags;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of control flag names, or the flags' bits")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ControlFlags, A::Error> {
+                const NAMES: [&str; 10] = {
+                    let mut names = [""; 10];
+                    let mut i = 0;
+                    while i < names.len() {
+                        names[i] = ControlFlags::NAMES[i].1;
+                        i += 1;
+                    }
+                    names
+                };
+                let mut flags = ControlFlags::NONE;
+                while let Some(name) = seq.next_element::<String>()? {
+                    let (flag, _) = ControlFlags::NAMES
+                        .into_iter()
+                        .find(|(_, n)| *n == name)
+                        .ok_or_else(|| serde::de::Error::unknown_variant(&name, &NAMES))?;
+                    flags |= flag;
+                }
+                Ok(flags)
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, bits: u64) -> Result<ControlFlags, E> {
+                u32::try_from(bits)
+                    .ok()
+                    .filter(|&b| b & !ControlFlags::ALL.0 == 0)
+                    .map(ControlFlags)
+                    .ok_or_else(|| {
+                        E::invalid_value(
+                            serde::de::Unexpected::Unsigned(bits),
+                            &"bits of known control flags",
+                        )
+                    })
+            }
+        }
+
+        if deserializer.is_human_readable() {
+            deserializer.deserialize_seq(Visitor)
+        } else {
+            deserializer.deserialize_u32(Visitor)
+        }
+    }
+}
+
 /// What came with one packet, or what to attach to one that is sent.
 ///
 /// On receive each field is `Some` only when its [`ControlFlags`] flag was on
@@ -214,6 +298,7 @@ impl fmt::Debug for ControlFlags {
 /// assert_eq!(cm.to_string(), "ttl=64 src=- dst=239.1.2.3 ifindex=1");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct ControlMessage {
     /// TTL of the IP header (`ControlFlags::TTL`); on send, the TTL to use.

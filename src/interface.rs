@@ -33,6 +33,7 @@ use crate::sys;
 /// assert!(Interface::name("no-such-if0").resolve().is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum Interface {
     /// By interface index (`ip link` shows it first).
@@ -47,6 +48,7 @@ pub enum Interface {
 
 /// A resolved interface: index, name and its first IPv4 address.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct InterfaceInfo {
     /// The interface index (0 for [`Interface::Routed`]).

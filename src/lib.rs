@@ -176,6 +176,29 @@
 //! pooled buffer for another thread); a [`reactor::Handle`] steers it from
 //! other threads. See the [`reactor`] module for the whole chapter.
 //!
+//! # Optional features
+//!
+//! Both are off by default, and the default dependency tree has neither.
+//!
+//! - `tokio`: the `tokio` module (`AsyncPacketConn`, `run_reactor`), the
+//!   async side of [`reactor::ChannelSink`] and [`reactor::Handle`] calls
+//!   that can be awaited.
+//! - `serde`: `Serialize` and `Deserialize` for what the crate measures, so
+//!   that a service can export it: [`ControlMessage`], [`ControlFlags`],
+//!   [`RecvMeta`], [`RecvFlags`], [`RecvCounters`],
+//!   [`reactor::SocketCounters`], [`reactor::ReactorCounters`],
+//!   [`reactor::FeedCounters`], [`feed::SeqCounters`],
+//!   [`feed::LineCounters`], [`feed::FeedEvent`], [`feed::Delivery`],
+//!   [`feed::Verdict`], [`RejoinReport`], [`Interface`] and
+//!   [`InterfaceInfo`]. Keys are the Rust field names; addresses are
+//!   strings (`"127.0.0.1"`, `"127.0.0.1:5000"`), times and durations
+//!   serde's own forms (`{"secs_since_epoch": .., "nanos_since_epoch": ..}`,
+//!   `{"secs": .., "nanos": ..}`), enums externally tagged
+//!   (`{"GapOpened": {"from": 4, "to": 4}}`). [`ControlFlags`] is a list of
+//!   flag names (`["TTL", "DST"]`), its bits in compact formats. Counters
+//!   read from input without a field (written by an older version) read
+//!   it as zero.
+//!
 //! # Errors
 //!
 //! Every call returns `std::io::Result`. Bad arguments (a unicast group, a

@@ -38,6 +38,8 @@ use crate::sys;
 /// new one, with their source filters. Calling it when nothing changed is
 /// harmless: memberships whose index did not change are left alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 #[non_exhaustive]
 pub struct RejoinReport {
     /// Memberships found in place (their interface kept its index and, for

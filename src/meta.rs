@@ -25,6 +25,7 @@ use crate::control::ControlMessage;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct RecvMeta {
     /// The bytes written at the start of the buffer: the payload (on a raw
@@ -59,6 +60,8 @@ impl RecvMeta {
 
 /// What the kernel said about one received packet besides its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 #[non_exhaustive]
 pub struct RecvFlags {
     /// The payload was longer than the buffer and was cut (`MSG_TRUNC`).

@@ -25,6 +25,8 @@ pub const MAX_STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// One line's figures ([`Arbiter::line`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 #[non_exhaustive]
 pub struct LineCounters {
     /// Packets received on this line, malformed ones included.

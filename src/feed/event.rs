@@ -22,6 +22,7 @@
 /// assert_eq!(got, [(7, 1, 0, false)]);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct Delivery {
     /// The first new sequence number.
@@ -53,6 +54,7 @@ pub struct Delivery {
 /// assert_eq!(events.last(), Some(&FeedEvent::Lost { from: 12, to: 12 }));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum FeedEvent {
     /// New sequence numbers for the handler. A packet may give several
@@ -124,6 +126,7 @@ pub enum FeedEvent {
 /// assert!(Verdict::Late.delivers() && !Verdict::Duplicate.delivers());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum Verdict {
     /// Delivered: sequence numbers above everything seen so far (perhaps

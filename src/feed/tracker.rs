@@ -210,6 +210,8 @@ impl TrackerConfig {
 /// assert_eq!((c.gaps, c.lost), (1, 2)); // 14 and 15
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 #[non_exhaustive]
 pub struct SeqCounters {
     /// Every packet handled, malformed ones included.

@@ -10,6 +10,8 @@ use super::{ChannelSink, Handler, Overflow, ReactorBuilder};
 
 /// Counters of one registered socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 #[non_exhaustive]
 pub struct SocketCounters {
     /// Packets, bytes, batches, truncations and kernel drops.
@@ -34,6 +36,8 @@ pub struct SocketCounters {
 
 /// Counters of a reactor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 #[non_exhaustive]
 pub struct ReactorCounters {
     /// Calls to `turn` (one per loop iteration of `run`).

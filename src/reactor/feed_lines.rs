@@ -82,6 +82,7 @@ impl fmt::Display for FeedKey {
 
 /// A feed's figures: the merged stream's and each line's.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct FeedCounters {
     /// The merged stream: packets and messages delivered once, copies,
