@@ -283,3 +283,36 @@ fn capacity_frees_exactly_as_packets_are_received() {
     assert_eq!(sink.dropped(), 2);
     assert_eq!(packets.len(), 8);
 }
+
+/// A receiver takes the packets of a receive batch from the channel at
+/// once; a clone dropped while it holds some it has not handed out gives
+/// them back: the other clone gets them, first and in order, and nothing
+/// is counted as dropped.
+#[test]
+fn a_dropped_receiver_clone_gives_back_what_it_took() {
+    let g = asm_group(TAG);
+    let rx = lo_receiver(g, ControlFlags::DROPS);
+    let dst = SocketAddrV4::new(g, port_of(&rx));
+    let (sink, first) = ChannelSink::bounded(16, 2048, Overflow::DropNewest).expect("sink");
+    let second = first.clone();
+    let mut reactor = Reactor::builder().build().expect("reactor");
+    let key = reactor.register(rx, sink.clone()).expect("register");
+    thread::sleep(SETTLE);
+
+    send_and_read(&mut reactor, key, dst, 0..10);
+    assert_eq!(seq_of(&first.try_recv().expect("a packet")), 0);
+    send_and_read(&mut reactor, key, dst, 10..12);
+    assert_eq!(
+        first.len() + second.len(),
+        9 + 2 + 2,
+        "each counts the channel's 2"
+    );
+    drop(first);
+    let got: Vec<u64> = second.try_iter().map(|p| seq_of(&p)).collect();
+    assert_eq!(got, (1..12).collect::<Vec<u64>>());
+    assert_eq!(sink.dropped(), 0);
+    // The room of every packet is back: 16 more fit.
+    send_and_read(&mut reactor, key, dst, 100..116);
+    assert_eq!(sink.dropped(), 0);
+    assert_eq!(second.len(), 16);
+}

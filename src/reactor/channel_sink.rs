@@ -7,7 +7,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddrV4;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -118,9 +118,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The channel between the sinks and their receiver: a queue of at most
-/// `capacity` packets behind one lock, which a sink takes once per batch
-/// and the receiver once per packet.
+/// Packets in arrival order, handed over and taken as a unit: a sink fills
+/// one with a receive batch, the channel queues it whole, a receiver takes
+/// it whole. Capacity [`HAND_OVER_AT`], allocated once and used again.
+type Chunk = VecDeque<OwnedPacket>;
+
+fn new_chunk() -> Chunk {
+    VecDeque::with_capacity(HAND_OVER_AT)
+}
+
+/// The channel between the sinks and their receivers: a queue of chunks
+/// behind one lock, which a sink takes once per receive batch (its chunk
+/// is swapped for an empty one, no packet moves) and a receiver once per
+/// chunk (it takes the chunk whole and hands out its packets without the
+/// lock). The queue and the chunks the receivers took hold at most
+/// `capacity` packets together.
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
@@ -129,31 +141,82 @@ struct Shared {
     /// Wakes a [`Overflow::Block`] sink waiting for room.
     room: Condvar,
     capacity: usize,
+    /// Packets receivers took with a chunk and have not handed out yet
+    /// (they count against `capacity`).
+    held: AtomicUsize,
+    /// Sinks waiting on `room` (changed under the `state` lock, read by
+    /// receivers without it).
+    sinks_waiting: AtomicUsize,
 }
 
 #[derive(Debug)]
 struct State {
-    /// Allocated once with room for `capacity` packets; never grows.
-    queue: VecDeque<OwnedPacket>,
+    /// Chunks in arrival order. Of two neighbours, the later was queued
+    /// because the packets did not fit in the earlier, so there are at
+    /// most about `2 * capacity / HAND_OVER_AT + 1` of them.
+    queue: VecDeque<Chunk>,
+    /// Packets in `queue`.
+    queued: usize,
+    /// Empty chunks, to swap for those handed over.
+    spare: Vec<Chunk>,
     /// Clones of the sink alive.
     senders: usize,
     /// Clones of the receiver alive.
     receivers: usize,
     /// Receivers waiting on `filled`.
     receivers_waiting: usize,
-    /// Sinks waiting on `room`.
-    sinks_waiting: usize,
+}
+
+impl State {
+    /// Queues the first `n` packets of `from`: when they are all of it,
+    /// the chunk itself (an empty spare takes its place), unless the last
+    /// queued chunk has room for them; else they move.
+    fn push_packets(&mut self, from: &mut Chunk, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.queued += n;
+        if let Some(last) = self.queue.back_mut() {
+            if last.len() + n <= HAND_OVER_AT {
+                last.extend(from.drain(..n));
+                return;
+            }
+        }
+        let mut chunk = self.spare.pop().unwrap_or_else(new_chunk);
+        if n == from.len() {
+            std::mem::swap(&mut chunk, from);
+        } else {
+            chunk.extend(from.drain(..n));
+        }
+        self.queue.push_back(chunk);
+    }
 }
 
 impl Shared {
-    /// The receiver's side of taking one packet: wakes the sinks that wait
-    /// for room.
-    fn pop(&self, st: &mut State) -> Option<OwnedPacket> {
-        let p = st.queue.pop_front();
-        if p.is_some() && st.sinks_waiting > 0 {
-            self.room.notify_all();
+    #[cold]
+    #[inline(never)]
+    fn wake_sinks(&self) {
+        let _st = lock(&self.state);
+        self.room.notify_all();
+    }
+
+    /// Room in the channel now.
+    fn room(&self, st: &State) -> usize {
+        self.capacity
+            .saturating_sub(st.queued + self.held.load(Ordering::SeqCst))
+    }
+
+    /// Gives back the room of `n` packets a receiver handed out, waking
+    /// the sinks that wait for room (which takes the `state` lock: not to
+    /// be called with it held).
+    #[inline(always)]
+    fn release(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::SeqCst);
+        // A sink counts itself in before it looks for room (both under the
+        // lock), so either it sees this room or this sees it waiting.
+        if self.sinks_waiting.load(Ordering::SeqCst) > 0 {
+            self.wake_sinks();
         }
-        p
     }
 }
 
@@ -242,9 +305,9 @@ pub struct ChannelSink {
     overflow: Overflow,
     dropped: Arc<AtomicU64>,
     disconnected: Arc<AtomicU64>,
-    /// Packets of the current batch, not handed over yet (this clone's own;
-    /// capacity [`HAND_OVER_AT`]).
-    batch: Vec<OwnedPacket>,
+    /// Packets of the current batch, not handed over yet (this clone's own
+    /// chunk).
+    batch: Chunk,
     /// Free buffers taken from the pool (this clone's own; capacity
     /// [`STASH`]).
     stash: Vec<Vec<u8>>,
@@ -266,7 +329,7 @@ impl Clone for ChannelSink {
             overflow: self.overflow,
             dropped: Arc::clone(&self.dropped),
             disconnected: Arc::clone(&self.disconnected),
-            batch: Vec::with_capacity(HAND_OVER_AT),
+            batch: new_chunk(),
             stash: Vec::with_capacity(STASH),
             #[cfg(feature = "tokio")]
             wake: self.wake.clone(),
@@ -281,11 +344,11 @@ impl Drop for ChannelSink {
         // counted in `dropped` if not (no socket to count them on).
         if !self.batch.is_empty() {
             let mut st = lock(&self.shared.state);
-            let room = self.room(&st);
+            let room = self.shared.room(&st);
             let fit = room.min(self.batch.len());
             let lost = self.batch.len() - fit;
             if st.receivers > 0 {
-                st.queue.extend(self.batch.drain(..fit));
+                st.push_packets(&mut self.batch, fit);
                 self.dropped.fetch_add(lost as u64, Ordering::Relaxed);
             } else {
                 self.dropped
@@ -298,7 +361,7 @@ impl Drop for ChannelSink {
         }
         let mut st = lock(&self.shared.state);
         st.senders -= 1;
-        if st.senders == 0 || !st.queue.is_empty() {
+        if st.senders == 0 || st.queued > 0 {
             self.shared.filled.notify_all();
         }
         drop(st);
@@ -311,6 +374,13 @@ impl Drop for ChannelSink {
 /// crossbeam's error types. Clones share the channel (each packet goes to
 /// one of them).
 ///
+/// A receiver takes the packets of one hand-over (a receive batch, up to
+/// 64 packets) from the channel at once, under one lock, and hands them
+/// out one by one without it; until handed out they still count against
+/// the channel's capacity. So clones share the channel batch by batch,
+/// and a clone dropped with packets it took gives them back to the others,
+/// first and in order.
+///
 /// When every clone of the sink is gone (the reactor deregistered its
 /// sockets or was dropped), the packets still queued are delivered, then
 /// `recv` fails with [`RecvError`]. When every clone of the receiver is
@@ -318,6 +388,8 @@ impl Drop for ChannelSink {
 /// [`ChannelSink::disconnected_drops`] and deregisters its socket.
 pub struct PacketReceiver {
     shared: Arc<Shared>,
+    /// The chunk this clone took and hands out.
+    local: Mutex<Chunk>,
 }
 
 impl fmt::Debug for PacketReceiver {
@@ -334,19 +406,34 @@ impl Clone for PacketReceiver {
         lock(&self.shared.state).receivers += 1;
         PacketReceiver {
             shared: Arc::clone(&self.shared),
+            local: Mutex::new(new_chunk()),
         }
     }
 }
 
 impl Drop for PacketReceiver {
     fn drop(&mut self) {
+        let local = self.local.get_mut().unwrap_or_else(PoisonError::into_inner);
         let mut st = lock(&self.shared.state);
         st.receivers -= 1;
         if st.receivers == 0 {
             // Nobody will take these: their buffers go back to the pool,
             // and sinks waiting for room find the receiver gone.
             st.queue.clear();
+            st.queued = 0;
+            local.clear();
             self.shared.room.notify_all();
+        } else if !local.is_empty() {
+            // The other clones get what this one took and did not hand
+            // out, first, in order.
+            let back = std::mem::replace(local, new_chunk());
+            let n = back.len();
+            st.queued += n;
+            st.queue.push_front(back);
+            self.shared.held.fetch_sub(n, Ordering::SeqCst);
+            if st.receivers_waiting > 0 {
+                self.shared.filled.notify_all();
+            }
         }
     }
 }
@@ -373,14 +460,26 @@ impl PacketReceiver {
     }
 
     fn recv_until(&self, deadline: Option<Instant>) -> Result<OwnedPacket, RecvTimeoutError> {
-        let mut st = lock(&self.shared.state);
         loop {
-            if let Some(p) = self.shared.pop(&mut st) {
+            let mut local = lock(&self.local);
+            if let Some(p) = self.pop(&mut local) {
                 return Ok(p);
+            }
+            // Lock order: a receiver's own chunk, then the channel.
+            let mut st = lock(&self.shared.state);
+            if self.take(&mut st, &mut local) {
+                drop(st);
+                if let Some(p) = self.pop(&mut local) {
+                    return Ok(p);
+                }
+                continue;
             }
             if st.senders == 0 {
                 return Err(RecvTimeoutError::Disconnected);
             }
+            // Other threads using this receiver wait on the channel too,
+            // not on its chunk.
+            drop(local);
             st.receivers_waiting += 1;
             st = match deadline {
                 None => self
@@ -407,12 +506,41 @@ impl PacketReceiver {
 
     /// The next packet if one is queued, without waiting.
     pub fn try_recv(&self) -> Result<OwnedPacket, TryRecvError> {
+        let mut local = lock(&self.local);
+        if let Some(p) = self.pop(&mut local) {
+            return Ok(p);
+        }
         let mut st = lock(&self.shared.state);
-        match self.shared.pop(&mut st) {
+        self.take(&mut st, &mut local);
+        let disconnected = st.senders == 0;
+        drop(st);
+        match self.pop(&mut local) {
             Some(p) => Ok(p),
-            None if st.senders == 0 => Err(TryRecvError::Disconnected),
+            None if disconnected => Err(TryRecvError::Disconnected),
             None => Err(TryRecvError::Empty),
         }
+    }
+
+    /// The next packet of this receiver's chunk, its room given back to
+    /// the channel (which may take the channel's lock: not to be called
+    /// with it held).
+    #[inline(always)]
+    fn pop(&self, local: &mut Chunk) -> Option<OwnedPacket> {
+        let p = local.pop_front()?;
+        self.shared.release(1);
+        Some(p)
+    }
+
+    /// Takes the channel's first chunk in place of this receiver's empty
+    /// one; whether there was one.
+    fn take(&self, st: &mut State, local: &mut Chunk) -> bool {
+        let Some(chunk) = st.queue.pop_front() else {
+            return false;
+        };
+        st.queued -= chunk.len();
+        self.shared.held.fetch_add(chunk.len(), Ordering::SeqCst);
+        st.spare.push(std::mem::replace(local, chunk));
+        true
     }
 
     /// A blocking iterator: it ends when the channel is empty and every
@@ -426,14 +554,16 @@ impl PacketReceiver {
         PacketTryIter { rx: self }
     }
 
-    /// Packets queued now.
+    /// Packets queued now for this receiver: in the channel, and those it
+    /// took from the channel and has not handed out yet.
     pub fn len(&self) -> usize {
-        lock(&self.shared.state).queue.len()
+        let local = lock(&self.local);
+        local.len() + lock(&self.shared.state).queued
     }
 
-    /// Whether no packet is queued now.
+    /// Whether no packet is queued now for this receiver.
     pub fn is_empty(&self) -> bool {
-        lock(&self.shared.state).queue.is_empty()
+        self.len() == 0
     }
 
     /// Whether the channel holds as many packets as it can.
@@ -535,17 +665,23 @@ impl ChannelSink {
             )));
         }
         let pool = Arc::new(BufferPool::new(buffers, payload_size));
+        // Chunks for a channel of full batches, and one per receiver
+        // (more are made if small batches leave chunks half full).
+        let chunks = capacity.div_ceil(HAND_OVER_AT) + 2;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                queue: VecDeque::with_capacity(capacity),
+                queue: VecDeque::with_capacity(chunks),
+                queued: 0,
+                spare: (0..chunks).map(|_| new_chunk()).collect(),
                 senders: 1,
                 receivers: 1,
                 receivers_waiting: 0,
-                sinks_waiting: 0,
             }),
             filled: Condvar::new(),
             room: Condvar::new(),
             capacity,
+            held: AtomicUsize::new(0),
+            sinks_waiting: AtomicUsize::new(0),
         });
         Ok((
             ChannelSink {
@@ -554,12 +690,15 @@ impl ChannelSink {
                 overflow,
                 dropped: Arc::new(AtomicU64::new(0)),
                 disconnected: Arc::new(AtomicU64::new(0)),
-                batch: Vec::with_capacity(HAND_OVER_AT),
+                batch: new_chunk(),
                 stash: Vec::with_capacity(STASH),
                 #[cfg(feature = "tokio")]
                 wake: None,
             },
-            PacketReceiver { shared },
+            PacketReceiver {
+                shared,
+                local: Mutex::new(new_chunk()),
+            },
         ))
     }
 
@@ -659,7 +798,7 @@ impl Handler for ChannelSink {
         };
         buf.clear();
         buf.extend_from_slice(packet.payload);
-        self.batch.push(OwnedPacket {
+        self.batch.push_back(OwnedPacket {
             buf,
             cm: packet.cm,
             src: packet.src,
@@ -695,11 +834,6 @@ impl ChannelSink {
         }
     }
 
-    /// Room in the channel now.
-    fn room(&self, st: &State) -> usize {
-        self.shared.capacity.saturating_sub(st.queue.len())
-    }
-
     /// Moves the batch into the channel under one lock: what fits goes in,
     /// in order; the rest is dropped and counted ([`Overflow::DropNewest`])
     /// or waits for room ([`Overflow::Block`]).
@@ -710,8 +844,8 @@ impl ChannelSink {
             self.receiver_gone(ctx);
             return;
         }
-        let fit = self.room(&st).min(self.batch.len());
-        st.queue.extend(self.batch.drain(..fit));
+        let fit = self.shared.room(&st).min(self.batch.len());
+        st.push_packets(&mut self.batch, fit);
         if fit > 0 && st.receivers_waiting > 0 {
             self.shared.filled.notify_all();
         }
@@ -759,9 +893,9 @@ impl ChannelSink {
                 self.receiver_gone(ctx);
                 return;
             }
-            let fit = self.room(&st).min(self.batch.len());
+            let fit = self.shared.room(&st).min(self.batch.len());
             if fit > 0 {
-                st.queue.extend(self.batch.drain(..fit));
+                st.push_packets(&mut self.batch, fit);
                 if st.receivers_waiting > 0 {
                     self.shared.filled.notify_all();
                 }
@@ -779,14 +913,17 @@ impl ChannelSink {
                 self.drop_batch(ctx);
                 return;
             }
-            st.sinks_waiting += 1;
-            st = self
-                .shared
-                .room
-                .wait_timeout(st, BLOCK_SLICE)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-            st.sinks_waiting -= 1;
+            // Counted in before looking again (see `Shared::release`).
+            self.shared.sinks_waiting.fetch_add(1, Ordering::SeqCst);
+            if self.shared.room(&st) == 0 {
+                st = self
+                    .shared
+                    .room
+                    .wait_timeout(st, BLOCK_SLICE)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            self.shared.sinks_waiting.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
