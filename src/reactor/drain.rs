@@ -20,12 +20,7 @@ pub(super) trait Deliver {
     /// The packets of one batch, as [`Handler::on_packets`].
     #[inline]
     fn on_packets(&mut self, packets: &mut Packets<'_>, ctx: &mut Context<'_>) {
-        for packet in packets {
-            self.on_packet(&packet, ctx);
-            if ctx.deregister {
-                break;
-            }
-        }
+        super::handler::each_packet(packets, ctx, |p, ctx| self.on_packet(p, ctx));
     }
 }
 

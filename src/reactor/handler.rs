@@ -107,12 +107,7 @@ pub trait Handler: Send + 'static {
     /// counts the packets delivered with [`Packets::handed_out`].
     #[inline]
     fn on_packets(&mut self, packets: &mut Packets<'_>, ctx: &mut Context<'_>) {
-        for packet in packets {
-            self.on_packet(&packet, ctx);
-            if ctx.deregister {
-                break;
-            }
-        }
+        each_packet(packets, ctx, |p, ctx| self.on_packet(p, ctx));
     }
 
     /// Called when receiving fails with something other than "nothing
@@ -134,6 +129,23 @@ pub trait Handler: Send + 'static {
     /// nothing.
     fn on_batch_end(&mut self, ctx: &mut Context<'_>) {
         let _ = ctx;
+    }
+}
+
+/// Hands each packet to `on_packet` in order, stopping after a packet
+/// whose handler deregistered the socket: the default `on_packets` of
+/// handlers and of the reactor's other deliveries (`drain.rs`).
+#[inline(always)]
+pub(super) fn each_packet(
+    packets: &mut Packets<'_>,
+    ctx: &mut Context<'_>,
+    mut on_packet: impl FnMut(&Packet<'_>, &mut Context<'_>),
+) {
+    for packet in packets {
+        on_packet(&packet, ctx);
+        if ctx.deregister {
+            break;
+        }
     }
 }
 
