@@ -283,9 +283,9 @@ impl Tally {
 /// accounting. One tracker, driven by a plain handler: no per-packet
 /// formatting, no lock, no allocation, no clock read but for the first
 /// packet. Its counts are plain integers; it publishes them to the tally
-/// with plain stores (relaxed, no load back) for the main loop's rate
-/// line. The tracker comes back to the main loop when the reactor drops
-/// the handler.
+/// once per receive batch with plain stores (relaxed, no load back) for
+/// the main loop's rate line. The tracker comes back to the main loop when
+/// the reactor drops the handler.
 struct QuietOne {
     tracker: SeqTracker,
     /// `--count`, or `u64::MAX`.
@@ -325,16 +325,28 @@ impl Handler for QuietOne {
         // take centuries at any line rate.
         self.packets += 1;
         self.bytes += p.payload.len() as u64;
-        self.tally.packets.set(self.packets);
-        self.tally.bytes.set(self.bytes);
         if self.packets == self.limit {
             ctx.stop();
         }
+    }
+
+    /// The counts go to the tally once per receive batch.
+    #[inline]
+    fn on_batch_end(&mut self, _ctx: &mut Context<'_>) {
+        self.publish();
+    }
+}
+
+impl QuietOne {
+    fn publish(&self) {
+        self.tally.packets.set(self.packets);
+        self.tally.bytes.set(self.bytes);
     }
 }
 
 impl Drop for QuietOne {
     fn drop(&mut self) {
+        self.publish();
         let tracker = std::mem::replace(&mut self.tracker, SeqTracker::new(SeqFormat::None));
         *self.done.lock().unwrap_or_else(PoisonError::into_inner) = Some(tracker);
     }
