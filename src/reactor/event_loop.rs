@@ -346,7 +346,9 @@ impl Reactor {
         if let Some(uring) = self.uring.as_mut() {
             for &slot in uring.collect()? {
                 if let Some(entry) = self.entries.get_mut(slot) {
-                    if !entry.queued {
+                    // A socket backing off after receive errors waits for
+                    // its retry (retry_due), whatever completed meanwhile.
+                    if !entry.queued && entry.retry_at.is_none() {
                         entry.queued = true;
                         self.ready.push_back(slot);
                     }

@@ -373,7 +373,10 @@ pub(super) fn drain_uring<D: Deliver + ?Sized>(
                 return out;
             }
         }
-        // Every buffer is back: arm again if the receive ended.
+        // Every buffer is back: arm again if the receive ended (also after
+        // an error: a socket whose receives keep failing is not queued
+        // again while it backs off, see Reactor::collect_uring, so the
+        // error completions this may bring wait for its retry).
         if !sock.armed && !out.deregister {
             if let Err(e) = arm(ring, sock, slot) {
                 counters.recv_errors += 1;
