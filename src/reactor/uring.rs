@@ -36,6 +36,8 @@ const CONTROL_LEN: usize = ControlFlags::ALL.control_len();
 const SQ_ENTRIES: u32 = 64;
 /// How often (in packets) a long drain looks at the stop flags.
 const STOP_CHECK_EVERY: usize = 64;
+/// Runs of the kernel's deferred receive work per collect, at most.
+const PUMPS_PER_TURN: usize = 8;
 
 /// A filled buffer waiting for the handler.
 #[derive(Clone, Copy)]
@@ -60,6 +62,8 @@ struct Sock {
     error: Option<i32>,
     /// `ENOBUFS` ends not yet added to the socket's counters.
     no_buffers: u64,
+    /// Listed in [`Uring::touched`] by the last collect.
+    touched: bool,
 }
 
 impl Sock {
@@ -135,13 +139,18 @@ impl Uring {
             filled: VecDeque::with_capacity(usize::from(self.buffers)),
             error: None,
             no_buffers: 0,
+            touched: false,
         };
-        if let Err(e) = arm(&mut self.ring, &mut sock, slot) {
-            self.ring.remove_group(bgid, None);
-            return Err(crate::error::os_with_hint(
-                "io_uring: arming a socket's multishot recvmsg",
-                e,
-            ));
+        // Before the first turn the ring is not enabled yet: the first
+        // collect arms every socket.
+        if self.ring.is_enabled() {
+            if let Err(e) = arm(&mut self.ring, &mut sock, slot) {
+                self.ring.remove_group(bgid, None);
+                return Err(crate::error::os_with_hint(
+                    "io_uring: arming a socket's multishot recvmsg",
+                    e,
+                ));
+            }
         }
         self.socks[slot] = Some(sock);
         Ok(())
@@ -156,6 +165,21 @@ impl Uring {
         }
     }
 
+    /// Enables the ring for this thread (the first turn) and arms the
+    /// sockets registered before.
+    #[cold]
+    fn enable(&mut self) -> io::Result<()> {
+        self.ring.enable()?;
+        for (slot, sock) in self.socks.iter_mut().enumerate() {
+            if let Some(sock) = sock {
+                arm(&mut self.ring, sock, slot).map_err(|e| {
+                    crate::error::os_with_hint("io_uring: arming a socket's multishot recvmsg", e)
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether completions (or work that posts them) are waiting.
     pub(super) fn has_work(&mut self) -> bool {
         self.ring.has_work()
@@ -165,43 +189,59 @@ impl Uring {
     /// every completion to its socket's queue; returns the slots that got
     /// something to serve (to put on the ready list).
     pub(super) fn collect(&mut self) -> io::Result<&[usize]> {
-        self.ring.pump()?;
+        if !self.ring.is_enabled() {
+            self.enable()?;
+        }
         let socks = &mut self.socks;
         let touched = &mut self.touched;
+        for &slot in touched.iter() {
+            if let Some(Some(sock)) = socks.get_mut(slot) {
+                sock.touched = false;
+            }
+        }
         touched.clear();
-        self.ring.reap(usize::MAX, |c| {
-            let ud = c.user_data;
-            let slot = (ud & 0xffff_ffff) as usize;
-            let generation = (ud >> 32) as u16;
-            let arm = (ud >> 48) as u8;
-            let name_len = (ud >> 56) as u8;
-            let Some(sock) = socks
-                .get_mut(slot)
-                .and_then(Option::as_mut)
-                .filter(|s| s.generation == generation)
-            else {
-                return;
-            };
-            if let Some(bid) = c.buffer {
-                sock.filled.push_back(Filled {
-                    bid,
-                    name_len,
-                    len: c.result.max(0) as u32,
-                });
-            } else if c.result < 0 {
-                match -c.result {
-                    libc::ENOBUFS => sock.no_buffers += 1,
-                    libc::ECANCELED => {}
-                    errno => sock.error = Some(errno),
+        // The kernel's receive work for a socket stops after a few dozen
+        // packets and queues itself again: run it again while it does (up
+        // to a bound), so that one turn takes what a recvmmsg loop would.
+        for _ in 0..PUMPS_PER_TURN {
+            if !self.ring.pump()? {
+                break;
+            }
+            self.ring.reap(usize::MAX, |c| {
+                let ud = c.user_data;
+                let slot = (ud & 0xffff_ffff) as usize;
+                let generation = (ud >> 32) as u16;
+                let arm = (ud >> 48) as u8;
+                let name_len = (ud >> 56) as u8;
+                let Some(sock) = socks
+                    .get_mut(slot)
+                    .and_then(Option::as_mut)
+                    .filter(|s| s.generation == generation)
+                else {
+                    return;
+                };
+                if let Some(bid) = c.buffer {
+                    sock.filled.push_back(Filled {
+                        bid,
+                        name_len,
+                        len: c.result.max(0) as u32,
+                    });
+                } else if c.result < 0 {
+                    match -c.result {
+                        libc::ENOBUFS => sock.no_buffers += 1,
+                        libc::ECANCELED => {}
+                        errno => sock.error = Some(errno),
+                    }
                 }
-            }
-            if !c.more && arm == sock.arm {
-                sock.armed = false;
-            }
-            if touched.last() != Some(&slot) {
-                touched.push(slot);
-            }
-        });
+                if !c.more && arm == sock.arm {
+                    sock.armed = false;
+                }
+                if !sock.touched {
+                    sock.touched = true;
+                    touched.push(slot);
+                }
+            });
+        }
         Ok(&self.touched)
     }
 }

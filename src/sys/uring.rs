@@ -214,6 +214,12 @@ impl BufRing {
 pub(crate) struct Ring {
     // Declared first: the ring is closed before any memory below is freed.
     ring: IoUring,
+    /// Signalled by the kernel when completions or deferred work wait:
+    /// what the reactor's epoll watches.
+    eventfd: std::os::fd::OwnedFd,
+    /// The thread that enabled the ring, the only one that may use it
+    /// (`IORING_SETUP_SINGLE_ISSUER`); none before the first turn.
+    owner: Option<std::thread::ThreadId>,
     groups: Vec<Option<BufRing>>,
     /// Buffer rings whose cancellation did not finish in time: kept until
     /// the ring is dropped.
@@ -232,45 +238,104 @@ impl Drop for Ring {
 }
 
 impl Ring {
-    /// Sets up a ring with room for `cq_entries` completions and probes
-    /// what the backend needs: `IORING_OP_RECVMSG`, provided buffer rings,
-    /// multishot `recvmsg` with buffer select, and synchronous cancellation.
+    /// Sets up a ring with room for `cq_entries` completions, after
+    /// probing, on a ring of its own, what the backend needs:
+    /// `IORING_OP_RECVMSG`, provided buffer rings, multishot `recvmsg` with
+    /// buffer select, and synchronous cancellation.
+    ///
+    /// The ring defers the kernel's work to the thread that turns it
+    /// (`SINGLE_ISSUER | DEFER_TASKRUN`): a completion never interrupts
+    /// that thread (no `EINTR` in its other system calls, nor in an outer
+    /// loop it is nested in); the work runs when [`pump`](Self::pump) sees
+    /// the flag the kernel raises in shared memory. It starts disabled
+    /// (`R_DISABLED`) and is enabled by the first [`enable`](Self::enable),
+    /// on the thread that will use it.
     pub(crate) fn new(sq_entries: u32, cq_entries: u32) -> Result<Ring, Unavailable> {
         let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok());
+        let setup_error = move |e: io::Error| {
+            let why = match (e.raw_os_error(), disabled) {
+                (Some(libc::ENOSYS), _) => "io_uring: the kernel has no io_uring".to_string(),
+                (Some(libc::EPERM), Some(d)) if d > 0 => format!(
+                    "io_uring: disabled by the sysctl kernel.io_uring_disabled = {d}"
+                ),
+                (Some(libc::EPERM), _) => {
+                    "io_uring: io_uring_setup is not permitted (a seccomp filter or a security module refuses it)".to_string()
+                }
+                _ => "io_uring: io_uring_setup failed".to_string(),
+            };
+            unavailable(why, Some(e))
+        };
+        // The probe runs on a thread of its own: its ring has no deferred
+        // task work, and the work the kernel queues for it (completions,
+        // the ring's teardown) would interrupt this thread's next blocking
+        // system call (EINTR) if it were queued here.
+        std::thread::Builder::new()
+            .name("io_uring probe".into())
+            .spawn(move || -> Result<(), Unavailable> {
+                let probe_ring = IoUring::builder().build(8).map_err(setup_error)?;
+                let mut probe = Ring {
+                    ring: probe_ring,
+                    eventfd: new_eventfd().map_err(|e| unavailable("an eventfd", Some(e)))?,
+                    owner: Some(std::thread::current().id()),
+                    groups: Vec::new(),
+                    leaked: Vec::new(),
+                };
+                probe.probe()
+            })
+            .map_err(|e| unavailable("a thread to probe io_uring on", Some(e)))?
+            .join()
+            .map_err(|_| unavailable("io_uring: the probe thread panicked", None))??;
         let ring = IoUring::builder()
             .setup_cqsize(cq_entries)
             .setup_clamp()
-            // Completions are posted when this thread next enters the
-            // kernel (or the TASKRUN flag says it should), never by an
-            // interrupt in the middle of a handler.
-            .setup_coop_taskrun()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
             .setup_taskrun_flag()
+            .setup_r_disabled()
             .build(sq_entries)
-            .map_err(|e| {
-                let why = match (e.raw_os_error(), disabled) {
-                    (Some(libc::ENOSYS), _) => "io_uring: the kernel has no io_uring".to_string(),
-                    (Some(libc::EPERM), Some(d)) if d > 0 => format!(
-                        "io_uring: disabled by the sysctl kernel.io_uring_disabled = {d}"
-                    ),
-                    (Some(libc::EPERM), _) => {
-                        "io_uring: io_uring_setup is not permitted (a seccomp filter or a security module refuses it)".to_string()
-                    }
-                    (Some(libc::EINVAL), _) => {
-                        "io_uring: the kernel refuses the setup flags COOP_TASKRUN/TASKRUN_FLAG (Linux 5.19 or later)".to_string()
-                    }
-                    _ => "io_uring: io_uring_setup failed".to_string(),
-                };
-                unavailable(why, Some(e))
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EINVAL) => unavailable(
+                    "io_uring: the setup flags SINGLE_ISSUER and DEFER_TASKRUN (Linux 6.1)",
+                    Some(e),
+                ),
+                _ => setup_error(e),
             })?;
-        let mut ring = Ring {
+        let eventfd = new_eventfd().map_err(|e| unavailable("an eventfd", Some(e)))?;
+        ring.submitter()
+            .register_eventfd(eventfd.as_raw_fd())
+            .map_err(|e| unavailable("io_uring: IORING_REGISTER_EVENTFD", Some(e)))?;
+        Ok(Ring {
             ring,
+            eventfd,
+            owner: None,
             groups: Vec::new(),
             leaked: Vec::new(),
-        };
-        ring.probe()?;
-        Ok(ring)
+        })
+    }
+
+    /// Whether [`enable`](Self::enable) was called.
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.owner.is_some()
+    }
+
+    /// Enables the ring for the calling thread, the only one that may
+    /// submit to it and run its work from now on; an error naming both
+    /// threads when another thread enabled it.
+    pub(crate) fn enable(&mut self) -> io::Result<()> {
+        let me = std::thread::current().id();
+        match self.owner {
+            Some(owner) if owner == me => Ok(()),
+            Some(owner) => Err(io::Error::other(format!(
+                "the io_uring backend serves its reactor from one thread, the one that turned it first ({owner:?}), not from {me:?}"
+            ))),
+            None => {
+                self.ring.submitter().register_enable_rings()?;
+                self.owner = Some(me);
+                Ok(())
+            }
+        }
     }
 
     fn probe(&mut self) -> Result<(), Unavailable> {
@@ -340,9 +405,10 @@ impl Ring {
         }
     }
 
-    /// The ring's descriptor: readable while completions wait.
+    /// The descriptor to poll: readable when completions or deferred work
+    /// wait (an eventfd the kernel signals).
     pub(crate) fn fd(&self) -> RawFd {
-        self.ring.as_raw_fd()
+        self.eventfd.as_raw_fd()
     }
 
     /// A buffer ring of `entries` (a power of two) buffers of `buf_size`
@@ -449,8 +515,9 @@ impl Ring {
 
     /// Runs the kernel's pending work when the ring says some waits (task
     /// work, or completions that overflowed), without a system call
-    /// otherwise.
-    pub(crate) fn pump(&mut self) -> io::Result<()> {
+    /// otherwise. Returns whether completions may be waiting (false: the
+    /// queue is empty and no work waits).
+    pub(crate) fn pump(&mut self) -> io::Result<bool> {
         let sq = self.ring.submission();
         let wanted = sq.taskrun() || sq.cq_overflow();
         drop(sq);
@@ -459,10 +526,17 @@ impl Ring {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    return Err(io::Error::other(format!(
+                        "the io_uring backend serves its reactor from one thread, the one that turned it first ({:?}), not from {:?}",
+                        self.owner,
+                        std::thread::current().id()
+                    )))
+                }
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(wanted || !self.ring.completion().is_empty())
     }
 
     /// Whether completions wait in the queue, or work that posts them.
@@ -519,6 +593,12 @@ impl Ring {
             g.publish();
         }
     }
+}
+
+fn new_eventfd() -> io::Result<std::os::fd::OwnedFd> {
+    let fd = super::syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?;
+    // SAFETY: eventfd returned a new descriptor that nothing else owns.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
