@@ -377,7 +377,7 @@ pub(super) fn drain_uring<D: Deliver + ?Sized>(
             if ctx.deregister {
                 break;
             }
-            if out.packets % STOP_CHECK_EVERY == 0 && (ctx.stop || ctx.stop_requested()) {
+            if out.packets.is_multiple_of(STOP_CHECK_EVERY) && (ctx.stop || ctx.stop_requested()) {
                 break;
             }
         }
