@@ -21,7 +21,7 @@ fn catch_up(c: &mut Criterion) {
     let mut group = c.benchmark_group("catch_up_drain");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(5));
-    for side in Side::ALL {
+    for &side in Side::ALL {
         let (_, n) = receiver(side, wanted).unwrap();
         let n = match side {
             Side::ReactorBare2x | Side::ReactorAbCopies => 2 * n,

@@ -505,7 +505,7 @@ impl RecvBatch {
     /// The packets of the last receive, in arrival order.
     pub fn iter(&self) -> Packets<'_> {
         Packets {
-            batch: self,
+            source: PacketSource::Batch(self),
             next: 0,
         }
     }
@@ -534,11 +534,22 @@ impl RecvBatch {
     }
 }
 
-/// The packets of a [`RecvBatch`]'s last receive; see [`RecvBatch::iter`].
+/// The packets of a receive batch, in arrival order: a [`RecvBatch`]'s
+/// last receive ([`RecvBatch::iter`]), or what the reactor hands a
+/// [`Handler::on_packets`](crate::reactor::Handler::on_packets) at once.
 #[derive(Debug, Clone)]
 pub struct Packets<'a> {
-    batch: &'a RecvBatch,
+    source: PacketSource<'a>,
     next: usize,
+}
+
+#[derive(Debug, Clone)]
+enum PacketSource<'a> {
+    /// Decoded from the batch's slots as they are handed out.
+    Batch(&'a RecvBatch),
+    /// Decoded beforehand (the io_uring backend's completions).
+    #[allow(dead_code)] // made only with the io-uring feature
+    Decoded(&'a [Packet<'a>]),
 }
 
 impl<'a> Iterator for Packets<'a> {
@@ -546,20 +557,36 @@ impl<'a> Iterator for Packets<'a> {
 
     #[inline(always)]
     fn next(&mut self) -> Option<Packet<'a>> {
-        let p = self.batch.get(self.next)?;
+        let p = match self.source {
+            PacketSource::Batch(batch) => batch.get(self.next)?,
+            PacketSource::Decoded(packets) => *packets.get(self.next)?,
+        };
         self.next += 1;
         Some(p)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = self.batch.len.saturating_sub(self.next);
+        let len = match self.source {
+            PacketSource::Batch(batch) => batch.len,
+            PacketSource::Decoded(packets) => packets.len(),
+        };
+        let left = len.saturating_sub(self.next);
         (left, Some(left))
     }
 }
 
 impl ExactSizeIterator for Packets<'_> {}
 
-impl Packets<'_> {
+impl<'a> Packets<'a> {
+    /// Packets decoded beforehand.
+    #[allow(dead_code)] // used only with the io-uring feature
+    pub(crate) fn decoded(packets: &'a [Packet<'a>]) -> Packets<'a> {
+        Packets {
+            source: PacketSource::Decoded(packets),
+            next: 0,
+        }
+    }
+
     /// How many packets this iterator has handed out.
     pub fn handed_out(&self) -> usize {
         self.next

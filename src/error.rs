@@ -96,6 +96,19 @@ pub enum Error {
         /// The kernel's error.
         source: io::Error,
     },
+    /// A reactor backend asked for by name cannot run here
+    /// ([`ReactorBuilder::backend`](crate::reactor::ReactorBuilder::backend)):
+    /// `missing` names what the kernel, the process or the build lacks
+    /// (found by probing, not guessed from the kernel version), `source`
+    /// is the kernel's error when there was one. Kind `Unsupported`.
+    BackendUnavailable {
+        /// The backend asked for (`"io_uring"`).
+        backend: &'static str,
+        /// What is missing.
+        missing: String,
+        /// The kernel's error, if one said so.
+        source: Option<io::Error>,
+    },
 }
 
 impl Error {
@@ -127,6 +140,7 @@ impl Error {
         match self {
             Error::Os { source, .. } => source.kind(),
             Error::MembershipLimit { .. } => io::ErrorKind::OutOfMemory,
+            Error::BackendUnavailable { .. } => io::ErrorKind::Unsupported,
             Error::UnknownInterfaceName(_)
             | Error::UnknownInterfaceIndex(_)
             | Error::UnknownInterfaceAddr(_) => io::ErrorKind::NotFound,
@@ -192,6 +206,23 @@ impl fmt::Display for Error {
                 }
             }
             Error::Os { context, source } => write!(f, "{context}: {source}"),
+            Error::BackendUnavailable {
+                backend,
+                missing,
+                source,
+            } => {
+                write!(
+                    f,
+                    "the {backend} reactor backend cannot run here: missing {missing}"
+                )?;
+                if let Some(e) = source {
+                    write!(f, " ({e})")?;
+                }
+                write!(
+                    f,
+                    "; use Backend::Mio, or Backend::IoUringOrMio to fall back to it"
+                )
+            }
         }
     }
 }
@@ -200,6 +231,10 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Os { source, .. } => Some(source),
+            Error::BackendUnavailable {
+                source: Some(source),
+                ..
+            } => Some(source),
             _ => None,
         }
     }

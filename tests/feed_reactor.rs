@@ -64,7 +64,7 @@ impl Feed {
             dsts.push(dst_of(g, &rx));
             conns.push(rx);
         }
-        let mut reactor = Reactor::builder().build().expect("reactor");
+        let mut reactor = util::reactor::builder().build().expect("reactor");
         let seen = Arc::new(Mutex::new(Seen::default()));
         let arbiter = Arbiter::new(format, lines).expect("arbiter");
         let key = reactor
@@ -128,81 +128,85 @@ fn u64be(seq: u64) -> [u8; 16] {
 
 #[test]
 fn two_lines_each_missing_a_different_range_deliver_every_sequence_once() {
-    let mut feed = Feed::new(SeqFormat::default(), 2);
-    let n = 200u64;
-    let mut sent = 0;
-    for seq in 0..n {
-        // Line A misses 40..60, line B misses 120..150.
-        if !(40..60).contains(&seq) {
-            feed.send(0, &u64be(seq));
-            sent += 1;
+    util::reactor::each_backend(|| {
+        let mut feed = Feed::new(SeqFormat::default(), 2);
+        let n = 200u64;
+        let mut sent = 0;
+        for seq in 0..n {
+            // Line A misses 40..60, line B misses 120..150.
+            if !(40..60).contains(&seq) {
+                feed.send(0, &u64be(seq));
+                sent += 1;
+            }
+            if !(120..150).contains(&seq) {
+                feed.send(1, &u64be(seq));
+                sent += 1;
+            }
         }
-        if !(120..150).contains(&seq) {
-            feed.send(1, &u64be(seq));
-            sent += 1;
-        }
-    }
-    feed.receive(sent);
-    let (total, lines, seen) = feed.finish();
+        feed.receive(sent);
+        let (total, lines, seen) = feed.finish();
 
-    let mut delivered: Vec<u64> = seen.deliveries.iter().map(|d| d.1).collect();
-    delivered.sort_unstable();
-    assert_eq!(delivered, (0..n).collect::<Vec<_>>(), "each sequence once");
-    assert!(seen.deliveries.iter().all(|d| d.2 == 1));
-    assert_eq!(total.messages, n);
-    assert_eq!((total.lost, total.gaps), (0, 0), "{total:?}");
-    assert_eq!(total.duplicates, sent - n);
-    assert_eq!(
-        (lines[0].lost, lines[0].gaps),
-        (20, 1),
-        "line A: {:?}",
-        lines[0]
-    );
-    assert_eq!(
-        (lines[1].lost, lines[1].gaps),
-        (30, 1),
-        "line B: {:?}",
-        lines[1]
-    );
-    assert_eq!(lines[0].first + lines[1].first, n);
-    // B brought what A missed, and A what B missed.
-    assert!(seen
-        .deliveries
-        .iter()
-        .filter(|d| (40..60).contains(&d.1))
-        .all(|d| d.0 == 1));
-    assert!(seen
-        .deliveries
-        .iter()
-        .filter(|d| (120..150).contains(&d.1))
-        .all(|d| d.0 == 0));
-    assert!(!seen
-        .events
-        .iter()
-        .any(|e| matches!(e, FeedEvent::Lost { .. })));
+        let mut delivered: Vec<u64> = seen.deliveries.iter().map(|d| d.1).collect();
+        delivered.sort_unstable();
+        assert_eq!(delivered, (0..n).collect::<Vec<_>>(), "each sequence once");
+        assert!(seen.deliveries.iter().all(|d| d.2 == 1));
+        assert_eq!(total.messages, n);
+        assert_eq!((total.lost, total.gaps), (0, 0), "{total:?}");
+        assert_eq!(total.duplicates, sent - n);
+        assert_eq!(
+            (lines[0].lost, lines[0].gaps),
+            (20, 1),
+            "line A: {:?}",
+            lines[0]
+        );
+        assert_eq!(
+            (lines[1].lost, lines[1].gaps),
+            (30, 1),
+            "line B: {:?}",
+            lines[1]
+        );
+        assert_eq!(lines[0].first + lines[1].first, n);
+        // B brought what A missed, and A what B missed.
+        assert!(seen
+            .deliveries
+            .iter()
+            .filter(|d| (40..60).contains(&d.1))
+            .all(|d| d.0 == 1));
+        assert!(seen
+            .deliveries
+            .iter()
+            .filter(|d| (120..150).contains(&d.1))
+            .all(|d| d.0 == 0));
+        assert!(!seen
+            .events
+            .iter()
+            .any(|e| matches!(e, FeedEvent::Lost { .. })));
+    });
 }
 
 #[test]
 fn one_line_with_10_12_11_13_counts_one_reordered_and_nothing_lost() {
-    let mut feed = Feed::new(SeqFormat::default(), 1);
-    for seq in [10u64, 12, 11, 13] {
-        feed.send(0, &u64be(seq));
-    }
-    feed.receive(4);
-    let (total, _, seen) = feed.finish();
-    assert_eq!(
-        (total.reordered, total.lost, total.gaps, total.messages),
-        (1, 0, 0, 4),
-        "{total:?}"
-    );
-    let order: Vec<(u64, bool)> = seen.deliveries.iter().map(|d| (d.1, d.4)).collect();
-    assert_eq!(order, [(10, false), (12, false), (11, true), (13, false)]);
-    assert!(seen
-        .events
-        .contains(&FeedEvent::GapOpened { from: 11, to: 11 }));
-    assert!(seen
-        .events
-        .contains(&FeedEvent::GapFilled { from: 11, to: 11 }));
+    util::reactor::each_backend(|| {
+        let mut feed = Feed::new(SeqFormat::default(), 1);
+        for seq in [10u64, 12, 11, 13] {
+            feed.send(0, &u64be(seq));
+        }
+        feed.receive(4);
+        let (total, _, seen) = feed.finish();
+        assert_eq!(
+            (total.reordered, total.lost, total.gaps, total.messages),
+            (1, 0, 0, 4),
+            "{total:?}"
+        );
+        let order: Vec<(u64, bool)> = seen.deliveries.iter().map(|d| (d.1, d.4)).collect();
+        assert_eq!(order, [(10, false), (12, false), (11, true), (13, false)]);
+        assert!(seen
+            .events
+            .contains(&FeedEvent::GapOpened { from: 11, to: 11 }));
+        assert!(seen
+            .events
+            .contains(&FeedEvent::GapFilled { from: 11, to: 11 }));
+    });
 }
 
 /// A MoldUDP64 downstream packet: session, first sequence, message count,
@@ -227,38 +231,40 @@ fn mold_control(session: &[u8; 10], next: u64, count: u16) -> Vec<u8> {
 
 #[test]
 fn moldudp64_heartbeats_blocks_a_lost_packet_and_the_end_of_session() {
-    let session = b"SESSION001";
-    let mut feed = Feed::new("moldudp64".parse().unwrap(), 1);
-    let msg: &[u8] = b"ADD ORDER";
-    let packets = [
-        mold(session, 1, &[msg, msg, msg]), // 1..=3
-        mold_control(session, 4, 0),        // heartbeat: 4 is next
-        mold(session, 4, &[msg, msg]),      // 4..=5
-        // 6..=9 (four messages) never sent: lost
-        mold(session, 10, &[msg]),         // 10
-        mold_control(session, 11, 0),      // heartbeat
-        mold_control(session, 11, 0xFFFF), // end of session
-    ];
-    for p in &packets {
-        feed.send(0, p);
-    }
-    feed.receive(packets.len() as u64);
-    let (total, _, seen) = feed.finish();
-    assert_eq!(total.messages, 6, "{total:?}");
-    assert_eq!(
-        (total.lost, total.gaps),
-        (4, 1),
-        "the lost packet's 4 messages: {total:?}"
-    );
-    assert_eq!(total.heartbeats, 2, "{total:?}");
-    assert_eq!(total.sessions_ended, 1, "{total:?}");
-    let blocks: Vec<(u64, u64)> = seen.deliveries.iter().map(|d| (d.1, d.2)).collect();
-    assert_eq!(blocks, [(1, 3), (4, 2), (10, 1)]);
-    assert!(seen.events.contains(&FeedEvent::Lost { from: 6, to: 9 }));
-    assert!(seen
-        .events
-        .iter()
-        .any(|e| matches!(e, FeedEvent::EndOfSession { .. })));
+    util::reactor::each_backend(|| {
+        let session = b"SESSION001";
+        let mut feed = Feed::new("moldudp64".parse().unwrap(), 1);
+        let msg: &[u8] = b"ADD ORDER";
+        let packets = [
+            mold(session, 1, &[msg, msg, msg]), // 1..=3
+            mold_control(session, 4, 0),        // heartbeat: 4 is next
+            mold(session, 4, &[msg, msg]),      // 4..=5
+            // 6..=9 (four messages) never sent: lost
+            mold(session, 10, &[msg]),         // 10
+            mold_control(session, 11, 0),      // heartbeat
+            mold_control(session, 11, 0xFFFF), // end of session
+        ];
+        for p in &packets {
+            feed.send(0, p);
+        }
+        feed.receive(packets.len() as u64);
+        let (total, _, seen) = feed.finish();
+        assert_eq!(total.messages, 6, "{total:?}");
+        assert_eq!(
+            (total.lost, total.gaps),
+            (4, 1),
+            "the lost packet's 4 messages: {total:?}"
+        );
+        assert_eq!(total.heartbeats, 2, "{total:?}");
+        assert_eq!(total.sessions_ended, 1, "{total:?}");
+        let blocks: Vec<(u64, u64)> = seen.deliveries.iter().map(|d| (d.1, d.2)).collect();
+        assert_eq!(blocks, [(1, 3), (4, 2), (10, 1)]);
+        assert!(seen.events.contains(&FeedEvent::Lost { from: 6, to: 9 }));
+        assert!(seen
+            .events
+            .iter()
+            .any(|e| matches!(e, FeedEvent::EndOfSession { .. })));
+    });
 }
 
 fn mdp3(seq: u32, sending_time_ns: u64) -> Vec<u8> {
@@ -270,35 +276,39 @@ fn mdp3(seq: u32, sending_time_ns: u64) -> Vec<u8> {
 
 #[test]
 fn mdp3_with_a_lost_packet() {
-    let mut feed = Feed::new("mdp3".parse().unwrap(), 1);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let sent = [1u32, 2, 4, 5, 6];
-    for seq in sent {
-        feed.send(0, &mdp3(seq, now));
-    }
-    feed.receive(sent.len() as u64);
-    let (total, _, seen) = feed.finish();
-    assert_eq!(
-        (total.messages, total.lost, total.gaps),
-        (5, 1, 1),
-        "{total:?}"
-    );
-    assert!(seen.events.contains(&FeedEvent::Lost { from: 3, to: 3 }));
+    util::reactor::each_backend(|| {
+        let mut feed = Feed::new("mdp3".parse().unwrap(), 1);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        let sent = [1u32, 2, 4, 5, 6];
+        for seq in sent {
+            feed.send(0, &mdp3(seq, now));
+        }
+        feed.receive(sent.len() as u64);
+        let (total, _, seen) = feed.finish();
+        assert_eq!(
+            (total.messages, total.lost, total.gaps),
+            (5, 1, 1),
+            "{total:?}"
+        );
+        assert!(seen.events.contains(&FeedEvent::Lost { from: 3, to: 3 }));
+    });
 }
 
 #[test]
 fn a_short_packet_counts_malformed_and_the_feed_goes_on() {
-    let mut feed = Feed::new(SeqFormat::default(), 1);
-    feed.send(0, &u64be(1));
-    feed.send(0, &[1, 2, 3]); // too short for a u64 at offset 0
-    feed.send(0, &u64be(2));
-    feed.receive(3);
-    let (total, lines, seen) = feed.finish();
-    assert_eq!(total.malformed, 1, "{total:?}");
-    assert_eq!(lines[0].malformed, 1);
-    assert_eq!((total.messages, total.lost), (2, 0), "{total:?}");
-    assert_eq!(seen.deliveries.len(), 2);
+    util::reactor::each_backend(|| {
+        let mut feed = Feed::new(SeqFormat::default(), 1);
+        feed.send(0, &u64be(1));
+        feed.send(0, &[1, 2, 3]); // too short for a u64 at offset 0
+        feed.send(0, &u64be(2));
+        feed.receive(3);
+        let (total, lines, seen) = feed.finish();
+        assert_eq!(total.malformed, 1, "{total:?}");
+        assert_eq!(lines[0].malformed, 1);
+        assert_eq!((total.messages, total.lost), (2, 0), "{total:?}");
+        assert_eq!(seen.deliveries.len(), 2);
+    });
 }

@@ -13,7 +13,7 @@ use std::net::SocketAddrV4;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ipv4_reactor::reactor::{ChannelSink, Overflow, Reactor};
+use ipv4_reactor::reactor::{ChannelSink, Overflow};
 use ipv4_reactor::ControlFlags;
 use util::reactor::{turn_for, turn_until};
 use util::{
@@ -28,146 +28,152 @@ const TAG: u8 = 154;
 /// sink and in the socket's counters.
 #[test]
 fn channel_overflow_is_counted_exactly() {
-    let g = asm_group(TAG);
-    let rx = lo_receiver(g, ControlFlags::DROPS | ControlFlags::DST);
-    let dst = SocketAddrV4::new(g, port_of(&rx));
-    let (sink, packets) = ChannelSink::bounded(8, 2048, Overflow::DropNewest).expect("sink");
-    let mut reactor = Reactor::builder().build().expect("reactor");
-    let key = reactor.register(rx, sink.clone()).expect("register");
+    util::reactor::each_backend(|| {
+        let g = asm_group(TAG);
+        let rx = lo_receiver(g, ControlFlags::DROPS | ControlFlags::DST);
+        let dst = SocketAddrV4::new(g, port_of(&rx));
+        let (sink, packets) = ChannelSink::bounded(8, 2048, Overflow::DropNewest).expect("sink");
+        let mut reactor = util::reactor::builder().build().expect("reactor");
+        let key = reactor.register(rx, sink.clone()).expect("register");
 
-    thread::sleep(SETTLE);
-    let tx = lo_sender();
-    for seq in 0..100u64 {
-        send(&tx, &seq.to_be_bytes(), dst);
-    }
-    let all = turn_until(&mut reactor, DEADLINE, |r| {
-        r.socket_counters(key).expect("registered").recv.packets >= 100
+        thread::sleep(SETTLE);
+        let tx = lo_sender();
+        for seq in 0..100u64 {
+            send(&tx, &seq.to_be_bytes(), dst);
+        }
+        let all = turn_until(&mut reactor, DEADLINE, |r| {
+            r.socket_counters(key).expect("registered").recv.packets >= 100
+        });
+        let c = reactor.socket_counters(key).expect("registered");
+        assert!(
+            all,
+            "the reactor received {} of 100 packets",
+            c.recv.packets
+        );
+        turn_for(&mut reactor, Duration::from_millis(100));
+        let c = reactor.socket_counters(key).expect("registered");
+        assert_eq!(c.recv.packets, 100);
+        assert_eq!(
+            c.recv.kernel_drops, 0,
+            "the kernel dropped packets: the test proves nothing"
+        );
+        assert_eq!(sink.dropped(), 92);
+        assert_eq!(c.overflow_drops, 92);
+        assert_eq!(reactor.counters().total.overflow_drops, 92);
+        assert_eq!(packets.len(), 8);
+        let got: Vec<u64> = packets.try_iter().map(|p| seq_of(&p)).collect();
+        assert_eq!(
+            got,
+            (0..8).collect::<Vec<u64>>(),
+            "the channel keeps the first 8"
+        );
+        // The socket stays registered.
+        assert_eq!(reactor.counters().sockets, 1);
     });
-    let c = reactor.socket_counters(key).expect("registered");
-    assert!(
-        all,
-        "the reactor received {} of 100 packets",
-        c.recv.packets
-    );
-    turn_for(&mut reactor, Duration::from_millis(100));
-    let c = reactor.socket_counters(key).expect("registered");
-    assert_eq!(c.recv.packets, 100);
-    assert_eq!(
-        c.recv.kernel_drops, 0,
-        "the kernel dropped packets: the test proves nothing"
-    );
-    assert_eq!(sink.dropped(), 92);
-    assert_eq!(c.overflow_drops, 92);
-    assert_eq!(reactor.counters().total.overflow_drops, 92);
-    assert_eq!(packets.len(), 8);
-    let got: Vec<u64> = packets.try_iter().map(|p| seq_of(&p)).collect();
-    assert_eq!(
-        got,
-        (0..8).collect::<Vec<u64>>(),
-        "the channel keeps the first 8"
-    );
-    // The socket stays registered.
-    assert_eq!(reactor.counters().sockets, 1);
 }
 
 /// An `Overflow::Block` sink with a slow consumer drops nothing.
 #[test]
 fn blocking_channel_sink_drops_nothing() {
-    const N: u64 = 200;
-    let g = asm_group(TAG);
-    let rx = lo_receiver(g, ControlFlags::DROPS);
-    let dst = SocketAddrV4::new(g, port_of(&rx));
-    let (sink, packets) = ChannelSink::bounded(4, 2048, Overflow::Block).expect("sink");
-    let (handle, join) = Reactor::builder().spawn().expect("spawn reactor");
-    let key = handle.register(rx, sink.clone()).expect("register");
+    util::reactor::each_backend(|| {
+        const N: u64 = 200;
+        let g = asm_group(TAG);
+        let rx = lo_receiver(g, ControlFlags::DROPS);
+        let dst = SocketAddrV4::new(g, port_of(&rx));
+        let (sink, packets) = ChannelSink::bounded(4, 2048, Overflow::Block).expect("sink");
+        let (handle, join) = util::reactor::builder().spawn().expect("spawn reactor");
+        let key = handle.register(rx, sink.clone()).expect("register");
 
-    thread::sleep(SETTLE);
-    let tx = lo_sender();
-    for seq in 0..N {
-        send(&tx, &seq.to_be_bytes(), dst);
-    }
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while (got.len() as u64) < N && Instant::now() < deadline {
-        match packets.recv_timeout(Duration::from_millis(500)) {
-            Ok(p) => {
-                got.push(seq_of(&p));
-                thread::sleep(Duration::from_millis(1)); // a slow consumer
-            }
-            Err(_) => continue,
+        thread::sleep(SETTLE);
+        let tx = lo_sender();
+        for seq in 0..N {
+            send(&tx, &seq.to_be_bytes(), dst);
         }
-    }
-    assert_eq!(got, (0..N).collect::<Vec<u64>>(), "slow consumer's packets");
-    assert_eq!(sink.dropped(), 0);
-    let c = handle.socket_counters(key).expect("counters");
-    assert_eq!(c.overflow_drops, 0);
-    assert_eq!(c.recv.kernel_drops, 0);
-    assert_eq!(c.recv.packets, N);
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (got.len() as u64) < N && Instant::now() < deadline {
+            match packets.recv_timeout(Duration::from_millis(500)) {
+                Ok(p) => {
+                    got.push(seq_of(&p));
+                    thread::sleep(Duration::from_millis(1)); // a slow consumer
+                }
+                Err(_) => continue,
+            }
+        }
+        assert_eq!(got, (0..N).collect::<Vec<u64>>(), "slow consumer's packets");
+        assert_eq!(sink.dropped(), 0);
+        let c = handle.socket_counters(key).expect("counters");
+        assert_eq!(c.overflow_drops, 0);
+        assert_eq!(c.recv.kernel_drops, 0);
+        assert_eq!(c.recv.packets, N);
 
-    drop(packets); // never leave a Block sink's reactor waiting on a full channel
-    handle.stop();
-    join_within(join, DEADLINE, "reactor thread").expect("run result");
+        drop(packets); // never leave a Block sink's reactor waiting on a full channel
+        handle.stop();
+        join_within(join, DEADLINE, "reactor thread").expect("run result");
+    });
 }
 
 /// Two lines (A and B: two sockets, two groups) into one cloned sink; a
 /// consumer thread gets key, payload and destination of both.
 #[test]
 fn channel_mode_end_to_end_with_two_lines() {
-    const PER_LINE: u64 = 20;
-    let ga = asm_group(TAG);
-    let gb = asm_group(TAG);
-    let ra = lo_receiver(ga, ControlFlags::DST);
-    let rb = lo_receiver(gb, ControlFlags::DST);
-    let da = SocketAddrV4::new(ga, port_of(&ra));
-    let db = SocketAddrV4::new(gb, port_of(&rb));
-    let (sink, packets) = ChannelSink::bounded(1024, 2048, Overflow::DropNewest).expect("sink");
-    let (handle, join) = Reactor::builder().spawn().expect("spawn reactor");
-    let ka = handle.register(ra, sink.clone()).expect("register A");
-    let kb = handle.register(rb, sink.clone()).expect("register B");
-    assert_ne!(ka, kb);
+    util::reactor::each_backend(|| {
+        const PER_LINE: u64 = 20;
+        let ga = asm_group(TAG);
+        let gb = asm_group(TAG);
+        let ra = lo_receiver(ga, ControlFlags::DST);
+        let rb = lo_receiver(gb, ControlFlags::DST);
+        let da = SocketAddrV4::new(ga, port_of(&ra));
+        let db = SocketAddrV4::new(gb, port_of(&rb));
+        let (sink, packets) = ChannelSink::bounded(1024, 2048, Overflow::DropNewest).expect("sink");
+        let (handle, join) = util::reactor::builder().spawn().expect("spawn reactor");
+        let ka = handle.register(ra, sink.clone()).expect("register A");
+        let kb = handle.register(rb, sink.clone()).expect("register B");
+        assert_ne!(ka, kb);
 
-    let consumer = thread::spawn(move || {
-        let mut out = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while (out.len() as u64) < 2 * PER_LINE && Instant::now() < deadline {
-            if let Ok(p) = packets.recv_timeout(Duration::from_millis(200)) {
-                out.push((p.key, p.payload().to_vec(), p.cm.dst));
+        let consumer = thread::spawn(move || {
+            let mut out = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while (out.len() as u64) < 2 * PER_LINE && Instant::now() < deadline {
+                if let Ok(p) = packets.recv_timeout(Duration::from_millis(200)) {
+                    out.push((p.key, p.payload().to_vec(), p.cm.dst));
+                }
+            }
+            out
+        });
+        thread::sleep(SETTLE);
+        let tx = lo_sender();
+        for seq in 0..PER_LINE {
+            send(&tx, format!("A{seq}").as_bytes(), da);
+            send(&tx, format!("B{seq}").as_bytes(), db);
+        }
+        let out = join_within(consumer, Duration::from_secs(15), "consumer thread");
+        assert_eq!(out.len() as u64, 2 * PER_LINE, "consumer got {out:?}");
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for (key, payload, dst) in out {
+            if key == ka {
+                assert_eq!(dst, Some(ga), "A line packet with destination {dst:?}");
+                a.push(String::from_utf8(payload).unwrap());
+            } else {
+                assert_eq!(key, kb, "packet from an unknown key");
+                assert_eq!(dst, Some(gb), "B line packet with destination {dst:?}");
+                b.push(String::from_utf8(payload).unwrap());
             }
         }
-        out
-    });
-    thread::sleep(SETTLE);
-    let tx = lo_sender();
-    for seq in 0..PER_LINE {
-        send(&tx, format!("A{seq}").as_bytes(), da);
-        send(&tx, format!("B{seq}").as_bytes(), db);
-    }
-    let out = join_within(consumer, Duration::from_secs(15), "consumer thread");
-    assert_eq!(out.len() as u64, 2 * PER_LINE, "consumer got {out:?}");
-    let mut a = Vec::new();
-    let mut b = Vec::new();
-    for (key, payload, dst) in out {
-        if key == ka {
-            assert_eq!(dst, Some(ga), "A line packet with destination {dst:?}");
-            a.push(String::from_utf8(payload).unwrap());
-        } else {
-            assert_eq!(key, kb, "packet from an unknown key");
-            assert_eq!(dst, Some(gb), "B line packet with destination {dst:?}");
-            b.push(String::from_utf8(payload).unwrap());
-        }
-    }
-    assert_eq!(
-        a,
-        (0..PER_LINE).map(|i| format!("A{i}")).collect::<Vec<_>>()
-    );
-    assert_eq!(
-        b,
-        (0..PER_LINE).map(|i| format!("B{i}")).collect::<Vec<_>>()
-    );
-    assert_eq!(sink.dropped(), 0);
+        assert_eq!(
+            a,
+            (0..PER_LINE).map(|i| format!("A{i}")).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            b,
+            (0..PER_LINE).map(|i| format!("B{i}")).collect::<Vec<_>>()
+        );
+        assert_eq!(sink.dropped(), 0);
 
-    handle.stop();
-    join_within(join, DEADLINE, "reactor thread").expect("run result");
+        handle.stop();
+        join_within(join, DEADLINE, "reactor thread").expect("run result");
+    });
 }
 
 /// A batch of 100 packets (more than one hand-over of 64) into a roomy
@@ -176,50 +182,52 @@ fn channel_mode_end_to_end_with_two_lines() {
 /// still delivered, then `recv` and iteration end.
 #[test]
 fn receiver_gets_whole_batches_then_sees_the_sinks_go() {
-    use ipv4_reactor::reactor::{RecvError, RecvTimeoutError};
-    let g = asm_group(TAG);
-    let rx = lo_receiver(g, ControlFlags::DROPS);
-    let dst = SocketAddrV4::new(g, port_of(&rx));
-    let (sink, packets) = ChannelSink::bounded(1024, 2048, Overflow::DropNewest).expect("sink");
-    let mut reactor = Reactor::builder().build().expect("reactor");
-    let key = reactor.register(rx, sink).expect("register");
-    assert_eq!(
-        packets.recv_timeout(Duration::from_millis(10)).err(),
-        Some(RecvTimeoutError::Timeout)
-    );
+    util::reactor::each_backend(|| {
+        use ipv4_reactor::reactor::{RecvError, RecvTimeoutError};
+        let g = asm_group(TAG);
+        let rx = lo_receiver(g, ControlFlags::DROPS);
+        let dst = SocketAddrV4::new(g, port_of(&rx));
+        let (sink, packets) = ChannelSink::bounded(1024, 2048, Overflow::DropNewest).expect("sink");
+        let mut reactor = util::reactor::builder().build().expect("reactor");
+        let key = reactor.register(rx, sink).expect("register");
+        assert_eq!(
+            packets.recv_timeout(Duration::from_millis(10)).err(),
+            Some(RecvTimeoutError::Timeout)
+        );
 
-    thread::sleep(SETTLE);
-    let tx = lo_sender();
-    for seq in 0..100u64 {
-        send(&tx, &seq.to_be_bytes(), dst);
-    }
-    let all = turn_until(&mut reactor, DEADLINE, |_| packets.len() >= 100);
-    let c = reactor.socket_counters(key).expect("registered");
-    assert!(
-        all,
-        "{} of 100 packets in the channel ({c:?})",
-        packets.len()
-    );
-    assert_eq!(c.recv.kernel_drops, 0, "the kernel dropped packets");
-    assert_eq!(packets.capacity(), Some(1024));
-    let first: Vec<u64> = packets.try_iter().take(10).map(|p| seq_of(&p)).collect();
-    assert_eq!(first, (0..10).collect::<Vec<u64>>());
+        thread::sleep(SETTLE);
+        let tx = lo_sender();
+        for seq in 0..100u64 {
+            send(&tx, &seq.to_be_bytes(), dst);
+        }
+        let all = turn_until(&mut reactor, DEADLINE, |_| packets.len() >= 100);
+        let c = reactor.socket_counters(key).expect("registered");
+        assert!(
+            all,
+            "{} of 100 packets in the channel ({c:?})",
+            packets.len()
+        );
+        assert_eq!(c.recv.kernel_drops, 0, "the kernel dropped packets");
+        assert_eq!(packets.capacity(), Some(1024));
+        let first: Vec<u64> = packets.try_iter().take(10).map(|p| seq_of(&p)).collect();
+        assert_eq!(first, (0..10).collect::<Vec<u64>>());
 
-    drop(reactor); // drops the only sink
-    let rest: Vec<u64> = packets.try_iter().map(|p| seq_of(&p)).collect();
-    assert_eq!(rest, (10..100).collect::<Vec<u64>>(), "the queued rest");
-    // Bounded first: a sink still alive would make `recv` wait forever.
-    assert_eq!(
-        packets.recv_timeout(DEADLINE).err(),
-        Some(RecvTimeoutError::Disconnected)
-    );
-    assert!(packets.iter().next().is_none());
-    assert_eq!(packets.recv().err(), Some(RecvError));
+        drop(reactor); // drops the only sink
+        let rest: Vec<u64> = packets.try_iter().map(|p| seq_of(&p)).collect();
+        assert_eq!(rest, (10..100).collect::<Vec<u64>>(), "the queued rest");
+        // Bounded first: a sink still alive would make `recv` wait forever.
+        assert_eq!(
+            packets.recv_timeout(DEADLINE).err(),
+            Some(RecvTimeoutError::Disconnected)
+        );
+        assert!(packets.iter().next().is_none());
+        assert_eq!(packets.recv().err(), Some(RecvError));
+    });
 }
 
 /// Sends `seqs` to `dst` and turns until the socket counted them all.
 fn send_and_read(
-    reactor: &mut Reactor,
+    reactor: &mut ipv4_reactor::reactor::Reactor,
     key: ipv4_reactor::reactor::Key,
     dst: SocketAddrV4,
     seqs: std::ops::Range<u64>,
@@ -252,36 +260,38 @@ fn send_and_read(
 /// whole capacity is free again.
 #[test]
 fn capacity_frees_exactly_as_packets_are_received() {
-    let g = asm_group(TAG);
-    let rx = lo_receiver(g, ControlFlags::DROPS);
-    let dst = SocketAddrV4::new(g, port_of(&rx));
-    let (sink, packets) = ChannelSink::bounded(8, 2048, Overflow::DropNewest).expect("sink");
-    let mut reactor = Reactor::builder().build().expect("reactor");
-    let key = reactor.register(rx, sink.clone()).expect("register");
-    thread::sleep(SETTLE);
+    util::reactor::each_backend(|| {
+        let g = asm_group(TAG);
+        let rx = lo_receiver(g, ControlFlags::DROPS);
+        let dst = SocketAddrV4::new(g, port_of(&rx));
+        let (sink, packets) = ChannelSink::bounded(8, 2048, Overflow::DropNewest).expect("sink");
+        let mut reactor = util::reactor::builder().build().expect("reactor");
+        let key = reactor.register(rx, sink.clone()).expect("register");
+        thread::sleep(SETTLE);
 
-    send_and_read(&mut reactor, key, dst, 0..8);
-    assert_eq!(sink.dropped(), 0);
-    assert_eq!(packets.len(), 8);
-    assert_eq!(seq_of(&packets.try_recv().expect("a packet")), 0);
-    assert_eq!(packets.len(), 7);
+        send_and_read(&mut reactor, key, dst, 0..8);
+        assert_eq!(sink.dropped(), 0);
+        assert_eq!(packets.len(), 8);
+        assert_eq!(seq_of(&packets.try_recv().expect("a packet")), 0);
+        assert_eq!(packets.len(), 7);
 
-    send_and_read(&mut reactor, key, dst, 100..103);
-    assert_eq!(sink.dropped(), 2, "room for exactly one more");
-    assert_eq!(
-        reactor
-            .socket_counters(key)
-            .expect("registered")
-            .overflow_drops,
-        2
-    );
-    let got: Vec<u64> = packets.try_iter().map(|p| seq_of(&p)).collect();
-    assert_eq!(got, vec![1, 2, 3, 4, 5, 6, 7, 100]);
+        send_and_read(&mut reactor, key, dst, 100..103);
+        assert_eq!(sink.dropped(), 2, "room for exactly one more");
+        assert_eq!(
+            reactor
+                .socket_counters(key)
+                .expect("registered")
+                .overflow_drops,
+            2
+        );
+        let got: Vec<u64> = packets.try_iter().map(|p| seq_of(&p)).collect();
+        assert_eq!(got, vec![1, 2, 3, 4, 5, 6, 7, 100]);
 
-    // All handed out: the whole capacity is free again.
-    send_and_read(&mut reactor, key, dst, 200..208);
-    assert_eq!(sink.dropped(), 2);
-    assert_eq!(packets.len(), 8);
+        // All handed out: the whole capacity is free again.
+        send_and_read(&mut reactor, key, dst, 200..208);
+        assert_eq!(sink.dropped(), 2);
+        assert_eq!(packets.len(), 8);
+    });
 }
 
 /// A receiver takes the packets of a receive batch from the channel at
@@ -290,29 +300,31 @@ fn capacity_frees_exactly_as_packets_are_received() {
 /// is counted as dropped.
 #[test]
 fn a_dropped_receiver_clone_gives_back_what_it_took() {
-    let g = asm_group(TAG);
-    let rx = lo_receiver(g, ControlFlags::DROPS);
-    let dst = SocketAddrV4::new(g, port_of(&rx));
-    let (sink, first) = ChannelSink::bounded(16, 2048, Overflow::DropNewest).expect("sink");
-    let second = first.clone();
-    let mut reactor = Reactor::builder().build().expect("reactor");
-    let key = reactor.register(rx, sink.clone()).expect("register");
-    thread::sleep(SETTLE);
+    util::reactor::each_backend(|| {
+        let g = asm_group(TAG);
+        let rx = lo_receiver(g, ControlFlags::DROPS);
+        let dst = SocketAddrV4::new(g, port_of(&rx));
+        let (sink, first) = ChannelSink::bounded(16, 2048, Overflow::DropNewest).expect("sink");
+        let second = first.clone();
+        let mut reactor = util::reactor::builder().build().expect("reactor");
+        let key = reactor.register(rx, sink.clone()).expect("register");
+        thread::sleep(SETTLE);
 
-    send_and_read(&mut reactor, key, dst, 0..10);
-    assert_eq!(seq_of(&first.try_recv().expect("a packet")), 0);
-    send_and_read(&mut reactor, key, dst, 10..12);
-    assert_eq!(
-        first.len() + second.len(),
-        9 + 2 + 2,
-        "each counts the channel's 2"
-    );
-    drop(first);
-    let got: Vec<u64> = second.try_iter().map(|p| seq_of(&p)).collect();
-    assert_eq!(got, (1..12).collect::<Vec<u64>>());
-    assert_eq!(sink.dropped(), 0);
-    // The room of every packet is back: 16 more fit.
-    send_and_read(&mut reactor, key, dst, 100..116);
-    assert_eq!(sink.dropped(), 0);
-    assert_eq!(second.len(), 16);
+        send_and_read(&mut reactor, key, dst, 0..10);
+        assert_eq!(seq_of(&first.try_recv().expect("a packet")), 0);
+        send_and_read(&mut reactor, key, dst, 10..12);
+        assert_eq!(
+            first.len() + second.len(),
+            9 + 2 + 2,
+            "each counts the channel's 2"
+        );
+        drop(first);
+        let got: Vec<u64> = second.try_iter().map(|p| seq_of(&p)).collect();
+        assert_eq!(got, (1..12).collect::<Vec<u64>>());
+        assert_eq!(sink.dropped(), 0);
+        // The room of every packet is back: 16 more fit.
+        send_and_read(&mut reactor, key, dst, 100..116);
+        assert_eq!(sink.dropped(), 0);
+        assert_eq!(second.len(), 16);
+    });
 }

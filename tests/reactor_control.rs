@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use ipv4_reactor::reactor::{Context, Reactor};
+use ipv4_reactor::reactor::Context;
 use ipv4_reactor::{ControlFlags, ControlMessage, Packet, PacketConn, RecvBatch};
 use util::reactor::{turn_for, turn_until};
 use util::{
@@ -30,56 +30,58 @@ const TAG: u8 = 157;
 /// so the new receive slots must keep the last value seen.
 #[test]
 fn changing_control_flags_does_not_count_old_drops_again() {
-    let g = asm_group(TAG);
-    let rx = lo_receiver(g, ControlFlags::DROPS);
-    rx.set_recv_buffer_size(4096).expect("small SO_RCVBUF");
-    let dst = SocketAddrV4::new(g, port_of(&rx));
-    let mut reactor = Reactor::builder().build().expect("reactor");
-    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let key = {
-        let seen = Arc::clone(&seen);
-        reactor
-            .register(rx, move |p: &Packet<'_>, _: &mut Context<'_>| {
-                seen.lock().unwrap().push(seq_of(p.payload));
-            })
-            .expect("register")
-    };
-    thread::sleep(SETTLE);
-    let tx = lo_sender();
-    // Overflow the tiny buffer before the reactor reads anything.
-    for seq in 0..300u64 {
-        send(&tx, &[seq.to_be_bytes(), [0; 8]].concat(), dst);
-    }
-    let drained = turn_until(&mut reactor, DEADLINE, |_| !seen.lock().unwrap().is_empty());
-    assert!(drained, "nothing delivered");
-    turn_for(&mut reactor, Duration::from_millis(50));
-    // A packet queued after the drops carries the final count.
-    send(&tx, &1000u64.to_be_bytes(), dst);
-    assert!(turn_until(&mut reactor, DEADLINE, |_| seen
-        .lock()
-        .unwrap()
-        .contains(&1000)));
-    let c1 = reactor.socket_counters(key).expect("registered");
-    let delivered = seen.lock().unwrap().len() as u64;
-    assert!(
-        c1.recv.kernel_drops > 0,
-        "no drops: the buffer was not small enough"
-    );
-    assert_eq!(delivered + c1.recv.kernel_drops, 301, "{c1:?}");
+    util::reactor::each_backend(|| {
+        let g = asm_group(TAG);
+        let rx = lo_receiver(g, ControlFlags::DROPS);
+        rx.set_recv_buffer_size(4096).expect("small SO_RCVBUF");
+        let dst = SocketAddrV4::new(g, port_of(&rx));
+        let mut reactor = util::reactor::builder().build().expect("reactor");
+        let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let key = {
+            let seen = Arc::clone(&seen);
+            reactor
+                .register(rx, move |p: &Packet<'_>, _: &mut Context<'_>| {
+                    seen.lock().unwrap().push(seq_of(p.payload));
+                })
+                .expect("register")
+        };
+        thread::sleep(SETTLE);
+        let tx = lo_sender();
+        // Overflow the tiny buffer before the reactor reads anything.
+        for seq in 0..300u64 {
+            send(&tx, &[seq.to_be_bytes(), [0; 8]].concat(), dst);
+        }
+        let drained = turn_until(&mut reactor, DEADLINE, |_| !seen.lock().unwrap().is_empty());
+        assert!(drained, "nothing delivered");
+        turn_for(&mut reactor, Duration::from_millis(50));
+        // A packet queued after the drops carries the final count.
+        send(&tx, &1000u64.to_be_bytes(), dst);
+        assert!(turn_until(&mut reactor, DEADLINE, |_| seen
+            .lock()
+            .unwrap()
+            .contains(&1000)));
+        let c1 = reactor.socket_counters(key).expect("registered");
+        let delivered = seen.lock().unwrap().len() as u64;
+        assert!(
+            c1.recv.kernel_drops > 0,
+            "no drops: the buffer was not small enough"
+        );
+        assert_eq!(delivered + c1.recv.kernel_drops, 301, "{c1:?}");
 
-    reactor
-        .set_control_flags(key, ControlFlags::DROPS | ControlFlags::DST)
-        .expect("set_control_flags");
-    send(&tx, &1001u64.to_be_bytes(), dst);
-    assert!(turn_until(&mut reactor, DEADLINE, |_| seen
-        .lock()
-        .unwrap()
-        .contains(&1001)));
-    let c2 = reactor.socket_counters(key).expect("registered");
-    assert_eq!(
-        c2.recv.kernel_drops, c1.recv.kernel_drops,
-        "no packet was dropped after the flag change, yet the drop count moved"
-    );
+        reactor
+            .set_control_flags(key, ControlFlags::DROPS | ControlFlags::DST)
+            .expect("set_control_flags");
+        send(&tx, &1001u64.to_be_bytes(), dst);
+        assert!(turn_until(&mut reactor, DEADLINE, |_| seen
+            .lock()
+            .unwrap()
+            .contains(&1001)));
+        let c2 = reactor.socket_counters(key).expect("registered");
+        assert_eq!(
+            c2.recv.kernel_drops, c1.recv.kernel_drops,
+            "no packet was dropped after the flag change, yet the drop count moved"
+        );
+    });
 }
 
 /// A socket deregistered and registered again keeps its drop accounting:
@@ -87,59 +89,61 @@ fn changing_control_flags_does_not_count_old_drops_again() {
 /// the new registration's receive slots.
 #[test]
 fn reregistering_a_socket_does_not_count_its_old_drops_again() {
-    let rx = udp();
-    rx.set_recv_buffer_size(4096).expect("small SO_RCVBUF");
-    rx.set_control_flags(ControlFlags::DROPS).unwrap();
-    let dst = rx.local_addr().unwrap();
-    let tx = udp();
-    let mut reactor = Reactor::builder().build().expect("reactor");
-    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let handler = |seen: &Arc<Mutex<Vec<u64>>>| {
-        let seen = Arc::clone(seen);
-        move |p: &Packet<'_>, _: &mut Context<'_>| seen.lock().unwrap().push(seq_of(p.payload))
-    };
-    // Overflow the tiny buffer before the reactor reads anything.
-    for seq in 0..300u64 {
-        send(&tx, &[seq.to_be_bytes(), [0; 8]].concat(), dst);
-    }
-    let key = reactor.register(rx, handler(&seen)).expect("register");
-    assert!(turn_until(&mut reactor, DEADLINE, |_| !seen
-        .lock()
-        .unwrap()
-        .is_empty()));
-    turn_for(&mut reactor, Duration::from_millis(50));
-    // A packet queued after the drops carries the count.
-    send(&tx, &1000u64.to_be_bytes(), dst);
-    assert!(turn_until(&mut reactor, DEADLINE, |_| seen
-        .lock()
-        .unwrap()
-        .contains(&1000)));
-    let drops = reactor.counters().total.recv.kernel_drops;
-    let delivered = seen.lock().unwrap().len() as u64;
-    assert!(drops > 0, "no drops: the buffer was not small enough");
-    assert_eq!(delivered + drops, 301);
+    util::reactor::each_backend(|| {
+        let rx = udp();
+        rx.set_recv_buffer_size(4096).expect("small SO_RCVBUF");
+        rx.set_control_flags(ControlFlags::DROPS).unwrap();
+        let dst = rx.local_addr().unwrap();
+        let tx = udp();
+        let mut reactor = util::reactor::builder().build().expect("reactor");
+        let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let handler = |seen: &Arc<Mutex<Vec<u64>>>| {
+            let seen = Arc::clone(seen);
+            move |p: &Packet<'_>, _: &mut Context<'_>| seen.lock().unwrap().push(seq_of(p.payload))
+        };
+        // Overflow the tiny buffer before the reactor reads anything.
+        for seq in 0..300u64 {
+            send(&tx, &[seq.to_be_bytes(), [0; 8]].concat(), dst);
+        }
+        let key = reactor.register(rx, handler(&seen)).expect("register");
+        assert!(turn_until(&mut reactor, DEADLINE, |_| !seen
+            .lock()
+            .unwrap()
+            .is_empty()));
+        turn_for(&mut reactor, Duration::from_millis(50));
+        // A packet queued after the drops carries the count.
+        send(&tx, &1000u64.to_be_bytes(), dst);
+        assert!(turn_until(&mut reactor, DEADLINE, |_| seen
+            .lock()
+            .unwrap()
+            .contains(&1000)));
+        let drops = reactor.counters().total.recv.kernel_drops;
+        let delivered = seen.lock().unwrap().len() as u64;
+        assert!(drops > 0, "no drops: the buffer was not small enough");
+        assert_eq!(delivered + drops, 301);
 
-    // Out and in again; no packet is dropped after this.
-    let rx = reactor.deregister(key).expect("deregister");
-    let key = reactor
-        .register(rx, handler(&seen))
-        .expect("register again");
-    send(&tx, &1001u64.to_be_bytes(), dst);
-    assert!(turn_until(&mut reactor, DEADLINE, |_| seen
-        .lock()
-        .unwrap()
-        .contains(&1001)));
-    let c = reactor.socket_counters(key).expect("registered");
-    assert_eq!(c.recv.packets, 1);
-    assert_eq!(
-        c.recv.kernel_drops, 0,
-        "the new registration counted drops that happened before it"
-    );
-    assert_eq!(
-        reactor.counters().total.recv.kernel_drops,
-        drops,
-        "nothing was dropped after re-registering, yet the total moved"
-    );
+        // Out and in again; no packet is dropped after this.
+        let rx = reactor.deregister(key).expect("deregister");
+        let key = reactor
+            .register(rx, handler(&seen))
+            .expect("register again");
+        send(&tx, &1001u64.to_be_bytes(), dst);
+        assert!(turn_until(&mut reactor, DEADLINE, |_| seen
+            .lock()
+            .unwrap()
+            .contains(&1001)));
+        let c = reactor.socket_counters(key).expect("registered");
+        assert_eq!(c.recv.packets, 1);
+        assert_eq!(
+            c.recv.kernel_drops, 0,
+            "the new registration counted drops that happened before it"
+        );
+        assert_eq!(
+            reactor.counters().total.recv.kernel_drops,
+            drops,
+            "nothing was dropped after re-registering, yet the total moved"
+        );
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -237,70 +241,74 @@ fn assert_every_field_after(seen: &[Seen], after: u64, tx: &PacketConn) {
 
 #[test]
 fn control_flags_raised_from_inside_a_handler_arrive_whole() {
-    let (rx, tx) = unicast_pair_after_drops();
-    let dst = rx.local_addr().unwrap();
-    let mut reactor = Reactor::builder().build().expect("reactor");
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let key = reactor
-        .register(rx, recording(&seen, Some(1000)))
-        .expect("register");
+    util::reactor::each_backend(|| {
+        let (rx, tx) = unicast_pair_after_drops();
+        let dst = rx.local_addr().unwrap();
+        let mut reactor = util::reactor::builder().build().expect("reactor");
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let key = reactor
+            .register(rx, recording(&seen, Some(1000)))
+            .expect("register");
 
-    send(&tx, &1000u64.to_be_bytes(), dst);
-    assert!(turn_until(&mut reactor, DEADLINE, |_| seen
-        .lock()
-        .unwrap()
-        .len()
-        == 1));
-    {
-        let first = &seen.lock().unwrap()[0];
-        assert!(first.cm.is_empty() && first.src.is_none(), "{first:?}");
-        assert!(!first.control_truncated, "nothing asked, nothing lost");
-    }
-    assert_eq!(reactor.conn(key).unwrap().control_flags(), RAISED);
+        send(&tx, &1000u64.to_be_bytes(), dst);
+        assert!(turn_until(&mut reactor, DEADLINE, |_| seen
+            .lock()
+            .unwrap()
+            .len()
+            == 1));
+        {
+            let first = &seen.lock().unwrap()[0];
+            assert!(first.cm.is_empty() && first.src.is_none(), "{first:?}");
+            assert!(!first.control_truncated, "nothing asked, nothing lost");
+        }
+        assert_eq!(reactor.conn(key).unwrap().control_flags(), RAISED);
 
-    for seq in 1001..=1006u64 {
-        send(&tx, &seq.to_be_bytes(), dst);
-    }
-    assert!(
-        turn_until(&mut reactor, DEADLINE, |_| seen.lock().unwrap().len() == 7),
-        "got {} of 7 packets",
-        seen.lock().unwrap().len()
-    );
-    assert_every_field_after(&seen.lock().unwrap(), 1000, &tx);
-    let c = reactor.socket_counters(key).expect("registered");
-    assert_eq!(c.recv.control_truncated, 0, "{c:?}");
-    assert_eq!(c.recv.packets, 7);
+        for seq in 1001..=1006u64 {
+            send(&tx, &seq.to_be_bytes(), dst);
+        }
+        assert!(
+            turn_until(&mut reactor, DEADLINE, |_| seen.lock().unwrap().len() == 7),
+            "got {} of 7 packets",
+            seen.lock().unwrap().len()
+        );
+        assert_every_field_after(&seen.lock().unwrap(), 1000, &tx);
+        let c = reactor.socket_counters(key).expect("registered");
+        assert_eq!(c.recv.control_truncated, 0, "{c:?}");
+        assert_eq!(c.recv.packets, 7);
+    });
 }
 
 #[test]
 fn control_flags_raised_through_handle_with_conn_arrive_whole() {
-    let (rx, tx) = unicast_pair_after_drops();
-    let dst = rx.local_addr().unwrap();
-    let (handle, join) = Reactor::builder().spawn().expect("spawn reactor");
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let key = handle
-        .register(rx, recording(&seen, None))
-        .expect("register through the handle");
+    util::reactor::each_backend(|| {
+        let (rx, tx) = unicast_pair_after_drops();
+        let dst = rx.local_addr().unwrap();
+        let (handle, join) = util::reactor::builder().spawn().expect("spawn reactor");
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let key = handle
+            .register(rx, recording(&seen, None))
+            .expect("register through the handle");
 
-    send(&tx, &1000u64.to_be_bytes(), dst);
-    assert!(wait_until(DEADLINE, || seen.lock().unwrap().len() == 1));
-    assert!(!seen.lock().unwrap()[0].control_truncated);
+        send(&tx, &1000u64.to_be_bytes(), dst);
+        assert!(wait_until(DEADLINE, || seen.lock().unwrap().len() == 1));
+        assert!(!seen.lock().unwrap()[0].control_truncated);
 
-    // Behind the reactor's back: the socket itself, not Reactor::set_control_flags.
-    handle
-        .with_conn(key, |c| c.set_control_flags(RAISED))
-        .expect("Handle::with_conn");
-    for seq in 1001..=1006u64 {
-        send(&tx, &seq.to_be_bytes(), dst);
-    }
-    assert!(
-        wait_until(DEADLINE, || seen.lock().unwrap().len() == 7),
-        "got {} of 7 packets",
-        seen.lock().unwrap().len()
-    );
-    assert_every_field_after(&seen.lock().unwrap(), 1000, &tx);
-    let c = handle.socket_counters(key).expect("registered");
-    assert_eq!(c.recv.control_truncated, 0, "{c:?}");
-    handle.stop();
-    join_within(join, DEADLINE, "reactor thread").expect("run result");
+        // Behind the reactor's back: the socket itself, not Reactor::set_control_flags.
+        handle
+            .with_conn(key, |c| c.set_control_flags(RAISED))
+            .expect("Handle::with_conn");
+        for seq in 1001..=1006u64 {
+            send(&tx, &seq.to_be_bytes(), dst);
+        }
+        assert!(
+            wait_until(DEADLINE, || seen.lock().unwrap().len() == 7),
+            "got {} of 7 packets",
+            seen.lock().unwrap().len()
+        );
+        assert_every_field_after(&seen.lock().unwrap(), 1000, &tx);
+        let c = handle.socket_counters(key).expect("registered");
+        assert_eq!(c.recv.control_truncated, 0, "{c:?}");
+        handle.stop();
+        join_within(join, DEADLINE, "reactor thread").expect("run result");
+    });
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ipv4_reactor::reactor::{ChannelSink, Handle, Key, Overflow, PacketReceiver, Reactor};
+use ipv4_reactor::reactor::{ChannelSink, Handle, Key, Overflow, PacketReceiver};
 use ipv4_reactor::{Packet, PacketConn};
 use util::{send, udp, wait_until, within, DEADLINE};
 
@@ -35,7 +35,7 @@ fn blocked_reactor() -> Blocked {
     let rx = udp();
     let dst = rx.local_addr().expect("local_addr");
     let (sink, packets) = ChannelSink::bounded(1, 2048, Overflow::Block).expect("sink");
-    let (handle, join) = Reactor::builder().spawn().expect("spawn reactor");
+    let (handle, join) = util::reactor::builder().spawn().expect("spawn reactor");
     let key = handle.register(rx, sink.clone()).expect("register");
     let tx = udp();
     for seq in 0..4u8 {
@@ -65,22 +65,24 @@ fn blocked_reactor() -> Blocked {
 /// stays there.
 #[test]
 fn stop_ends_a_reactor_blocked_in_a_full_block_sink() {
-    let mut b = blocked_reactor();
-    b.handle.stop();
-    let join = b.join.take().expect("join handle");
-    within(
-        DEADLINE,
-        "run after stop while the sink was full",
-        move || join.join().expect("reactor thread panicked"),
-    )
-    .expect("run result");
-    assert_eq!(b.packets.len(), 1, "the packet in the channel stays there");
-    let dropped = b.sink.dropped();
-    assert!(
-        (1..=3).contains(&dropped),
-        "the packet the sink held (and any later one of its batch) is counted: {dropped}"
-    );
-    drop(b.packets);
+    util::reactor::each_backend(|| {
+        let mut b = blocked_reactor();
+        b.handle.stop();
+        let join = b.join.take().expect("join handle");
+        within(
+            DEADLINE,
+            "run after stop while the sink was full",
+            move || join.join().expect("reactor thread panicked"),
+        )
+        .expect("run result");
+        assert_eq!(b.packets.len(), 1, "the packet in the channel stays there");
+        let dropped = b.sink.dropped();
+        assert!(
+            (1..=3).contains(&dropped),
+            "the packet the sink held (and any later one of its batch) is counted: {dropped}"
+        );
+        drop(b.packets);
+    });
 }
 
 /// A handle call on a reactor that waits in a full blocking sink returns
@@ -88,52 +90,54 @@ fn stop_ends_a_reactor_blocked_in_a_full_block_sink() {
 /// timed out is withdrawn and never runs, even after the reactor is freed.
 #[test]
 fn calls_to_a_blocked_reactor_time_out_and_are_withdrawn() {
-    let mut b = blocked_reactor();
-    let h = b.handle.clone();
-    let err = within(
-        ipv4_reactor::reactor::DEFAULT_CALL_TIMEOUT + DEADLINE,
-        "Handle::counters on a blocked reactor",
-        move || h.counters(),
-    )
-    .expect_err("counters cannot be answered while the reactor is blocked");
-    assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+    util::reactor::each_backend(|| {
+        let mut b = blocked_reactor();
+        let h = b.handle.clone();
+        let err = within(
+            ipv4_reactor::reactor::DEFAULT_CALL_TIMEOUT + DEADLINE,
+            "Handle::counters on a blocked reactor",
+            move || h.counters(),
+        )
+        .expect_err("counters cannot be answered while the reactor is blocked");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
 
-    let ran = Arc::new(AtomicBool::new(false));
-    let h = b.handle.clone();
-    let flag = Arc::clone(&ran);
-    let err = within(DEADLINE, "call_timeout on a blocked reactor", move || {
-        h.call_timeout(Duration::from_millis(100), move |_| {
-            flag.store(true, Ordering::SeqCst)
+        let ran = Arc::new(AtomicBool::new(false));
+        let h = b.handle.clone();
+        let flag = Arc::clone(&ran);
+        let err = within(DEADLINE, "call_timeout on a blocked reactor", move || {
+            h.call_timeout(Duration::from_millis(100), move |_| {
+                flag.store(true, Ordering::SeqCst)
+            })
         })
-    })
-    .expect_err("call_timeout on a blocked reactor");
-    assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        .expect_err("call_timeout on a blocked reactor");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
 
-    // Free the reactor: it delivers the rest and answers again.
-    let mut got = 0;
-    while got < 4 {
-        match b.packets.recv_timeout(DEADLINE) {
-            Ok(_) => got += 1,
-            Err(e) => panic!("only {got} of 4 packets after the consumer came back: {e}"),
+        // Free the reactor: it delivers the rest and answers again.
+        let mut got = 0;
+        while got < 4 {
+            match b.packets.recv_timeout(DEADLINE) {
+                Ok(_) => got += 1,
+                Err(e) => panic!("only {got} of 4 packets after the consumer came back: {e}"),
+            }
         }
-    }
-    let c = b
-        .handle
-        .socket_counters(b.key)
-        .expect("counters once freed");
-    assert_eq!(c.recv.packets, 4);
-    assert_eq!(c.overflow_drops, 0);
-    // A few more turns: the withdrawn call must not run.
-    for _ in 0..3 {
-        b.handle.counters().expect("counters");
-    }
-    assert!(
-        !ran.load(Ordering::SeqCst),
-        "a call that returned TimedOut ran later"
-    );
-    b.handle.stop();
-    let join = b.join.take().expect("join");
-    within(DEADLINE, "join", move || join.join().expect("no panic")).expect("run result");
+        let c = b
+            .handle
+            .socket_counters(b.key)
+            .expect("counters once freed");
+        assert_eq!(c.recv.packets, 4);
+        assert_eq!(c.overflow_drops, 0);
+        // A few more turns: the withdrawn call must not run.
+        for _ in 0..3 {
+            b.handle.counters().expect("counters");
+        }
+        assert!(
+            !ran.load(Ordering::SeqCst),
+            "a call that returned TimedOut ran later"
+        );
+        b.handle.stop();
+        let join = b.join.take().expect("join");
+        within(DEADLINE, "join", move || join.join().expect("no panic")).expect("run result");
+    });
 }
 
 /// After `run` returned, the reactor is still alive but nobody turns it: a
@@ -141,33 +145,35 @@ fn calls_to_a_blocked_reactor_time_out_and_are_withdrawn() {
 /// at once instead of waiting (for ever before the fix).
 #[test]
 fn calls_after_run_returned_fail_at_once() {
-    within(DEADLINE, "calls after run returned", || {
-        let mut reactor = Reactor::builder().build().expect("reactor");
-        let handle = reactor.handle();
-        handle.stop();
-        reactor.run().expect("run");
-        let own = handle.counters().expect_err("own thread, after run");
-        assert_ne!(own.kind(), io::ErrorKind::TimedOut, "{own}");
-        let h = handle.clone();
-        let other = thread::spawn(move || h.counters())
-            .join()
-            .expect("caller thread")
-            .expect_err("other thread, after run");
-        assert_ne!(other.kind(), io::ErrorKind::TimedOut, "{other}");
-        assert!(other.to_string().contains("stopped"), "{other}");
-        // Once reset_stop is called, a call waits for the next run, even
-        // one made before run starts turning.
-        reactor.reset_stop();
-        let h = handle.clone();
-        let caller = thread::spawn(move || {
-            let r = h.counters();
-            h.stop();
-            r
+    util::reactor::each_backend(|| {
+        within(DEADLINE, "calls after run returned", || {
+            let mut reactor = util::reactor::builder().build().expect("reactor");
+            let handle = reactor.handle();
+            handle.stop();
+            reactor.run().expect("run");
+            let own = handle.counters().expect_err("own thread, after run");
+            assert_ne!(own.kind(), io::ErrorKind::TimedOut, "{own}");
+            let h = handle.clone();
+            let other = thread::spawn(move || h.counters())
+                .join()
+                .expect("caller thread")
+                .expect_err("other thread, after run");
+            assert_ne!(other.kind(), io::ErrorKind::TimedOut, "{other}");
+            assert!(other.to_string().contains("stopped"), "{other}");
+            // Once reset_stop is called, a call waits for the next run, even
+            // one made before run starts turning.
+            reactor.reset_stop();
+            let h = handle.clone();
+            let caller = thread::spawn(move || {
+                let r = h.counters();
+                h.stop();
+                r
+            });
+            thread::sleep(Duration::from_millis(50));
+            reactor.run().expect("second run");
+            let c = caller.join().expect("caller").expect("counters during run");
+            assert!(c.turns >= 1);
         });
-        thread::sleep(Duration::from_millis(50));
-        reactor.run().expect("second run");
-        let c = caller.join().expect("caller").expect("counters during run");
-        assert!(c.turns >= 1);
     });
 }
 
@@ -175,18 +181,20 @@ fn calls_after_run_returned_fail_at_once() {
 /// it fails (after at most the default timeout) instead of hanging.
 #[test]
 fn call_from_the_reactor_thread_before_run_fails() {
-    let err = within(
-        ipv4_reactor::reactor::DEFAULT_CALL_TIMEOUT + DEADLINE,
-        "a call from the reactor's own thread before run",
-        || {
-            let reactor = Reactor::builder().build().expect("reactor");
-            let r = reactor.handle().counters();
-            drop(reactor);
-            r
-        },
-    )
-    .expect_err("nobody can answer");
-    assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+    util::reactor::each_backend(|| {
+        let err = within(
+            ipv4_reactor::reactor::DEFAULT_CALL_TIMEOUT + DEADLINE,
+            "a call from the reactor's own thread before run",
+            || {
+                let reactor = util::reactor::builder().build().expect("reactor");
+                let r = reactor.handle().counters();
+                drop(reactor);
+                r
+            },
+        )
+        .expect_err("nobody can answer");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+    });
 }
 
 /// While the user drives `turn` on their own thread, calls from another
@@ -194,24 +202,26 @@ fn call_from_the_reactor_thread_before_run_fails() {
 /// between turns.
 #[test]
 fn calls_are_answered_while_the_user_drives_turn() {
-    within(DEADLINE * 2, "user-driven turns", || {
-        let mut reactor = Reactor::builder().build().expect("reactor");
-        let handle = reactor.handle();
-        let caller = thread::spawn(move || {
-            let mut answered = 0;
-            for _ in 0..20 {
-                handle.counters().expect("counters while turned");
-                answered += 1;
+    util::reactor::each_backend(|| {
+        within(DEADLINE * 2, "user-driven turns", || {
+            let mut reactor = util::reactor::builder().build().expect("reactor");
+            let handle = reactor.handle();
+            let caller = thread::spawn(move || {
+                let mut answered = 0;
+                for _ in 0..20 {
+                    handle.counters().expect("counters while turned");
+                    answered += 1;
+                }
+                handle.stop();
+                answered
+            });
+            while !reactor.is_stopped() {
+                reactor.turn(Some(Duration::from_millis(5))).expect("turn");
+                // Time between turns, as a user loop has.
+                thread::sleep(Duration::from_millis(1));
             }
-            handle.stop();
-            answered
+            assert_eq!(caller.join().expect("caller"), 20);
         });
-        while !reactor.is_stopped() {
-            reactor.turn(Some(Duration::from_millis(5))).expect("turn");
-            // Time between turns, as a user loop has.
-            thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(caller.join().expect("caller"), 20);
     });
 }
 
@@ -219,27 +229,29 @@ fn calls_are_answered_while_the_user_drives_turn() {
 /// error with the message, the panic is counted, and the reactor goes on.
 #[test]
 fn panicking_call_closure_is_caught() {
-    let (handle, join) = Reactor::builder().spawn().expect("spawn");
-    let h = handle.clone();
-    let err = within(DEADLINE, "a panicking call", move || {
-        h.call(|_| -> u32 { panic!("deliberate panic in a call") })
-    })
-    .expect_err("a panicking call returns an error");
-    assert!(
-        err.to_string().contains("deliberate panic in a call"),
-        "{err}"
-    );
-    let h = handle.clone();
-    let c = within(DEADLINE, "counters after a panicking call", move || {
-        h.counters()
-    })
-    .expect("the reactor still answers");
-    assert_eq!(c.command_panics, 1);
-    assert_eq!(c.handler_panics, 0);
-    handle.stop();
-    within(DEADLINE, "join", move || join.join())
-        .expect("the reactor thread did not panic")
-        .expect("run result");
+    util::reactor::each_backend(|| {
+        let (handle, join) = util::reactor::builder().spawn().expect("spawn");
+        let h = handle.clone();
+        let err = within(DEADLINE, "a panicking call", move || {
+            h.call(|_| -> u32 { panic!("deliberate panic in a call") })
+        })
+        .expect_err("a panicking call returns an error");
+        assert!(
+            err.to_string().contains("deliberate panic in a call"),
+            "{err}"
+        );
+        let h = handle.clone();
+        let c = within(DEADLINE, "counters after a panicking call", move || {
+            h.counters()
+        })
+        .expect("the reactor still answers");
+        assert_eq!(c.command_panics, 1);
+        assert_eq!(c.handler_panics, 0);
+        handle.stop();
+        within(DEADLINE, "join", move || join.join())
+            .expect("the reactor thread did not panic")
+            .expect("run result");
+    });
 }
 
 /// A turn that a panicking call used to unwind left the thread marked as
@@ -248,23 +260,25 @@ fn panicking_call_closure_is_caught() {
 /// the mark is restored either way.
 #[test]
 fn turning_mark_does_not_outlive_a_turn() {
-    within(DEADLINE, "turning mark", || {
-        let mut reactor = Reactor::builder().build().expect("reactor");
-        let handle = reactor.handle();
-        let h = handle.clone();
-        let caller = thread::spawn(move || h.call(|_| panic!("deliberate panic in a call")));
-        while !caller.is_finished() {
-            let _ = catch_unwind(AssertUnwindSafe(|| {
-                reactor.turn(Some(Duration::from_millis(5)))
-            }));
-        }
-        assert!(caller.join().expect("caller").is_err());
-        // Outside any turn, on the reactor's own thread.
-        let err = handle.counters().expect_err("nobody turns the reactor now");
-        assert!(
-            !err.to_string().contains("inside one of its own handlers"),
-            "the thread is still marked as turning: {err}"
-        );
+    util::reactor::each_backend(|| {
+        within(DEADLINE, "turning mark", || {
+            let mut reactor = util::reactor::builder().build().expect("reactor");
+            let handle = reactor.handle();
+            let h = handle.clone();
+            let caller = thread::spawn(move || h.call(|_| panic!("deliberate panic in a call")));
+            while !caller.is_finished() {
+                let _ = catch_unwind(AssertUnwindSafe(|| {
+                    reactor.turn(Some(Duration::from_millis(5)))
+                }));
+            }
+            assert!(caller.join().expect("caller").is_err());
+            // Outside any turn, on the reactor's own thread.
+            let err = handle.counters().expect_err("nobody turns the reactor now");
+            assert!(
+                !err.to_string().contains("inside one of its own handlers"),
+                "the thread is still marked as turning: {err}"
+            );
+        });
     });
 }
 
@@ -280,51 +294,53 @@ fn turning_mark_does_not_outlive_a_turn() {
 /// it is still served.
 #[test]
 fn socket_that_always_fails_does_not_spin_the_reactor() {
-    let tcp = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .expect("tcp socket");
-    let bad = PacketConn::from(tcp);
-    let good = udp();
-    let dst = good.local_addr().expect("local_addr");
-    let mut reactor = Reactor::builder().build().expect("reactor");
-    let bad_key = reactor
-        .register(
-            bad,
-            |_: &Packet<'_>, _: &mut ipv4_reactor::reactor::Context<'_>| {},
-        )
-        .expect("register failing socket");
-    let got = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let g = Arc::clone(&got);
-    reactor
-        .register(
-            good,
-            move |_: &Packet<'_>, _: &mut ipv4_reactor::reactor::Context<'_>| {
-                g.fetch_add(1, Ordering::SeqCst);
-            },
-        )
-        .expect("register healthy socket");
-    let handle = reactor.handle();
-    let (turns, errors, got) = within(DEADLINE, "run with a failing socket", move || {
-        let stopper = thread::spawn(move || {
-            thread::sleep(Duration::from_millis(150));
-            send(&udp(), b"still served", dst);
-            thread::sleep(Duration::from_millis(150));
-            handle.stop();
+    util::reactor::each_backend(|| {
+        let tcp = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("tcp socket");
+        let bad = PacketConn::from(tcp);
+        let good = udp();
+        let dst = good.local_addr().expect("local_addr");
+        let mut reactor = util::reactor::builder().build().expect("reactor");
+        let bad_key = reactor
+            .register(
+                bad,
+                |_: &Packet<'_>, _: &mut ipv4_reactor::reactor::Context<'_>| {},
+            )
+            .expect("register failing socket");
+        let got = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let g = Arc::clone(&got);
+        reactor
+            .register(
+                good,
+                move |_: &Packet<'_>, _: &mut ipv4_reactor::reactor::Context<'_>| {
+                    g.fetch_add(1, Ordering::SeqCst);
+                },
+            )
+            .expect("register healthy socket");
+        let handle = reactor.handle();
+        let (turns, errors, got) = within(DEADLINE, "run with a failing socket", move || {
+            let stopper = thread::spawn(move || {
+                thread::sleep(Duration::from_millis(150));
+                send(&udp(), b"still served", dst);
+                thread::sleep(Duration::from_millis(150));
+                handle.stop();
+            });
+            reactor.run().expect("run");
+            stopper.join().expect("stopper");
+            let c = reactor.counters();
+            let errors = reactor
+                .socket_counters(bad_key)
+                .expect("still registered")
+                .recv_errors;
+            (c.turns, errors, got.load(Ordering::SeqCst))
         });
-        reactor.run().expect("run");
-        stopper.join().expect("stopper");
-        let c = reactor.counters();
-        let errors = reactor
-            .socket_counters(bad_key)
-            .expect("still registered")
-            .recv_errors;
-        (c.turns, errors, got.load(Ordering::SeqCst))
-    });
-    assert!(errors >= 1, "the receive errors are counted");
-    assert_eq!(got, 1, "the healthy socket is served");
-    assert!(
+        assert!(errors >= 1, "the receive errors are counted");
+        assert_eq!(got, 1, "the healthy socket is served");
+        assert!(
         turns < 1000,
         "{turns} turns in 300 ms with no traffic: the reactor spins on the failing socket ({errors} errors)"
     );
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -336,181 +352,193 @@ fn socket_that_always_fails_does_not_spin_the_reactor() {
 /// the socket is deregistered and dropped.
 #[test]
 fn channel_sink_counts_packets_after_the_receiver_is_gone() {
-    let rx = udp();
-    let dst = rx.local_addr().expect("local_addr");
-    let (sink, packets) = ChannelSink::bounded(16, 2048, Overflow::DropNewest).expect("sink");
-    drop(packets);
-    let mut reactor = Reactor::builder().build().expect("reactor");
-    reactor.register(rx, sink.clone()).expect("register");
-    let tx = udp();
-    send(&tx, b"nobody listens", dst);
-    let deadline = Instant::now() + DEADLINE;
-    while reactor.counters().sockets > 0 && Instant::now() < deadline {
-        reactor.turn(Some(Duration::from_millis(20))).expect("turn");
-    }
-    let c = reactor.counters();
-    assert_eq!(
-        c.sockets, 0,
-        "the socket is deregistered once the receiver is gone"
-    );
-    assert_eq!(c.total.overflow_drops, 1);
-    assert_eq!(sink.disconnected_drops(), 1);
-    assert_eq!(
-        sink.dropped(),
-        1,
-        "dropped() counts every packet the sink dropped"
-    );
+    util::reactor::each_backend(|| {
+        let rx = udp();
+        let dst = rx.local_addr().expect("local_addr");
+        let (sink, packets) = ChannelSink::bounded(16, 2048, Overflow::DropNewest).expect("sink");
+        drop(packets);
+        let mut reactor = util::reactor::builder().build().expect("reactor");
+        reactor.register(rx, sink.clone()).expect("register");
+        let tx = udp();
+        send(&tx, b"nobody listens", dst);
+        let deadline = Instant::now() + DEADLINE;
+        while reactor.counters().sockets > 0 && Instant::now() < deadline {
+            reactor.turn(Some(Duration::from_millis(20))).expect("turn");
+        }
+        let c = reactor.counters();
+        assert_eq!(
+            c.sockets, 0,
+            "the socket is deregistered once the receiver is gone"
+        );
+        assert_eq!(c.total.overflow_drops, 1);
+        assert_eq!(sink.disconnected_drops(), 1);
+        assert_eq!(
+            sink.dropped(),
+            1,
+            "dropped() counts every packet the sink dropped"
+        );
+    });
 }
 
 /// The same with a blocking sink.
 #[test]
 fn blocking_channel_sink_counts_packets_after_the_receiver_is_gone() {
-    let rx = udp();
-    let dst = rx.local_addr().expect("local_addr");
-    let (sink, packets) = ChannelSink::bounded(16, 2048, Overflow::Block).expect("sink");
-    drop(packets);
-    let mut reactor = Reactor::builder().build().expect("reactor");
-    reactor.register(rx, sink.clone()).expect("register");
-    send(&udp(), b"nobody listens", dst);
-    let deadline = Instant::now() + DEADLINE;
-    while reactor.counters().sockets > 0 && Instant::now() < deadline {
-        reactor.turn(Some(Duration::from_millis(20))).expect("turn");
-    }
-    assert_eq!(reactor.counters().sockets, 0);
-    assert_eq!(sink.disconnected_drops(), 1);
-    assert_eq!(sink.dropped(), 1);
+    util::reactor::each_backend(|| {
+        let rx = udp();
+        let dst = rx.local_addr().expect("local_addr");
+        let (sink, packets) = ChannelSink::bounded(16, 2048, Overflow::Block).expect("sink");
+        drop(packets);
+        let mut reactor = util::reactor::builder().build().expect("reactor");
+        reactor.register(rx, sink.clone()).expect("register");
+        send(&udp(), b"nobody listens", dst);
+        let deadline = Instant::now() + DEADLINE;
+        while reactor.counters().sockets > 0 && Instant::now() < deadline {
+            reactor.turn(Some(Duration::from_millis(20))).expect("turn");
+        }
+        assert_eq!(reactor.counters().sockets, 0);
+        assert_eq!(sink.disconnected_drops(), 1);
+        assert_eq!(sink.dropped(), 1);
+    });
 }
 
 /// Absurd sink sizes are refused with `InvalidInput` and a message naming
 /// the argument, instead of an overflow, a panic or an allocation failure.
 #[test]
 fn channel_sink_refuses_absurd_sizes() {
-    for (capacity, payload, what) in [
-        (usize::MAX, 2048, "capacity"),
-        (usize::MAX - 100, 2048, "capacity"),
-        (1 << 40, 2048, "capacity"),
-        (1024, usize::MAX, "payload"),
-        (1 << 20, 60_000, "bytes"),
-    ] {
-        let err = within(DEADLINE, "ChannelSink::bounded", move || {
-            ChannelSink::bounded(capacity, payload, Overflow::DropNewest).map(|_| ())
-        })
-        .expect_err("absurd size accepted");
-        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
-        assert!(
-            err.to_string().contains(what),
-            "{capacity} x {payload}: {err}"
-        );
-    }
-    // Ordinary sizes still work.
-    ChannelSink::bounded(65_536, 2048, Overflow::Block).expect("ordinary sink");
+    util::reactor::each_backend(|| {
+        for (capacity, payload, what) in [
+            (usize::MAX, 2048, "capacity"),
+            (usize::MAX - 100, 2048, "capacity"),
+            (1 << 40, 2048, "capacity"),
+            (1024, usize::MAX, "payload"),
+            (1 << 20, 60_000, "bytes"),
+        ] {
+            let err = within(DEADLINE, "ChannelSink::bounded", move || {
+                ChannelSink::bounded(capacity, payload, Overflow::DropNewest).map(|_| ())
+            })
+            .expect_err("absurd size accepted");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+            assert!(
+                err.to_string().contains(what),
+                "{capacity} x {payload}: {err}"
+            );
+        }
+        // Ordinary sizes still work.
+        ChannelSink::bounded(65_536, 2048, Overflow::Block).expect("ordinary sink");
+    });
 }
 
 /// Absurd pool sizes are refused before any thread starts.
 #[test]
 fn reactor_pool_refuses_absurd_sizes() {
-    use ipv4_reactor::reactor::ReactorPool;
-    let err = within(DEADLINE, "ReactorPool::spawn(usize::MAX)", || {
-        ReactorPool::spawn(usize::MAX, Reactor::builder()).map(|_| ())
-    })
-    .expect_err("a pool of usize::MAX reactors");
-    assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
-    let err = within(
-        DEADLINE,
-        "ReactorPool::spawn pinned past usize::MAX",
-        || ReactorPool::spawn(2, Reactor::builder().pin_to_cpu(usize::MAX)).map(|_| ()),
-    )
-    .expect_err("CPUs past usize::MAX");
-    assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    util::reactor::each_backend(|| {
+        use ipv4_reactor::reactor::ReactorPool;
+        let err = within(DEADLINE, "ReactorPool::spawn(usize::MAX)", || {
+            ReactorPool::spawn(usize::MAX, util::reactor::builder()).map(|_| ())
+        })
+        .expect_err("a pool of usize::MAX reactors");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        let err = within(
+            DEADLINE,
+            "ReactorPool::spawn pinned past usize::MAX",
+            || ReactorPool::spawn(2, util::reactor::builder().pin_to_cpu(usize::MAX)).map(|_| ()),
+        )
+        .expect_err("CPUs past usize::MAX");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    });
 }
 
 /// An absurd readiness-event capacity is refused instead of failing the
 /// allocation.
 #[test]
 fn reactor_refuses_an_absurd_event_capacity() {
-    let err = within(DEADLINE, "events_capacity(usize::MAX)", || {
-        Reactor::builder()
-            .events_capacity(usize::MAX)
+    util::reactor::each_backend(|| {
+        let err = within(DEADLINE, "events_capacity(usize::MAX)", || {
+            util::reactor::builder()
+                .events_capacity(usize::MAX)
+                .build()
+                .map(|_| ())
+        })
+        .expect_err("usize::MAX events accepted");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("events"), "{err}");
+        util::reactor::builder()
+            .events_capacity(4096)
             .build()
-            .map(|_| ())
-    })
-    .expect_err("usize::MAX events accepted");
-    assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
-    assert!(err.to_string().contains("events"), "{err}");
-    Reactor::builder()
-        .events_capacity(4096)
-        .build()
-        .expect("ordinary capacity");
+            .expect("ordinary capacity");
+    });
 }
 
 #[test]
 fn stale_key_after_a_panic_deregistration_names_no_other_socket() {
-    // A handler panics on its first packet: the reactor deregisters its
-    // socket (the default policy). The next registration takes the same
-    // slot; the old key must not reach it.
-    let mut reactor = Reactor::builder().build().unwrap();
-    let doomed = udp();
-    let doomed_addr = doomed.local_addr().unwrap();
-    let old_key = reactor
-        .register(
-            doomed,
-            |_: &Packet<'_>, _: &mut ipv4_reactor::reactor::Context<'_>| {
-                panic!("this handler fails on purpose")
-            },
-        )
-        .unwrap();
-    let tx = udp();
-    send(&tx, b"boom", doomed_addr);
-    assert!(
-        wait_until(DEADLINE, || {
+    util::reactor::each_backend(|| {
+        // A handler panics on its first packet: the reactor deregisters its
+        // socket (the default policy). The next registration takes the same
+        // slot; the old key must not reach it.
+        let mut reactor = util::reactor::builder().build().unwrap();
+        let doomed = udp();
+        let doomed_addr = doomed.local_addr().unwrap();
+        let old_key = reactor
+            .register(
+                doomed,
+                |_: &Packet<'_>, _: &mut ipv4_reactor::reactor::Context<'_>| {
+                    panic!("this handler fails on purpose")
+                },
+            )
+            .unwrap();
+        let tx = udp();
+        send(&tx, b"boom", doomed_addr);
+        assert!(
+            wait_until(DEADLINE, || {
+                reactor.turn(Some(Duration::from_millis(10))).unwrap();
+                reactor.counters().handler_panics == 1
+            }),
+            "the handler never panicked"
+        );
+        assert!(
+            reactor.conn(old_key).is_none(),
+            "the panicking socket is gone"
+        );
+
+        let fresh = udp();
+        let fresh_addr = fresh.local_addr().unwrap();
+        let new_key = reactor
+            .register(
+                fresh,
+                |_: &Packet<'_>, _: &mut ipv4_reactor::reactor::Context<'_>| {},
+            )
+            .unwrap();
+        assert_eq!(new_key.index(), old_key.index(), "the slot is reused");
+        assert_ne!(new_key, old_key);
+
+        // Every call with the stale key fails and leaves the new socket alone.
+        assert!(reactor.conn(old_key).is_none());
+        assert!(reactor.socket_counters(old_key).is_none());
+        let e = reactor
+            .set_control_flags(old_key, ipv4_reactor::ControlFlags::TTL)
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("not registered"), "{e}");
+        let e = reactor.deregister(old_key).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        assert_eq!(
+            reactor.conn(new_key).unwrap().local_addr().unwrap(),
+            fresh_addr,
+            "the new socket is still registered under its own key"
+        );
+        assert_eq!(
+            reactor.conn(new_key).unwrap().control_flags(),
+            ipv4_reactor::ControlFlags::NONE,
+            "the stale key changed the new socket's flags"
+        );
+        // And through a handle from another thread.
+        let handle = reactor.handle();
+        let caller = thread::spawn(move || handle.socket_counters(old_key));
+        let deadline = Instant::now() + DEADLINE;
+        while !caller.is_finished() && Instant::now() < deadline {
             reactor.turn(Some(Duration::from_millis(10))).unwrap();
-            reactor.counters().handler_panics == 1
-        }),
-        "the handler never panicked"
-    );
-    assert!(
-        reactor.conn(old_key).is_none(),
-        "the panicking socket is gone"
-    );
-
-    let fresh = udp();
-    let fresh_addr = fresh.local_addr().unwrap();
-    let new_key = reactor
-        .register(
-            fresh,
-            |_: &Packet<'_>, _: &mut ipv4_reactor::reactor::Context<'_>| {},
-        )
-        .unwrap();
-    assert_eq!(new_key.index(), old_key.index(), "the slot is reused");
-    assert_ne!(new_key, old_key);
-
-    // Every call with the stale key fails and leaves the new socket alone.
-    assert!(reactor.conn(old_key).is_none());
-    assert!(reactor.socket_counters(old_key).is_none());
-    let e = reactor
-        .set_control_flags(old_key, ipv4_reactor::ControlFlags::TTL)
-        .unwrap_err();
-    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
-    assert!(e.to_string().contains("not registered"), "{e}");
-    let e = reactor.deregister(old_key).unwrap_err();
-    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
-    assert_eq!(
-        reactor.conn(new_key).unwrap().local_addr().unwrap(),
-        fresh_addr,
-        "the new socket is still registered under its own key"
-    );
-    assert_eq!(
-        reactor.conn(new_key).unwrap().control_flags(),
-        ipv4_reactor::ControlFlags::NONE,
-        "the stale key changed the new socket's flags"
-    );
-    // And through a handle from another thread.
-    let handle = reactor.handle();
-    let caller = thread::spawn(move || handle.socket_counters(old_key));
-    let deadline = Instant::now() + DEADLINE;
-    while !caller.is_finished() && Instant::now() < deadline {
-        reactor.turn(Some(Duration::from_millis(10))).unwrap();
-    }
-    let e = caller.join().unwrap().unwrap_err();
-    assert!(e.to_string().contains("not registered"), "{e}");
+        }
+        let e = caller.join().unwrap().unwrap_err();
+        assert!(e.to_string().contains("not registered"), "{e}");
+    });
 }

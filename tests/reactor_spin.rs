@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use ipv4_reactor::reactor::{from_fn, Reactor};
+use ipv4_reactor::reactor::from_fn;
 use ipv4_reactor::ControlFlags;
 use mio::net::UnixStream;
 use mio::Interest;
@@ -37,75 +37,81 @@ fn payload(seq: u64) -> [u8; 64] {
 /// (budget stops counted).
 #[test]
 fn every_socket_is_read_in_order_and_the_budget_still_holds() {
-    let mut reactor = Reactor::builder().spin(true).budget(8).build().unwrap();
-    let mut dsts = Vec::new();
-    let mut keys = Vec::new();
-    let seen: Vec<Arc<Mutex<Vec<u64>>>> = (0..3).map(|_| Arc::default()).collect();
-    for s in &seen {
-        let g = asm_group(TAG);
-        let rx = lo_receiver(g, ControlFlags::NONE);
-        dsts.push(dst_of(g, &rx));
-        let s = Arc::clone(s);
-        keys.push(
-            reactor
-                .register(
-                    rx,
-                    from_fn(move |p, _ctx| {
-                        let seq = u64::from_be_bytes(p.payload[..8].try_into().unwrap());
-                        s.lock().unwrap().push(seq);
-                    }),
-                )
-                .unwrap(),
-        );
-    }
-    thread::sleep(SETTLE);
-    let tx = lo_sender();
-    // Socket 0 gets a burst far past the budget, the others a few.
-    for i in 0..200 {
-        send(&tx, &payload(i), dsts[0]);
-    }
-    for i in 0..20 {
-        send(&tx, &payload(i), dsts[1]);
-        send(&tx, &payload(i), dsts[2]);
-    }
-    // The first turn reads every socket; socket 0 stops at its budget.
-    reactor.turn(Some(Duration::ZERO)).unwrap();
-    assert_eq!(
-        seen[0].lock().unwrap().len(),
-        8,
-        "socket 0 read past its budget"
-    );
-    assert!(
-        !seen[1].lock().unwrap().is_empty() && !seen[2].lock().unwrap().is_empty(),
-        "the first turn did not read the other sockets"
-    );
-    let done = wait_until(DEADLINE, || {
+    util::reactor::each_backend(|| {
+        let mut reactor = util::reactor::builder()
+            .spin(true)
+            .budget(8)
+            .build()
+            .unwrap();
+        let mut dsts = Vec::new();
+        let mut keys = Vec::new();
+        let seen: Vec<Arc<Mutex<Vec<u64>>>> = (0..3).map(|_| Arc::default()).collect();
+        for s in &seen {
+            let g = asm_group(TAG);
+            let rx = lo_receiver(g, ControlFlags::NONE);
+            dsts.push(dst_of(g, &rx));
+            let s = Arc::clone(s);
+            keys.push(
+                reactor
+                    .register(
+                        rx,
+                        from_fn(move |p, _ctx| {
+                            let seq = u64::from_be_bytes(p.payload[..8].try_into().unwrap());
+                            s.lock().unwrap().push(seq);
+                        }),
+                    )
+                    .unwrap(),
+            );
+        }
+        thread::sleep(SETTLE);
+        let tx = lo_sender();
+        // Socket 0 gets a burst far past the budget, the others a few.
+        for i in 0..200 {
+            send(&tx, &payload(i), dsts[0]);
+        }
+        for i in 0..20 {
+            send(&tx, &payload(i), dsts[1]);
+            send(&tx, &payload(i), dsts[2]);
+        }
+        // The first turn reads every socket; socket 0 stops at its budget.
         reactor.turn(Some(Duration::ZERO)).unwrap();
-        seen[0].lock().unwrap().len() == 200
-            && seen[1].lock().unwrap().len() == 20
-            && seen[2].lock().unwrap().len() == 20
-    });
-    let lens: Vec<usize> = seen.iter().map(|s| s.lock().unwrap().len()).collect();
-    assert!(done, "delivered {lens:?} of [200, 20, 20]");
-    for (i, s) in seen.iter().enumerate() {
-        let s = s.lock().unwrap();
+        assert_eq!(
+            seen[0].lock().unwrap().len(),
+            8,
+            "socket 0 read past its budget"
+        );
         assert!(
-            s.windows(2).all(|w| w[1] == w[0] + 1) && s[0] == 0,
-            "socket {i} out of order"
+            !seen[1].lock().unwrap().is_empty() && !seen[2].lock().unwrap().is_empty(),
+            "the first turn did not read the other sockets"
         );
-    }
-    let c = reactor.socket_counters(keys[0]).unwrap();
-    assert!(c.budget_stops > 0, "no budget stop counted on socket 0");
-    // Idle turns keep every socket registered and readable.
-    for _ in 0..200 {
-        reactor.turn(Some(Duration::ZERO)).unwrap();
-    }
-    send(&tx, &payload(20), dsts[2]);
-    let done = wait_until(DEADLINE, || {
-        reactor.turn(Some(Duration::ZERO)).unwrap();
-        seen[2].lock().unwrap().len() == 21
+        let done = wait_until(DEADLINE, || {
+            reactor.turn(Some(Duration::ZERO)).unwrap();
+            seen[0].lock().unwrap().len() == 200
+                && seen[1].lock().unwrap().len() == 20
+                && seen[2].lock().unwrap().len() == 20
+        });
+        let lens: Vec<usize> = seen.iter().map(|s| s.lock().unwrap().len()).collect();
+        assert!(done, "delivered {lens:?} of [200, 20, 20]");
+        for (i, s) in seen.iter().enumerate() {
+            let s = s.lock().unwrap();
+            assert!(
+                s.windows(2).all(|w| w[1] == w[0] + 1) && s[0] == 0,
+                "socket {i} out of order"
+            );
+        }
+        let c = reactor.socket_counters(keys[0]).unwrap();
+        assert!(c.budget_stops > 0, "no budget stop counted on socket 0");
+        // Idle turns keep every socket registered and readable.
+        for _ in 0..200 {
+            reactor.turn(Some(Duration::ZERO)).unwrap();
+        }
+        send(&tx, &payload(20), dsts[2]);
+        let done = wait_until(DEADLINE, || {
+            reactor.turn(Some(Duration::ZERO)).unwrap();
+            seen[2].lock().unwrap().len() == 21
+        });
+        assert!(done, "a packet after idle turns was not delivered");
     });
-    assert!(done, "a packet after idle turns was not delivered");
 }
 
 /// A spinning reactor on its own thread: a socket registered through a
@@ -114,77 +120,79 @@ fn every_socket_is_read_in_order_and_the_budget_still_holds() {
 /// ends `run`.
 #[test]
 fn handles_sources_and_timers_work_while_spinning() {
-    let (handle, join) = Reactor::builder().spin(true).spawn().unwrap();
-    let g = asm_group(TAG);
-    let rx = lo_receiver(g, ControlFlags::NONE);
-    let dst = dst_of(g, &rx);
-    let packets = Arc::new(AtomicU64::new(0));
-    let p = Arc::clone(&packets);
-    handle
-        .register(
-            rx,
-            from_fn(move |_p, _ctx| {
-                p.fetch_add(1, Ordering::Relaxed);
-            }),
-        )
-        .unwrap();
+    util::reactor::each_backend(|| {
+        let (handle, join) = util::reactor::builder().spin(true).spawn().unwrap();
+        let g = asm_group(TAG);
+        let rx = lo_receiver(g, ControlFlags::NONE);
+        let dst = dst_of(g, &rx);
+        let packets = Arc::new(AtomicU64::new(0));
+        let p = Arc::clone(&packets);
+        handle
+            .register(
+                rx,
+                from_fn(move |_p, _ctx| {
+                    p.fetch_add(1, Ordering::Relaxed);
+                }),
+            )
+            .unwrap();
 
-    // A foreign source, registered through a call.
-    let (ours, mut theirs) = UnixStream::pair().unwrap();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g2 = Arc::clone(&got);
-    handle
-        .call(move |r| {
-            r.register_source(ours, Interest::READABLE, move |s, _readiness, _ctx| {
-                let mut buf = [0u8; 64];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 {
-                        break;
+        // A foreign source, registered through a call.
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g2 = Arc::clone(&got);
+        handle
+            .call(move |r| {
+                r.register_source(ours, Interest::READABLE, move |s, _readiness, _ctx| {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        g2.lock().unwrap().extend_from_slice(&buf[..n]);
                     }
-                    g2.lock().unwrap().extend_from_slice(&buf[..n]);
-                }
+                })
+                .map(|_| ())
             })
-            .map(|_| ())
-        })
-        .unwrap()
-        .unwrap();
+            .unwrap()
+            .unwrap();
 
-    // A timer, added through a call.
-    let fired = Arc::new(AtomicBool::new(false));
-    let f = Arc::clone(&fired);
-    handle
-        .call(move |r| {
-            r.add_timer(Duration::from_millis(20), move |_ctx| {
-                f.store(true, Ordering::Relaxed);
+        // A timer, added through a call.
+        let fired = Arc::new(AtomicBool::new(false));
+        let f = Arc::clone(&fired);
+        handle
+            .call(move |r| {
+                r.add_timer(Duration::from_millis(20), move |_ctx| {
+                    f.store(true, Ordering::Relaxed);
+                })
+                .map(|_| ())
             })
-            .map(|_| ())
-        })
-        .unwrap()
-        .unwrap();
+            .unwrap()
+            .unwrap();
 
-    thread::sleep(SETTLE);
-    let tx = lo_sender();
-    for i in 0..50 {
-        send(&tx, &payload(i), dst);
-    }
-    theirs.write_all(b"hello").unwrap();
+        thread::sleep(SETTLE);
+        let tx = lo_sender();
+        for i in 0..50 {
+            send(&tx, &payload(i), dst);
+        }
+        theirs.write_all(b"hello").unwrap();
 
-    assert!(
-        wait_until(DEADLINE, || packets.load(Ordering::Relaxed) == 50),
-        "{} of 50 packets delivered",
-        packets.load(Ordering::Relaxed)
-    );
-    assert!(
-        wait_until(DEADLINE, || got.lock().unwrap().as_slice() == b"hello"),
-        "the source's handler got {:?}",
-        got.lock().unwrap()
-    );
-    assert!(
-        wait_until(DEADLINE, || fired.load(Ordering::Relaxed)),
-        "the timer did not fire"
-    );
-    let turns = handle.call(|r| r.counters().turns).unwrap();
-    assert!(turns > 0);
-    handle.stop();
-    join_within(join, DEADLINE, "the spinning reactor's thread").unwrap();
+        assert!(
+            wait_until(DEADLINE, || packets.load(Ordering::Relaxed) == 50),
+            "{} of 50 packets delivered",
+            packets.load(Ordering::Relaxed)
+        );
+        assert!(
+            wait_until(DEADLINE, || got.lock().unwrap().as_slice() == b"hello"),
+            "the source's handler got {:?}",
+            got.lock().unwrap()
+        );
+        assert!(
+            wait_until(DEADLINE, || fired.load(Ordering::Relaxed)),
+            "the timer did not fire"
+        );
+        let turns = handle.call(|r| r.counters().turns).unwrap();
+        assert!(turns > 0);
+        handle.stop();
+        join_within(join, DEADLINE, "the spinning reactor's thread").unwrap();
+    });
 }

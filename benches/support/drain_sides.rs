@@ -41,10 +41,15 @@ pub enum Side {
     /// Two lines with full copies: every sequence number on both lines
     /// (2N packets), each delivered once.
     ReactorAbCopies,
+    /// [`Side::ReactorQuiet`] on the io_uring backend (feature `io-uring`).
+    ReactorUringQuiet,
+    /// [`Side::ReactorBare`] on the io_uring backend (feature `io-uring`).
+    ReactorUringBare,
 }
 
 impl Side {
-    pub const ALL: [Side; 12] = [
+    #[cfg(not(feature = "io-uring"))]
+    pub const ALL: &'static [Side] = &[
         Side::LibcCmsg,
         Side::BatchCmsg,
         Side::ReactorCmsg,
@@ -57,6 +62,23 @@ impl Side {
         Side::ReactorBare2x,
         Side::ReactorAb,
         Side::ReactorAbCopies,
+    ];
+    #[cfg(feature = "io-uring")]
+    pub const ALL: &'static [Side] = &[
+        Side::LibcCmsg,
+        Side::BatchCmsg,
+        Side::ReactorCmsg,
+        Side::ReactorChannelCmsg,
+        Side::Batch1Cmsg,
+        Side::StdRecvFrom,
+        Side::LibcQuiet,
+        Side::ReactorQuiet,
+        Side::ReactorBare,
+        Side::ReactorBare2x,
+        Side::ReactorAb,
+        Side::ReactorAbCopies,
+        Side::ReactorUringQuiet,
+        Side::ReactorUringBare,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +95,8 @@ impl Side {
             Side::ReactorBare2x => "Reactor callback, drops only, bare (2N)",
             Side::ReactorAb => "Reactor feed, 2 lines, N/2 each (N)",
             Side::ReactorAbCopies => "Reactor feed, 2 lines, full copies (2N)",
+            Side::ReactorUringQuiet => "Reactor io_uring, drops only + seq gaps",
+            Side::ReactorUringBare => "Reactor io_uring, drops only, bare (N)",
         }
     }
 
@@ -90,12 +114,17 @@ impl Side {
             Side::ReactorBare2x => "reactor_bare_2x",
             Side::ReactorAb => "reactor_ab",
             Side::ReactorAbCopies => "reactor_ab_copies",
+            Side::ReactorUringQuiet => "reactor_uring_quiet",
+            Side::ReactorUringBare => "reactor_uring_bare",
         }
     }
 
     pub fn baseline(self) -> Side {
         match self {
-            Side::LibcQuiet | Side::ReactorQuiet => Side::LibcQuiet,
+            Side::LibcQuiet
+            | Side::ReactorQuiet
+            | Side::ReactorUringQuiet
+            | Side::ReactorUringBare => Side::LibcQuiet,
             Side::ReactorBare | Side::ReactorAb => Side::ReactorBare,
             Side::ReactorBare2x | Side::ReactorAbCopies => Side::ReactorBare2x,
             _ => Side::LibcCmsg,
@@ -110,7 +139,9 @@ impl Side {
             | Side::ReactorBare
             | Side::ReactorBare2x
             | Side::ReactorAb
-            | Side::ReactorAbCopies => ControlFlags::DROPS,
+            | Side::ReactorAbCopies
+            | Side::ReactorUringQuiet
+            | Side::ReactorUringBare => ControlFlags::DROPS,
             _ => ControlFlags::DST | ControlFlags::INTERFACE | ControlFlags::TTL,
         }
     }
@@ -258,6 +289,17 @@ impl Drainer {
             // turns on the same thread.
             Side::ReactorChannelCmsg => {
                 d.reactor = Some(Reactor::builder().batch_slots(64).budget(1024).build()?)
+            }
+            // Buffers for a catch-up: the kernel fills 1024 ahead of the
+            // handler before the receive has to be armed again.
+            Side::ReactorUringQuiet | Side::ReactorUringBare => {
+                d.reactor = Some(
+                    Reactor::builder()
+                        .backend(ipv4_reactor::reactor::Backend::IoUring)
+                        .uring_buffers(1024)
+                        .budget(usize::MAX)
+                        .build()?,
+                )
             }
             Side::StdRecvFrom => {}
         }
@@ -415,12 +457,25 @@ impl Drainer {
             Side::ReactorAb | Side::ReactorAbCopies => {
                 return self.drain_lines(vec![rx], n);
             }
-            Side::ReactorCmsg | Side::ReactorQuiet | Side::ReactorBare | Side::ReactorBare2x => {
+            Side::ReactorCmsg
+            | Side::ReactorQuiet
+            | Side::ReactorBare
+            | Side::ReactorBare2x
+            | Side::ReactorUringQuiet
+            | Side::ReactorUringBare => {
                 let reactor = self.reactor.as_mut().expect("reactor side");
                 let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
                 let c2 = std::sync::Arc::clone(&counter);
-                let quiet = side == Side::ReactorQuiet;
-                let bare = matches!(side, Side::ReactorBare | Side::ReactorBare2x);
+                let quiet = matches!(side, Side::ReactorQuiet | Side::ReactorUringQuiet);
+                let bare = matches!(
+                    side,
+                    Side::ReactorBare | Side::ReactorBare2x | Side::ReactorUringBare
+                );
+                // io_uring receives from the moment the socket is
+                // registered (the kernel reads while the receive is armed):
+                // its clock starts before.
+                let uring = matches!(side, Side::ReactorUringQuiet | Side::ReactorUringBare);
+                let early = uring.then(Instant::now);
                 let mut gaps = Gaps::default();
                 let mut local = 0usize;
                 let key = reactor.register(rx, move |p: &Packet<'_>, _ctx: &mut Context<'_>| {
@@ -441,7 +496,7 @@ impl Drainer {
                     local += 1;
                     c2.store(local, std::sync::atomic::Ordering::Relaxed);
                 })?;
-                start = Instant::now();
+                start = early.unwrap_or_else(Instant::now);
                 let deadline = start + Duration::from_secs(10);
                 while counter.load(std::sync::atomic::Ordering::Relaxed) < n
                     && Instant::now() < deadline

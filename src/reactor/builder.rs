@@ -21,6 +21,39 @@ pub enum PanicPolicy {
     Stop,
 }
 
+/// How a reactor reads its sockets ([`ReactorBuilder::backend`]).
+///
+/// ```
+/// use ipv4_reactor::reactor::{Backend, Reactor};
+///
+/// // io_uring where this build, kernel and process allow it, mio otherwise.
+/// let reactor = Reactor::builder().backend(Backend::IoUringOrMio).build()?;
+/// assert!(matches!(reactor.backend(), Backend::Mio | Backend::IoUring));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Backend {
+    /// epoll readiness through mio, `recvmmsg` into each socket's
+    /// [`RecvBatch`] (the default; runs everywhere).
+    #[default]
+    Mio,
+    /// io_uring (needs the `io-uring` feature and Linux 6.0 or later): one
+    /// ring per reactor, a multishot `recvmsg` per socket reading into a
+    /// provided buffer ring of its own, completions read from shared
+    /// memory. [`ReactorBuilder::build`] probes the kernel and fails with
+    /// [`Error::BackendUnavailable`](crate::Error::BackendUnavailable)
+    /// (kind `Unsupported`) naming what is missing: io_uring itself
+    /// (`kernel.io_uring_disabled`, a seccomp filter), multishot `recvmsg`,
+    /// provided buffer rings, synchronous cancellation, or the feature in
+    /// this build.
+    IoUring,
+    /// [`IoUring`](Self::IoUring) when it can run, else [`Mio`](Self::Mio):
+    /// [`Reactor::backend`] tells which runs, and
+    /// [`Reactor::backend_fallback`] why io_uring did not.
+    IoUringOrMio,
+}
+
 /// Settings of a reactor; see [`Reactor::builder`].
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until build() is called"]
@@ -34,7 +67,14 @@ pub struct ReactorBuilder {
     pub(super) pin_cpu: Option<usize>,
     pub(super) panic_policy: PanicPolicy,
     pub(super) measure_handler_time: bool,
+    pub(super) backend: Backend,
+    pub(super) uring_buffers: usize,
+    pub(super) uring_completions: usize,
 }
+
+/// The most provided buffers per socket for the io_uring backend
+/// ([`ReactorBuilder::uring_buffers`]; the kernel's limit per buffer ring).
+pub const MAX_URING_BUFFERS: usize = 1 << 15;
 
 impl Default for ReactorBuilder {
     fn default() -> Self {
@@ -48,13 +88,17 @@ impl Default for ReactorBuilder {
             pin_cpu: None,
             panic_policy: PanicPolicy::default(),
             measure_handler_time: false,
+            backend: Backend::Mio,
+            uring_buffers: 256,
+            uring_completions: 16384,
         }
     }
 }
 
 impl ReactorBuilder {
     /// Slots per socket, i.e. packets per `recvmmsg` (default 64; more adds
-    /// nothing measurable).
+    /// nothing measurable). With the io_uring backend, the most packets
+    /// handed to a handler at once ([`Handler::on_packets`](super::Handler::on_packets)).
     pub fn batch_slots(mut self, slots: usize) -> Self {
         self.slots = slots.max(1);
         self
@@ -120,13 +164,52 @@ impl ReactorBuilder {
         self
     }
 
+    /// How the reactor reads its sockets (default [`Backend::Mio`]); see
+    /// [`Backend`].
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// io_uring backend: provided buffers per socket (default 256; a power
+    /// of two from 1 to [`MAX_URING_BUFFERS`], checked by
+    /// [`build`](Self::build)). Each holds one packet, its source address,
+    /// room for every control message and [`payload_size`](Self::payload_size)
+    /// bytes. The buffers are what the kernel may fill ahead of the
+    /// handler: when all are waiting for it, the socket's receive stops
+    /// (counted in [`SocketCounters::no_buffers`](super::SocketCounters::no_buffers)),
+    /// packets stay queued in the socket, and the receive is armed again
+    /// once the handler gave the buffers back.
+    pub fn uring_buffers(mut self, buffers: usize) -> Self {
+        self.uring_buffers = buffers;
+        self
+    }
+
+    /// io_uring backend: completion queue entries of the reactor's ring
+    /// (default 16384; rounded up to a power of two, at most 65536). Keep
+    /// it above the sockets times [`uring_buffers`](Self::uring_buffers):
+    /// a full queue ends the sockets' receives, which are armed again.
+    pub fn uring_completions(mut self, entries: usize) -> Self {
+        self.uring_completions = entries.clamp(1, 1 << 16);
+        self
+    }
+
     /// Creates the reactor on the calling thread.
     ///
     /// Errors: `InvalidInput` for an events capacity above
     /// [`MAX_EVENTS_CAPACITY`], or slots and payload size out of
-    /// [`RecvBatch`]'s ranges (naming them); the OS error if epoll cannot be
-    /// set up.
+    /// [`RecvBatch`]'s ranges (naming them), or a count of io_uring
+    /// buffers that is not a power of two up to [`MAX_URING_BUFFERS`];
+    /// `Unsupported` ([`Error::BackendUnavailable`](crate::Error::BackendUnavailable))
+    /// when [`Backend::IoUring`] cannot run here; the OS error if epoll
+    /// cannot be set up.
     pub fn build(self) -> io::Result<Reactor> {
+        if !self.uring_buffers.is_power_of_two() || self.uring_buffers > MAX_URING_BUFFERS {
+            return Err(crate::error::invalid(format!(
+                "ReactorBuilder::uring_buffers({}): must be a power of two from 1 to {MAX_URING_BUFFERS}",
+                self.uring_buffers
+            )));
+        }
         RecvBatch::check_sizes(
             "ReactorBuilder (batch_slots, payload_size)",
             self.slots,

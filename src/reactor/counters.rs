@@ -29,6 +29,14 @@ pub struct SocketCounters {
     pub recv_errors: u64,
     /// Times the socket stopped at its budget with packets still queued.
     pub budget_stops: u64,
+    /// io_uring backend ([`Backend::IoUring`](super::Backend::IoUring)):
+    /// times the socket's receive stopped because every provided buffer
+    /// was waiting for the handler (`ENOBUFS`). Nothing is lost then: the
+    /// packets stay queued in the socket (or, if it overflows, show as
+    /// kernel drops) and the receive is armed again once the buffers are
+    /// given back. Raise [`ReactorBuilder::uring_buffers`] when it grows
+    /// fast. Always 0 with the mio backend.
+    pub no_buffers: u64,
     /// Time spent in the handler, when the reactor measures it
     /// ([`ReactorBuilder::measure_handler_time`]); zero otherwise.
     pub handler_time: Duration,
@@ -79,6 +87,7 @@ impl AddAssign for SocketCounters {
         self.overflow_drops += other.overflow_drops;
         self.recv_errors += other.recv_errors;
         self.budget_stops += other.budget_stops;
+        self.no_buffers += other.no_buffers;
         self.handler_time += other.handler_time;
     }
 }

@@ -13,14 +13,18 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::drain::{drain, Socket};
+use super::drain::{drain, Deliver, Outcome, Socket};
 use super::feed_lines::{FeedLine, FeedState};
 use super::shared::{
     thread_token, HaltOnExit, Shared, TurningMark, PHASE_HALTED, PHASE_NEW, PHASE_SERVING,
 };
 use super::sources::{Sources, SOURCE_TOKEN_BASE};
 use super::timers::Timers;
-use super::{Handle, Handler, Key, PanicPolicy, ReactorBuilder, ReactorCounters, SocketCounters};
+#[cfg(feature = "io-uring")]
+use super::uring::drain_uring;
+use super::{
+    Backend, Handle, Handler, Key, PanicPolicy, ReactorBuilder, ReactorCounters, SocketCounters,
+};
 use crate::batch::RecvBatch;
 use crate::control::ControlFlags;
 use crate::packet_conn::PacketConn;
@@ -28,6 +32,9 @@ use crate::packet_conn::PacketConn;
 pub(super) const WAKER: Token = Token(usize::MAX);
 /// The token of the timerfd (`timers.rs`).
 pub(super) const TIMER: Token = Token(usize::MAX - 1);
+/// The token of the io_uring backend's ring (readable while completions wait).
+#[cfg(feature = "io-uring")]
+const URING: Token = Token(usize::MAX - 2);
 
 /// After this many receive errors in a row with nothing received between
 /// them, a socket waits before it is read again (see [`SocketCounters::recv_errors`]).
@@ -105,6 +112,13 @@ pub struct Reactor {
     /// Spin mode: consult epoll on the next turn (something was registered,
     /// or a command ran that may have registered something).
     pub(super) poll_soon: bool,
+    /// The backend running (never `IoUringOrMio`).
+    backend: Backend,
+    /// Why io_uring was asked for and mio runs.
+    fallback: Option<String>,
+    /// The io_uring backend, when it runs.
+    #[cfg(feature = "io-uring")]
+    uring: Option<super::uring::Uring>,
 }
 
 impl fmt::Debug for Reactor {
@@ -127,6 +141,53 @@ impl Reactor {
                 .map_err(|e| crate::error::os_with_hint("creating the reactor's waker", e))?,
         );
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+        let (backend, fallback) = match config.backend {
+            Backend::Mio => (Backend::Mio, None),
+            Backend::IoUring => (Backend::IoUring, None),
+            Backend::IoUringOrMio => (Backend::IoUring, Some(())),
+        };
+        #[cfg(feature = "io-uring")]
+        let (uring, backend, fallback) = if backend == Backend::IoUring {
+            match super::uring::Uring::new(
+                config.uring_buffers,
+                config.payload_size,
+                config.uring_completions,
+                config.slots,
+            ) {
+                Ok(u) => {
+                    let fd = u.fd();
+                    poll.registry()
+                        .register(&mut mio::unix::SourceFd(&fd), URING, Interest::READABLE)
+                        .map_err(|e| {
+                            crate::error::os_with_hint(
+                                "registering the io_uring ring with epoll",
+                                e,
+                            )
+                        })?;
+                    (Some(u), Backend::IoUring, None)
+                }
+                Err(e) if fallback.is_some() => (None, Backend::Mio, Some(e.to_string())),
+                Err(e) => return Err(e),
+            }
+        } else {
+            (None, backend, None)
+        };
+        #[cfg(not(feature = "io-uring"))]
+        let (backend, fallback) = match (backend, fallback) {
+            (Backend::IoUring, None) => {
+                return Err(crate::Error::BackendUnavailable {
+                    backend: "io_uring",
+                    missing: "the crate's `io-uring` feature in this build".into(),
+                    source: None,
+                }
+                .into())
+            }
+            (Backend::IoUring, Some(())) => (
+                Backend::Mio,
+                Some("the crate was built without its `io-uring` feature".to_string()),
+            ),
+            (b, _) => (b, None),
+        };
         Ok(Reactor {
             events: Events::with_capacity(config.events),
             poll,
@@ -153,7 +214,23 @@ impl Reactor {
             pinned: false,
             spin_turns: 0,
             poll_soon: true,
+            backend,
+            fallback,
+            #[cfg(feature = "io-uring")]
+            uring,
         })
+    }
+
+    /// The backend reading the sockets: [`Backend::Mio`] or
+    /// [`Backend::IoUring`] (what [`Backend::IoUringOrMio`] chose).
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Why [`Backend::IoUringOrMio`] fell back to mio (the error that
+    /// [`Backend::IoUring`] would have returned), if it did.
+    pub fn backend_fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
     }
 
     /// Settings for a new reactor.
@@ -203,10 +280,23 @@ impl Reactor {
         let entry = self.entries.vacant_entry();
         let slot = entry.key();
         let key = Key::new(slot, self.next_generation);
-        self.poll
-            .registry()
-            .register(&mut conn, Token(slot), Interest::READABLE)
-            .map_err(|e| crate::error::os_with_hint("registering a socket with the reactor", e))?;
+        #[cfg(feature = "io-uring")]
+        let uring = self.uring.as_mut();
+        #[cfg(not(feature = "io-uring"))]
+        let uring: Option<()> = None;
+        match uring {
+            #[cfg(feature = "io-uring")]
+            Some(uring) => uring.add(slot, key, &conn)?,
+            #[cfg(not(feature = "io-uring"))]
+            Some(()) => {}
+            None => self
+                .poll
+                .registry()
+                .register(&mut conn, Token(slot), Interest::READABLE)
+                .map_err(|e| {
+                    crate::error::os_with_hint("registering a socket with the reactor", e)
+                })?,
+        }
         self.next_generation += 1;
         entry.insert(Entry {
             key,
@@ -233,8 +323,50 @@ impl Reactor {
         let mut entry = self
             .remove_entry(key.index())
             .ok_or_else(|| unknown_key(key))?;
-        self.poll.registry().deregister(&mut entry.conn)?;
+        self.unhook(key.index(), &mut entry)?;
         Ok(entry.conn)
+    }
+
+    /// Stops reading a removed entry's socket: epoll deregistration, or the
+    /// io_uring receive cancelled and its buffers freed.
+    fn unhook(&mut self, slot: usize, entry: &mut Entry) -> io::Result<()> {
+        #[cfg(feature = "io-uring")]
+        if let Some(uring) = self.uring.as_mut() {
+            uring.remove(slot);
+            return Ok(());
+        }
+        let _ = slot;
+        self.poll.registry().deregister(&mut entry.conn)
+    }
+
+    /// io_uring backend: takes the ring's completions and queues the
+    /// sockets that got some.
+    #[inline]
+    fn collect_uring(&mut self) -> io::Result<()> {
+        #[cfg(feature = "io-uring")]
+        if let Some(uring) = self.uring.as_mut() {
+            for &slot in uring.collect()? {
+                if let Some(entry) = self.entries.get_mut(slot) {
+                    // A socket backing off after receive errors waits for
+                    // its retry (retry_due), whatever completed meanwhile.
+                    if !entry.queued && entry.retry_at.is_none() {
+                        entry.queued = true;
+                        self.ready.push_back(slot);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// io_uring backend: whether completions, or work that posts them, wait.
+    #[inline]
+    fn uring_has_work(&mut self) -> bool {
+        #[cfg(feature = "io-uring")]
+        if let Some(uring) = self.uring.as_mut() {
+            return uring.has_work();
+        }
+        false
     }
 
     fn remove_entry(&mut self, key: usize) -> Option<Entry> {
@@ -436,6 +568,7 @@ impl Reactor {
             self.run_deferred();
             self.poll_soon = true;
         }
+        self.collect_uring()?;
         let delivered = self.serve_ready();
         if !self.feeds.is_empty() {
             self.poll_feeds();
@@ -447,7 +580,10 @@ impl Reactor {
     fn turn_epoll(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         // Handle commands raise the waker's event (a command is queued
         // before its wake-up), so a queued command needs no check here.
-        let busy = self.events_full || !self.ready.is_empty() || !self.deferred.is_empty();
+        let busy = self.events_full
+            || !self.ready.is_empty()
+            || !self.deferred.is_empty()
+            || self.uring_has_work();
         let mut timeout = if busy { Some(Duration::ZERO) } else { timeout };
         if !self.backoff.is_empty() {
             timeout = self.until_next_retry(timeout);
@@ -477,6 +613,7 @@ impl Reactor {
         if !self.deferred.is_empty() {
             self.run_deferred();
         }
+        self.collect_uring()?;
         let delivered = self.serve_ready();
         if !self.feeds.is_empty() {
             self.poll_feeds();
@@ -524,6 +661,11 @@ impl Reactor {
             }
             if token == TIMER {
                 self.timers.acknowledge();
+                continue;
+            }
+            #[cfg(feature = "io-uring")]
+            if token == URING {
+                // Its completions are collected before the ready sockets are served.
                 continue;
             }
             self.counters.source_events += 1;
@@ -608,6 +750,7 @@ impl Reactor {
     /// again without waiting while this is true; see [`Reactor::turn`].
     pub fn needs_turn(&mut self) -> bool {
         self.config.spin
+            || self.uring_has_work()
             || self.events_full
             || !self.ready.is_empty()
             || !self.cmd_rx.is_empty()
@@ -706,11 +849,17 @@ impl Reactor {
                 self.config.measure_handler_time,
                 &self.shared.stop,
             );
+            #[cfg(feature = "io-uring")]
+            let uring = self.uring.as_mut();
+            #[cfg(not(feature = "io-uring"))]
+            let uring = None;
             let outcome = match &mut entry.handler {
-                EntryHandler::Own(handler) => drain(socket, handler, budget, measure, stop),
+                EntryHandler::Own(handler) => {
+                    drain_entry(uring, key, socket, handler, budget, measure, stop)
+                }
                 EntryHandler::FeedLine { feed, line } => {
                     let mut line = FeedLine::new(&mut self.feeds, *feed, *line);
-                    drain(socket, &mut line, budget, measure, stop)
+                    drain_entry(uring, key, socket, &mut line, budget, measure, stop)
                 }
             };
             delivered += outcome.packets;
@@ -801,9 +950,35 @@ impl Reactor {
 
     fn drop_socket(&mut self, key: usize) {
         if let Some(mut entry) = self.remove_entry(key) {
-            let _ = self.poll.registry().deregister(&mut entry.conn);
+            let _ = self.unhook(key, &mut entry);
         }
     }
+}
+
+/// The io_uring backend's state, or nothing in a build without it.
+#[cfg(feature = "io-uring")]
+type UringState = super::uring::Uring;
+#[cfg(not(feature = "io-uring"))]
+type UringState = std::convert::Infallible;
+
+/// Serves one ready socket through the backend that runs.
+#[inline]
+fn drain_entry<D: Deliver + ?Sized>(
+    uring: Option<&mut UringState>,
+    slot: usize,
+    socket: Socket<'_>,
+    handler: &mut D,
+    budget: usize,
+    measure: bool,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Outcome {
+    #[cfg(feature = "io-uring")]
+    if let Some(uring) = uring {
+        return drain_uring(uring, slot, socket, handler, budget, measure, stop);
+    }
+    #[cfg(not(feature = "io-uring"))]
+    let _ = (uring, slot);
+    drain(socket, handler, budget, measure, stop)
 }
 
 pub(super) fn panic_message(payload: &(dyn Any + Send)) -> String {

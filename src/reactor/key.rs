@@ -19,6 +19,12 @@ impl Key {
         Key { slot, generation }
     }
 
+    /// The registration's generation (unique per reactor).
+    #[cfg_attr(not(feature = "io-uring"), allow(dead_code))]
+    pub(super) fn generation(self) -> u64 {
+        self.generation
+    }
+
     /// The socket's slot in the reactor (reused after deregistration; the
     /// key itself is not).
     pub fn index(self) -> usize {

@@ -116,8 +116,10 @@ mod pool;
 pub(crate) mod shared;
 mod sources;
 mod timers;
+#[cfg(feature = "io-uring")]
+mod uring;
 
-pub use builder::{PanicPolicy, ReactorBuilder, MAX_EVENTS_CAPACITY};
+pub use builder::{Backend, PanicPolicy, ReactorBuilder, MAX_EVENTS_CAPACITY, MAX_URING_BUFFERS};
 pub use channel_sink::{
     ChannelSink, Overflow, OwnedPacket, PacketIntoIter, PacketIter, PacketReceiver, PacketTryIter,
     RecvError, RecvTimeoutError, TryRecvError, MAX_SINK_CAPACITY, MAX_SINK_PAYLOAD,

@@ -7,6 +7,8 @@
 pub(crate) mod async_fd;
 pub(crate) mod cmsg;
 pub(crate) mod mmsg;
+#[cfg(feature = "io-uring")]
+pub(crate) mod uring;
 
 use std::io;
 use std::mem::{size_of, MaybeUninit};

@@ -101,3 +101,48 @@ impl Drop for Flood {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
+
+use std::cell::Cell;
+
+use ipv4_reactor::reactor::{Backend, ReactorBuilder};
+
+thread_local! {
+    /// The backend that [`builder`] gives the reactors of the running test.
+    static BACKEND: Cell<Backend> = const { Cell::new(Backend::Mio) };
+}
+
+/// The backends the reactor tests run against: mio, and io_uring when the
+/// crate is built with its `io-uring` feature.
+pub fn backends() -> Vec<Backend> {
+    let mut v = vec![Backend::Mio];
+    if cfg!(feature = "io-uring") {
+        v.push(Backend::IoUring);
+    }
+    v
+}
+
+/// Runs `test` once per backend of [`backends`]; [`builder`] gives the
+/// reactors built meanwhile (on this thread) that backend. A failure says
+/// which backend it was.
+pub fn each_backend(test: impl Fn()) {
+    for b in backends() {
+        BACKEND.with(|c| c.set(b));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&test));
+        BACKEND.with(|c| c.set(Backend::Mio));
+        if let Err(payload) = outcome {
+            eprintln!("(the failure above is with backend {b:?})");
+            std::panic::resume_unwind(payload);
+        }
+    }
+}
+
+/// The backend of the running [`each_backend`] round.
+pub fn backend() -> Backend {
+    BACKEND.with(Cell::get)
+}
+
+/// `Reactor::builder()` with the backend of the running [`each_backend`]
+/// round.
+pub fn builder() -> ReactorBuilder {
+    Reactor::builder().backend(backend())
+}
