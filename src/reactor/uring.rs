@@ -72,6 +72,9 @@ struct Sock {
 /// An empty vector of packets, its allocation kept, for packets of another
 /// lifetime (the standard library collects in place when the element
 /// layouts match, so nothing is allocated).
+// `filter_map` because the element type changes (its lifetime), which
+// `filter` cannot do.
+#[allow(clippy::unnecessary_filter_map)]
 fn relabel<'b>(mut packets: Vec<Packet<'_>>) -> Vec<Packet<'b>> {
     packets.clear();
     packets.into_iter().filter_map(|_| None).collect()
