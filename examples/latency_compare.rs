@@ -7,6 +7,8 @@
 //   libc_epoll     epoll_wait (edge-triggered), then recvmmsg until EAGAIN
 //   reactor_spin   Reactor::builder().spin(true), run()
 //   reactor_epoll  Reactor::builder(), run()
+//   reactor_uring_spin, reactor_uring_epoll   the same on the io_uring
+//                  backend (built with --features io-uring)
 //
 // One sender thread pinned to --tx-cpu (default 0) sends 64-byte multicast
 // packets on lo at --rate packets per second (busy-wait pacing) to a group
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
-use ipv4_reactor::reactor::{Context, Handle, Handler, Reactor};
+use ipv4_reactor::reactor::{Backend, Context, Handle, Handler, Reactor};
 use ipv4_reactor::{pin_current_thread, ControlFlags, Interface, Packet, PacketConn};
 
 #[path = "../benches/support/libc_drain.rs"]
@@ -61,7 +63,8 @@ struct Args {
     #[arg(long, value_name = "CPU", default_value_t = 0)]
     tx_cpu: usize,
     /// Only these sides (and their baselines): libc_spin libc_epoll
-    /// reactor_spin reactor_epoll
+    /// reactor_spin reactor_epoll, and with the io-uring feature
+    /// reactor_uring_spin reactor_uring_epoll
     #[arg(long, value_name = "KEY,KEY", value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// With --only: leave the baselines out (for profiling one side, e.g.
@@ -79,15 +82,27 @@ enum Side {
     LibcEpoll,
     ReactorSpin,
     ReactorEpoll,
+    #[cfg_attr(not(feature = "io-uring"), allow(dead_code))]
+    ReactorUringSpin,
+    #[cfg_attr(not(feature = "io-uring"), allow(dead_code))]
+    ReactorUringEpoll,
 }
 
 impl Side {
-    const ALL: [Side; 4] = [
+    const ALL: &[Side] = &[
         Side::LibcSpin,
         Side::LibcEpoll,
         Side::ReactorSpin,
         Side::ReactorEpoll,
+        #[cfg(feature = "io-uring")]
+        Side::ReactorUringSpin,
+        #[cfg(feature = "io-uring")]
+        Side::ReactorUringEpoll,
     ];
+
+    fn is_reactor(self) -> bool {
+        !matches!(self, Side::LibcSpin | Side::LibcEpoll)
+    }
 
     fn key(self) -> &'static str {
         match self {
@@ -95,6 +110,8 @@ impl Side {
             Side::LibcEpoll => "libc_epoll",
             Side::ReactorSpin => "reactor_spin",
             Side::ReactorEpoll => "reactor_epoll",
+            Side::ReactorUringSpin => "reactor_uring_spin",
+            Side::ReactorUringEpoll => "reactor_uring_epoll",
         }
     }
 
@@ -104,13 +121,15 @@ impl Side {
             Side::LibcEpoll => "libc epoll_wait + recvmmsg until EAGAIN",
             Side::ReactorSpin => "Reactor spin mode, run()",
             Side::ReactorEpoll => "Reactor epoll mode, run()",
+            Side::ReactorUringSpin => "Reactor io_uring, spin mode, run()",
+            Side::ReactorUringEpoll => "Reactor io_uring, blocking, run()",
         }
     }
 
     fn baseline(self) -> Side {
         match self {
-            Side::LibcSpin | Side::ReactorSpin => Side::LibcSpin,
-            Side::LibcEpoll | Side::ReactorEpoll => Side::LibcEpoll,
+            Side::LibcSpin | Side::ReactorSpin | Side::ReactorUringSpin => Side::LibcSpin,
+            Side::LibcEpoll | Side::ReactorEpoll | Side::ReactorUringEpoll => Side::LibcEpoll,
         }
     }
 }
@@ -233,13 +252,20 @@ impl Receiver {
                 )?),
                 None,
             ),
-            Side::ReactorSpin | Side::ReactorEpoll => (
+            _ => (
                 None,
                 Some(
                     Reactor::builder()
                         .batch_slots(64)
                         .payload_size(2048)
-                        .spin(side == Side::ReactorSpin)
+                        .spin(matches!(side, Side::ReactorSpin | Side::ReactorUringSpin))
+                        .backend(
+                            if matches!(side, Side::ReactorUringSpin | Side::ReactorUringEpoll) {
+                                Backend::IoUring
+                            } else {
+                                Backend::Mio
+                            },
+                        )
                         .build()?,
                 ),
             ),
@@ -296,7 +322,8 @@ impl Receiver {
                 }
                 ep.delete(fd)?;
             }
-            Side::ReactorSpin | Side::ReactorEpoll => {
+            _ => {
+                debug_assert!(self.side.is_reactor());
                 let reactor = self.reactor.as_mut().expect("reactor side");
                 let (back, recorded) = mpsc::channel();
                 let conn = self.conn.take().expect("socket");

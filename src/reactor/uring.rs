@@ -332,6 +332,7 @@ pub(super) fn drain_uring<D: Deliver + ?Sized>(
     let want_drops = cflags.contains(ControlFlags::DROPS);
     let want_gro = cflags.contains(ControlFlags::GRO);
     let want_src = cflags.contains(ControlFlags::SRC);
+    let drops_only = cflags.difference(ControlFlags::DROPS).is_empty();
     let recv = &mut counters.recv;
     let bgid = sock.bgid;
     let mut malformed = 0u64;
@@ -366,16 +367,26 @@ pub(super) fn drain_uring<D: Deliver + ?Sized>(
                     let start = crate::packet_conn::ip_header_len(payload).unwrap_or(payload.len());
                     payload = &payload[start..];
                 }
+                // One walk of the control data: all that is asked for, or
+                // the drop counter alone.
+                let mut cm = if drops_only {
+                    ControlMessage {
+                        drops: crate::control::find_drops(msg.control),
+                        ..ControlMessage::default()
+                    }
+                } else {
+                    ControlMessage::decode(msg.control, cflags)
+                };
                 let mut drops_before = 0;
                 recv.packets += 1;
                 if want_drops {
-                    if let Some(cur) = crate::control::find_drops(msg.control) {
+                    if let Some(cur) = cm.drops {
                         drops_before = conn.drops_delta(cur);
                         recv.kernel_drops += u64::from(drops_before);
                     }
                 }
                 if want_gro {
-                    if let Some(seg) = crate::control::find_gro(msg.control) {
+                    if let Some(seg) = cm.gro_segment {
                         let seg = usize::from(seg).max(1);
                         let count = if flags.truncated {
                             payload.len() / seg
@@ -388,7 +399,6 @@ pub(super) fn drain_uring<D: Deliver + ?Sized>(
                 recv.truncated += u64::from(flags.truncated);
                 recv.control_truncated += u64::from(flags.control_truncated);
                 recv.bytes += payload.len() as u64;
-                let mut cm = ControlMessage::decode(msg.control, cflags);
                 let src = if want_src { name_addr(msg.name) } else { None };
                 cm.src = src.map(|s| *s.ip());
                 packets.push(Packet {
