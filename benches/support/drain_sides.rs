@@ -24,6 +24,10 @@ pub enum Side {
     BatchCmsg,
     ReactorCmsg,
     ReactorChannelCmsg,
+    /// The channel sink with its consumer on a thread of its own (CPU 0,
+    /// the reactor's thread being pinned to another): the rate at which
+    /// the consumer receives the packets, as a service runs it.
+    ReactorChannelThread,
     Batch1Cmsg,
     StdRecvFrom,
     LibcQuiet,
@@ -48,12 +52,12 @@ pub enum Side {
 }
 
 impl Side {
-    #[cfg(not(feature = "io-uring"))]
     pub const ALL: &'static [Side] = &[
         Side::LibcCmsg,
         Side::BatchCmsg,
         Side::ReactorCmsg,
         Side::ReactorChannelCmsg,
+        Side::ReactorChannelThread,
         Side::Batch1Cmsg,
         Side::StdRecvFrom,
         Side::LibcQuiet,
@@ -62,22 +66,9 @@ impl Side {
         Side::ReactorBare2x,
         Side::ReactorAb,
         Side::ReactorAbCopies,
-    ];
-    #[cfg(feature = "io-uring")]
-    pub const ALL: &'static [Side] = &[
-        Side::LibcCmsg,
-        Side::BatchCmsg,
-        Side::ReactorCmsg,
-        Side::ReactorChannelCmsg,
-        Side::Batch1Cmsg,
-        Side::StdRecvFrom,
-        Side::LibcQuiet,
-        Side::ReactorQuiet,
-        Side::ReactorBare,
-        Side::ReactorBare2x,
-        Side::ReactorAb,
-        Side::ReactorAbCopies,
+        #[cfg(feature = "io-uring")]
         Side::ReactorUringQuiet,
+        #[cfg(feature = "io-uring")]
         Side::ReactorUringBare,
     ];
 
@@ -87,6 +78,7 @@ impl Side {
             Side::BatchCmsg => "RecvBatch(64), PKTINFO+TTL decoded",
             Side::ReactorCmsg => "Reactor callback, PKTINFO+TTL decoded",
             Side::ReactorChannelCmsg => "Reactor channel sink, PKTINFO+TTL",
+            Side::ReactorChannelThread => "Reactor channel sink, consumer thread",
             Side::Batch1Cmsg => "RecvBatch(1), PKTINFO+TTL decoded",
             Side::StdRecvFrom => "std UdpSocket::recv_from, no cmsg",
             Side::LibcQuiet => "libc recvmmsg(64), drops only + seq gaps",
@@ -106,6 +98,7 @@ impl Side {
             Side::BatchCmsg => "batch_cmsg",
             Side::ReactorCmsg => "reactor_cmsg",
             Side::ReactorChannelCmsg => "reactor_channel_cmsg",
+            Side::ReactorChannelThread => "reactor_channel_thread",
             Side::Batch1Cmsg => "batch1_cmsg",
             Side::StdRecvFrom => "std_recv_from",
             Side::LibcQuiet => "libc_quiet",
@@ -290,6 +283,9 @@ impl Drainer {
             Side::ReactorChannelCmsg => {
                 d.reactor = Some(Reactor::builder().batch_slots(64).budget(1024).build()?)
             }
+            Side::ReactorChannelThread => {
+                d.reactor = Some(Reactor::builder().batch_slots(64).build()?)
+            }
             // Buffers for a catch-up: the kernel fills 1024 ahead of the
             // handler before the receive has to be armed again.
             Side::ReactorUringQuiet | Side::ReactorUringBare => {
@@ -453,6 +449,48 @@ impl Drainer {
                 reactor.deregister(key)?;
                 std::hint::black_box(sink);
                 return Ok((got, elapsed));
+            }
+            Side::ReactorChannelThread => {
+                // The consumer on CPU 0 does the same per-packet work as
+                // the same-thread consumer above; the time is from the
+                // first turn to its last packet.
+                let reactor = self.reactor.as_mut().expect("reactor side");
+                let (channel, packets) = ChannelSink::bounded(4096, 2048, Overflow::Block)?;
+                let key = reactor.register(rx, channel)?;
+                let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let consumer_done = std::sync::Arc::clone(&done);
+                let consumer = std::thread::spawn(move || {
+                    let _ = ipv4_reactor::pin_current_thread(0);
+                    let (mut got, mut sink) = (0usize, 0u64);
+                    let mut last = Instant::now();
+                    while got < n {
+                        // Ends when the reactor deregisters the socket
+                        // (its sink goes) if fewer arrive.
+                        let Ok(p) = packets.recv() else {
+                            break;
+                        };
+                        got += 1;
+                        sink += p.len() as u64
+                            + u64::from(p.cm.ttl.unwrap_or(0))
+                            + u64::from(u32::from(
+                                p.cm.dst.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                            ))
+                            + u64::from(p.cm.ifindex.unwrap_or(0));
+                        last = Instant::now();
+                    }
+                    consumer_done.store(true, std::sync::atomic::Ordering::Release);
+                    (got, sink, last)
+                });
+                start = Instant::now();
+                let deadline = start + Duration::from_secs(10);
+                while !done.load(std::sync::atomic::Ordering::Acquire) && Instant::now() < deadline
+                {
+                    reactor.turn(Some(Duration::ZERO))?;
+                }
+                reactor.deregister(key)?;
+                let (got, sink, last) = consumer.join().expect("consumer thread");
+                std::hint::black_box(sink);
+                return Ok((got, last.saturating_duration_since(start)));
             }
             Side::ReactorAb | Side::ReactorAbCopies => {
                 return self.drain_lines(vec![rx], n);
