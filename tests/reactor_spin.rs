@@ -196,3 +196,63 @@ fn handles_sources_and_timers_work_while_spinning() {
         join_within(join, DEADLINE, "the spinning reactor's thread").unwrap();
     });
 }
+
+/// Without foreign sources a spinning reactor never asks epoll: its idle
+/// turns make no system call but the receives (so a packet never waits
+/// behind an `epoll_wait`), and a packet sent after thousands of them is
+/// still read. With a foreign source registered, epoll is asked about once
+/// in 64 turns.
+#[test]
+fn spin_mode_asks_epoll_only_for_foreign_sources() {
+    util::reactor::each_backend(|| {
+        let mut reactor = util::reactor::builder().spin(true).build().unwrap();
+        let g = asm_group(TAG);
+        let rx = lo_receiver(g, ControlFlags::NONE);
+        let dst = dst_of(g, &rx);
+        let got = Arc::new(AtomicU64::new(0));
+        let n = Arc::clone(&got);
+        reactor
+            .register(
+                rx,
+                from_fn(move |_p, _ctx| {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }),
+            )
+            .unwrap();
+        // The turn after the registration asks epoll once.
+        reactor.turn(Some(Duration::ZERO)).unwrap();
+        let polls = reactor.counters().polls;
+        for _ in 0..10_000 {
+            reactor.turn(Some(Duration::ZERO)).unwrap();
+        }
+        assert_eq!(
+            reactor.counters().polls,
+            polls,
+            "idle spin turns polled epoll"
+        );
+        thread::sleep(SETTLE);
+        send(&lo_sender(), &payload(1), dst);
+        let done = wait_until(DEADLINE, || {
+            reactor.turn(Some(Duration::ZERO)).unwrap();
+            got.load(Ordering::Relaxed) == 1
+        });
+        assert!(done, "the packet was not read");
+        assert_eq!(reactor.counters().polls, polls, "a read polled epoll");
+
+        // A foreign source: epoll is asked once in 64 turns.
+        let (source, _peer) = UnixStream::pair().unwrap();
+        reactor
+            .register_source(source, Interest::READABLE, |_, _, _| {})
+            .unwrap();
+        reactor.turn(Some(Duration::ZERO)).unwrap();
+        let polls = reactor.counters().polls;
+        for _ in 0..6_400 {
+            reactor.turn(Some(Duration::ZERO)).unwrap();
+        }
+        let asked = reactor.counters().polls - polls;
+        assert!(
+            (99..=101).contains(&asked),
+            "{asked} polls in 6400 spin turns with a foreign source"
+        );
+    });
+}

@@ -129,8 +129,9 @@ impl ReactorBuilder {
     /// (`recvmmsg` with `MSG_DONTWAIT`; one system call per socket when
     /// nothing is queued), as a C spin loop does, instead of asking epoll
     /// which are ready; epoll is consulted with a zero timeout once in 64
-    /// turns (foreign sources) and right after a registration or a handle
-    /// command. Timers are checked against the clock every turn. Lower
+    /// turns while foreign sources are registered (never otherwise: an idle
+    /// turn makes no other system call) and right after a registration or
+    /// a handle command. Timers are checked against the clock every turn. Lower
     /// latency, one core at 100%; meant for a few sockets per reactor.
     pub fn spin(mut self, on: bool) -> Self {
         self.spin = on;

@@ -50,6 +50,11 @@ pub struct SocketCounters {
 pub struct ReactorCounters {
     /// Calls to `turn` (one per loop iteration of `run`).
     pub turns: u64,
+    /// Times the reactor asked epoll for readiness (`epoll_wait`): about
+    /// once per turn in epoll mode; in spin mode only after registrations
+    /// and commands, and once in 64 turns while foreign sources are
+    /// registered.
+    pub polls: u64,
     /// Readiness events received.
     pub events: u64,
     /// Commands from handles run.
