@@ -134,6 +134,12 @@ pub(crate) struct RecvSlots {
     payload_size: usize,
     control_size: usize,
     want_name: bool,
+    /// Headers `[0, dirty)` may hold what the kernel wrote into their
+    /// in/out lengths (name and control) since they were last primed; the
+    /// others hold the primed lengths. The kernel writes only the headers
+    /// of the datagrams it returns, so a call re-primes only those of the
+    /// call before (none after a receive that found nothing).
+    dirty: usize,
 }
 
 // SAFETY: the raw pointers in `hdrs` and `_iovs` point only into heap memory
@@ -191,6 +197,7 @@ impl RecvSlots {
             payload_size,
             control_size: sizes.control_size,
             want_name,
+            dirty: count,
         };
         slots.point_names_and_control();
         Ok(slots)
@@ -258,6 +265,7 @@ impl RecvSlots {
             h.msg_hdr.msg_controllen = 0;
             h.msg_hdr.msg_flags = 0;
         }
+        self.dirty = self.hdrs.len();
         Ok(())
     }
 
@@ -269,8 +277,10 @@ impl RecvSlots {
         self.control_size
     }
 
-    /// Re-primes every in/out length and calls `recvmmsg` for up to
-    /// `max` slots (non-blocking with `MSG_DONTWAIT` in `flags`).
+    /// Re-primes the in/out lengths the last call changed and calls
+    /// `recvmmsg` for up to `max` slots (non-blocking with `MSG_DONTWAIT`
+    /// in `flags`). Only the headers of the datagrams it returns are to be
+    /// read afterwards.
     pub(crate) fn recv(&mut self, fd: RawFd, max: usize, flags: libc::c_int) -> io::Result<usize> {
         let max = max.min(self.hdrs.len());
         let namelen = if self.want_name {
@@ -278,25 +288,41 @@ impl RecvSlots {
         } else {
             0
         };
-        for h in &mut self.hdrs[..max] {
-            h.msg_len = 0;
+        for h in &mut self.hdrs[..self.dirty] {
             h.msg_hdr.msg_namelen = namelen;
             h.msg_hdr.msg_controllen = self.control_size as _;
-            h.msg_hdr.msg_flags = 0;
         }
         // The kernel writes through the pointers `new` stored: each iovec
         // covers its own payload_size-byte slot, each name a whole
         // sockaddr_in, each control pointer control_size bytes (only when
-        // control_size > 0, else it is null with length 0); `max` is at
-        // most the number of headers.
-        let n = syscall!(recvmmsg(
+        // control_size > 0, else it is null with length 0): every header
+        // promises those lengths, `[0, dirty)` primed just above, the rest
+        // since they were last primed (nothing wrote them since). `max` is
+        // at most the number of headers.
+        let result = syscall!(recvmmsg(
             fd,
             self.hdrs.as_mut_ptr(),
             max as libc::c_uint,
             flags,
             std::ptr::null_mut(),
-        ))?;
-        Ok(n as usize)
+        ));
+        match result {
+            Ok(n) => {
+                // The kernel wrote the headers of the n datagrams it read.
+                self.dirty = n as usize;
+                Ok(n as usize)
+            }
+            Err(e) => {
+                // Nothing read: no header was written when nothing was
+                // queued; after another failure, assume any might have been.
+                self.dirty = if e.kind() == io::ErrorKind::WouldBlock {
+                    0
+                } else {
+                    max
+                };
+                Err(e)
+            }
+        }
     }
 
     /// The payload bytes slot `i` received in the last `recv`.
