@@ -55,6 +55,7 @@ pub(super) struct Socket<'a> {
     pub(super) counters: &'a mut SocketCounters,
 }
 
+#[derive(Default)]
 pub(super) struct Outcome {
     pub(super) packets: usize,
     pub(super) drained: bool,
@@ -79,22 +80,8 @@ pub(super) fn drain<D: Deliver + ?Sized>(
         batch,
         counters,
     } = socket;
-    let mut ctx = Context {
-        key,
-        conn,
-        stop: false,
-        deregister: false,
-        overflow_drops: 0,
-        stop_requested,
-    };
-    let mut out = Outcome {
-        packets: 0,
-        drained: false,
-        stop: false,
-        deregister: false,
-        failed: false,
-        panic: None,
-    };
+    let mut ctx = Context::new(key, conn, stop_requested);
+    let mut out = Outcome::default();
     let before = *batch.counters();
     let result = catch_unwind(AssertUnwindSafe(|| {
         while out.packets < budget {

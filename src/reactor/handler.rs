@@ -35,6 +35,18 @@ impl fmt::Debug for Context<'_> {
 }
 
 impl<'a> Context<'a> {
+    /// The context of a drain of socket `key`: nothing asked yet.
+    pub(crate) fn new(key: Key, conn: &'a PacketConn, stop_requested: &'a AtomicBool) -> Self {
+        Context {
+            key,
+            conn,
+            stop: false,
+            deregister: false,
+            overflow_drops: 0,
+            stop_requested,
+        }
+    }
+
     /// The key of the socket the packet came from.
     pub fn key(&self) -> Key {
         self.key

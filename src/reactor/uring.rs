@@ -306,22 +306,8 @@ pub(super) fn drain_uring<D: Deliver + ?Sized>(
         counters,
         ..
     } = socket;
-    let mut ctx = Context {
-        key,
-        conn,
-        stop: false,
-        deregister: false,
-        overflow_drops: 0,
-        stop_requested,
-    };
-    let mut out = Outcome {
-        packets: 0,
-        drained: false,
-        stop: false,
-        deregister: false,
-        failed: false,
-        panic: None,
-    };
+    let mut ctx = Context::new(key, conn, stop_requested);
+    let mut out = Outcome::default();
     let Some(sock) = uring.socks.get_mut(slot).and_then(Option::as_mut) else {
         out.drained = true;
         return out;
