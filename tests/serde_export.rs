@@ -194,6 +194,7 @@ fn reactor_and_socket_counters_serialize_with_the_packet_count() {
             "overflow_drops",
             "recv_errors",
             "budget_stops",
+            "no_buffers",
             "handler_time"
         ]
     );
@@ -221,6 +222,8 @@ fn reactor_and_socket_counters_serialize_with_the_packet_count() {
     assert_eq!(r["turns"], counters.turns);
     assert!(counters.turns > 0);
     assert_eq!(r["events"], counters.events);
+    assert_eq!(r["polls"], counters.polls);
+    assert!(counters.polls > 0, "an epoll-mode reactor polled");
     assert_eq!(r["total"], s, "one socket: the total is its counters");
     assert_eq!(r["total"]["recv"]["packets"], PACKETS);
 
