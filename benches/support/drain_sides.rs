@@ -140,6 +140,17 @@ impl Side {
     }
 }
 
+/// What the channel sides' consumers do with each packet: read its
+/// length and the control data the socket asked for.
+fn consume(p: &ipv4_reactor::reactor::OwnedPacket) -> u64 {
+    p.len() as u64
+        + u64::from(p.cm.ttl.unwrap_or(0))
+        + u64::from(u32::from(
+            p.cm.dst.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+        ))
+        + u64::from(p.cm.ifindex.unwrap_or(0))
+}
+
 /// Queues `n` sequence-numbered packets on the receiver (the kernel does the
 /// receive work in the sender's context on lo, so they are queued on return).
 pub fn fill(tx: &PacketConn, dst: SocketAddrV4, n: usize) -> std::io::Result<()> {
@@ -437,12 +448,7 @@ impl Drainer {
                     reactor.turn(Some(Duration::ZERO))?;
                     while let Ok(p) = packets.try_recv() {
                         got += 1;
-                        sink += p.len() as u64
-                            + u64::from(p.cm.ttl.unwrap_or(0))
-                            + u64::from(u32::from(
-                                p.cm.dst.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
-                            ))
-                            + u64::from(p.cm.ifindex.unwrap_or(0));
+                        sink += consume(&p);
                     }
                 }
                 let elapsed = start.elapsed();
@@ -470,12 +476,7 @@ impl Drainer {
                             break;
                         };
                         got += 1;
-                        sink += p.len() as u64
-                            + u64::from(p.cm.ttl.unwrap_or(0))
-                            + u64::from(u32::from(
-                                p.cm.dst.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
-                            ))
-                            + u64::from(p.cm.ifindex.unwrap_or(0));
+                        sink += consume(&p);
                         last = Instant::now();
                     }
                     consumer_done.store(true, std::sync::atomic::Ordering::Release);
