@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -38,7 +38,7 @@ use ipv4_reactor::feed::{
     Arbiter, Delivery, FeedEvent, LineCounters, SeqCounters, SeqFormat, SeqTracker, TrackerConfig,
     DEFAULT_STALE_AFTER, MAX_LINES, MOLDUDP64_HEADER_LEN,
 };
-use ipv4_reactor::reactor::{Context, FeedHandler, FeedKey, Handler, Key, Reactor};
+use ipv4_reactor::reactor::{Backend, Context, FeedHandler, FeedKey, Handler, Key, Reactor};
 use ipv4_reactor::{ControlFlags, Packet, PacketConn};
 use ipv4_reactor_tools::capture::Capture;
 use ipv4_reactor_tools::cli::{self, Failure, Iface};
@@ -160,6 +160,13 @@ struct Args {
     /// Poll without sleeping: lower latency, one core at 100%
     #[arg(long)]
     spin: bool,
+
+    /// How the reactor reads its sockets: epoll and recvmmsg (mio),
+    /// io_uring multishot receives (io-uring; an error where the kernel,
+    /// the system or this build refuses it: install with --features
+    /// io-uring), or io_uring where it can, else mio (auto)
+    #[arg(long, value_enum, value_name = "BACKEND", default_value = "mio")]
+    backend: BackendArg,
 
     /// A JSON object per packet and a JSON summary
     #[arg(long)]
@@ -450,6 +457,17 @@ enum End {
     CaptureFailed,
 }
 
+/// `--backend`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    /// epoll readiness and recvmmsg
+    Mio,
+    /// io_uring multishot recvmsg into provided buffer rings
+    IoUring,
+    /// io_uring where the kernel and the system allow it, else mio
+    Auto,
+}
+
 fn main() {
     let args = Args::parse();
     let stop = StopSignal::install().unwrap_or_else(|e| {
@@ -591,8 +609,19 @@ fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
     let mut reactor = Reactor::builder()
         .batch_slots(a.batch as usize)
         .spin(a.spin)
+        .backend(match a.backend {
+            BackendArg::Mio => Backend::Mio,
+            BackendArg::IoUring => Backend::IoUring,
+            BackendArg::Auto => Backend::IoUringOrMio,
+        })
         .build()
         .map_err(|e| Failure::runtime("creating the reactor", e))?;
+    if let Some(why) = reactor.backend_fallback() {
+        diag(
+            TOOL,
+            format_args!("--backend auto: reading with mio ({why})"),
+        );
+    }
     let tally = Arc::new(Tally::new(a.count.unwrap_or(u64::MAX)));
     let shared = Arc::new(Mutex::new(Shared {
         out: Vec::new(),
@@ -647,7 +676,7 @@ fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
     let rcvbuf = rcvbufs.iter().copied().min().unwrap_or(0);
     let addrs: Vec<String> = locals.iter().map(SocketAddrV4::to_string).collect();
     diag_line(&format!(
-        "listening {} iface={} ifindex={} rcvbuf={rcvbuf}{filter} batch={} seq={} window={}{}{}{}",
+        "listening {} iface={} ifindex={} rcvbuf={rcvbuf}{filter} batch={} seq={} window={}{}{}{}{}",
         addrs.join(" "),
         a.iface.info.name,
         a.iface.info.index,
@@ -661,6 +690,10 @@ fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
         },
         if a.spin { " spin" } else { "" },
         if a.quiet { " quiet" } else { "" },
+        match reactor.backend() {
+            Backend::IoUring => " backend=io_uring",
+            _ => "",
+        },
     ));
 
     let joined = Instant::now();
