@@ -412,6 +412,40 @@ impl PacketConn {
         (seen & DROPS_SEEN != 0).then_some(seen as u32)
     }
 
+    /// The socket's drop counter read from the kernel now (`SO_MEMINFO`):
+    /// every packet dropped on this socket since it was opened (its receive
+    /// buffer full, for one), including those no received packet has
+    /// reported yet. The counter in control messages
+    /// ([`ControlFlags::DROPS`], [`kernel_drops_seen`](Self::kernel_drops_seen))
+    /// travels with the packet after the drops, so drops at the end of a
+    /// burst that nothing follows show only here. Needs no control flag;
+    /// one system call. The counter wraps at 2^32, as the kernel's does.
+    ///
+    /// ```
+    /// use ipv4_reactor::PacketConn;
+    ///
+    /// let rx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
+    /// assert_eq!(rx.kernel_drops_now()?, 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn kernel_drops_now(&self) -> io::Result<u32> {
+        const DROPS: usize = libc::SK_MEMINFO_DROPS as usize;
+        let (info, len) = crate::sys::getsockopt_len::<[u32; DROPS + 1]>(
+            self.as_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+        )
+        .map_err(|e| {
+            crate::error::os_with_hint("reading the socket's drop count (SO_MEMINFO)", e)
+        })?;
+        if len < (DROPS + 1) * size_of::<u32>() {
+            return Err(io::Error::other(format!(
+                "SO_MEMINFO answered {len} bytes, too few for the drop count"
+            )));
+        }
+        Ok(info[DROPS])
+    }
+
     /// Records `cur`, the cumulative drop counter a packet carried, and
     /// returns the drops since the value seen before (all of `cur` for the
     /// first one). The counter may wrap. A value older than the one

@@ -391,3 +391,53 @@ fn timestamping_gives_software_stamps_and_no_hardware_stamp_on_lo() {
     let got = recv_n(&mut batch, &rx, 1);
     assert_eq!(got.packets[0].cm.timestamp, None);
 }
+
+/// Drops at the end of a burst that nothing follows: no packet read
+/// carries them (the control-message counter travels with the packet
+/// after the drops), so only the socket's own count has them:
+/// `kernel_drops_now` + packets read == packets sent.
+#[test]
+fn drops_at_the_end_of_a_burst_show_in_the_sockets_own_count() {
+    const SENT: u64 = 300; // below net.core.netdev_max_backlog (1000)
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let backlog_before = softnet_drops();
+        let rx = udp();
+        rx.set_recv_buffer_size(4096).unwrap();
+        rx.set_control_flags(ControlFlags::DROPS).unwrap();
+        assert_eq!(rx.kernel_drops_now().unwrap(), 0, "a new socket");
+        let tx = udp();
+        let dst = addr(&rx);
+        for seq in 0..SENT {
+            send(&tx, &seq_payload(seq, 64), dst);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        let mut batch = RecvBatch::new(64, 2048, ControlFlags::DROPS).unwrap();
+        let mut read = 0u64;
+        loop {
+            match batch.recv(&rx) {
+                Ok(n) => read += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+        let now = u64::from(rx.kernel_drops_now().unwrap());
+        if softnet_drops() != backlog_before {
+            // Lost before any socket (another busy test on lo): void.
+            assert!(attempt < 4, "input backlog drops in every attempt");
+            continue;
+        }
+        assert!(
+            now > 0,
+            "a 4 KiB buffer must overflow: read {read} of {SENT}"
+        );
+        assert_eq!(read + now, SENT, "read {read} + dropped {now} != sent");
+        assert!(
+            batch.counters().kernel_drops < now,
+            "the packets read reported {} of {now} drops: the last ones came after them",
+            batch.counters().kernel_drops
+        );
+        return;
+    }
+}

@@ -1258,3 +1258,34 @@ fn io_uring_backend_without_the_feature_is_a_clear_error() {
         "{finished:?}"
     );
 }
+
+/// A burst that overflows a stalled dump's 4 KiB buffer, with nothing
+/// after it: no packet read reports the drops (they come after the packets
+/// that fit), yet the summary's kernel_drops has them, from the socket's
+/// own count: packets + kernel_drops == sent.
+#[test]
+fn drops_at_the_end_of_a_burst_are_in_the_summary() {
+    let group = Ipv4Addr::new(239, 255, 174, 23);
+    let n: u64 = 500;
+    let (mut dump, port) = start_dump(
+        group,
+        &[
+            "--quiet",
+            "--json",
+            "--rcvbuf",
+            "4096",
+            "--stall-ms",
+            "1500",
+            "--idle-exit-ms",
+            "1000",
+        ],
+    );
+    let sent = send(group, port, &["--count", &n.to_string()]);
+    assert_eq!(sent.count, n);
+    let out = json_output(&dump.finish(CHILD_LIMIT));
+    let s = &out.summary;
+    let (packets, drops) = (s["packets"].u64(), s["kernel_drops"].u64());
+    assert!(drops > 0, "a 4 KiB buffer must overflow: {s:?}");
+    assert_eq!(packets + drops, n, "read + dropped = sent: {s:?}");
+    assert_eq!(s["lines"][0]["kernel_drops"].u64(), drops, "{s:?}");
+}

@@ -86,7 +86,10 @@ received again, from any line), reordered, gaps, lost, malformed (too short
 for --seq), restarts, kernel_drops, truncated, elapsed_s, pps, lines (per
 GROUP:PORT in argument order: group, packets received, first = packets it
 delivered first, its own gaps and lost, kernel_drops), then latency_ns for
-stamped feeds.
+stamped feeds. kernel_drops are the packets the kernel dropped on the
+sockets: as their packets reported them (SO_RXQ_OVFL), or the sockets' own
+counts at the end (SO_MEMINFO) when those are higher, since drops at the end
+of a burst are reported by no packet.
 
 Latency: with --seq mdp3, or --stamp for payloads that mcast-send --stamp
 wrote, each packet's send time is read from the payload and the latency is
@@ -714,6 +717,25 @@ fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
     flush(&shared);
 
     let counters = reactor.counters();
+    // Each line's drop count as its socket keeps it: drops at the end of a
+    // burst are reported by no packet (the control message travels with
+    // the packet after them), and only this has them.
+    let line_keys: Vec<Key> = match &registered {
+        Registered::QuietOne { key, .. } => vec![*key],
+        Registered::Feed(feed) => reactor
+            .feed_lines(*feed)
+            .map(<[Key]>::to_vec)
+            .unwrap_or_default(),
+    };
+    let socket_drops: Vec<u64> = line_keys
+        .iter()
+        .map(|&k| {
+            reactor
+                .conn(k)
+                .and_then(|c| c.kernel_drops_now().ok())
+                .map_or(0, u64::from)
+        })
+        .collect();
     let panics = reactor.take_panics();
     if !panics.is_empty() {
         return Err(Failure::runtime(
@@ -768,6 +790,17 @@ fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
             (arb.counters(), lines)
         }
     };
+    // A line's drops: what its packets reported, or its socket's own count
+    // if that is more.
+    let mut lines = lines;
+    for (line, &now) in lines.iter_mut().zip(&socket_drops) {
+        line.kernel_drops = line.kernel_drops.max(now);
+    }
+    let kernel_drops = counters
+        .total
+        .recv
+        .kernel_drops
+        .max(socket_drops.iter().sum());
     flush(&shared);
     // The reactor owns the handler, and with it a reference to the shared
     // state: drop it so that the capture can be finished.
@@ -783,7 +816,7 @@ fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
         packets: tally.packets.get(),
         bytes: tally.bytes.get(),
         seq: total,
-        kernel_drops: counters.total.recv.kernel_drops,
+        kernel_drops,
         truncated: counters.total.recv.truncated,
         elapsed,
         lines,
