@@ -222,9 +222,11 @@ fn periodic_timer_lateness_is_bounded_loosely_in_epoll_and_spin_mode() {
         for spin in [false, true] {
             let v = periodic_lateness(spin);
             assert_eq!(v.len(), 100);
-            // Loose: a shared VM may stall; speed goes in the example.
+            // Loose: a shared VM may stall and the memory checker runs
+            // this many times slower; speed goes in the example. A timer
+            // that waited for anything but its own deadline would be later.
             assert!(
-                p(&v, 0.5) < Duration::from_millis(20),
+                p(&v, 0.5) < Duration::from_millis(200),
                 "spin={spin}: p50 lateness {:?}",
                 p(&v, 0.5)
             );
