@@ -73,6 +73,13 @@ pub(super) struct Entry {
     pub(super) retry_at: Option<Instant>,
 }
 
+/// The registration `key` names in `entries`, if it is still registered
+/// (the slot holds the same generation): for the reactor and for the
+/// contexts of source and timer handlers, which see only the entries.
+pub(super) fn registered(entries: &Slab<Entry>, key: Key) -> Option<&Entry> {
+    entries.get(key.index()).filter(|e| e.key == key)
+}
+
 /// A single-threaded event loop over packet sockets. See the
 /// [module docs](crate::reactor).
 pub struct Reactor {
@@ -383,10 +390,9 @@ impl Reactor {
         Some(entry)
     }
 
-    /// The registration `key` names, if it is still registered (the slot
-    /// holds the same generation).
+    /// The registration `key` names, if it is still registered.
     fn entry(&self, key: Key) -> Option<&Entry> {
-        self.entries.get(key.index()).filter(|e| e.key == key)
+        registered(&self.entries, key)
     }
 
     /// Runs `f` with the socket registered under `key`, or fails with

@@ -207,10 +207,7 @@ impl SourceContext<'_> {
 
     /// A socket registered in the reactor.
     pub fn conn(&self, key: Key) -> Option<&PacketConn> {
-        self.entries
-            .get(key.index())
-            .filter(|e| e.key == key)
-            .map(|e| &e.conn)
+        super::event_loop::registered(self.entries, key).map(|e| &e.conn)
     }
 
     /// Runs `f` with the whole reactor on this thread after this turn's

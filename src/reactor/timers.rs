@@ -116,18 +116,12 @@ impl TimerContext<'_> {
     /// A socket registered in the reactor (to rejoin its groups, send, or
     /// change its flags).
     pub fn conn(&self, key: Key) -> Option<&PacketConn> {
-        self.entries
-            .get(key.index())
-            .filter(|e| e.key == key)
-            .map(|e| &e.conn)
+        super::event_loop::registered(self.entries, key).map(|e| &e.conn)
     }
 
     /// Counters of a registered socket (to see whether it went silent).
     pub fn socket_counters(&self, key: Key) -> Option<SocketCounters> {
-        self.entries
-            .get(key.index())
-            .filter(|e| e.key == key)
-            .map(|e| e.counters)
+        super::event_loop::registered(self.entries, key).map(|e| e.counters)
     }
 
     /// Runs `f` with the whole reactor on this thread once the due timers
