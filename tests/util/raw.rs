@@ -43,26 +43,10 @@ pub fn read_raw_until<T>(
     within: Duration,
     mut pick: impl FnMut(&Header, &[u8], &ControlMessage) -> Option<T>,
 ) -> Option<T> {
-    let deadline = Instant::now() + within;
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        raw.socket()
-            .set_read_timeout(Some(left.min(Duration::from_millis(200))))
-            .expect("SO_RCVTIMEO");
-        match raw.read_from(&mut buf) {
-            Ok(p) => {
-                if let Some(t) = pick(&p.header, p.payload, &p.meta.cm) {
-                    return Some(t);
-                }
-            }
-            Err(e) if is_timeout(&e) => {}
-            Err(e) => panic!("reading a raw packet: {e}"),
-        }
-    }
+    read_until(raw.socket(), within, |buf| {
+        raw.read_from(buf)
+            .map(|p| pick(&p.header, p.payload, &p.meta.cm))
+    })
 }
 
 /// Like [`read_raw_until`] for a `PacketConn` (UDP or `ip4:PROTO`).
@@ -71,6 +55,20 @@ pub fn read_conn_until<T>(
     within: Duration,
     mut pick: impl FnMut(&[u8], &ControlMessage, SocketAddrV4) -> Option<T>,
 ) -> Option<T> {
+    read_until(conn.socket(), within, |buf| {
+        conn.recv_from(buf)
+            .map(|meta| pick(&buf[..meta.len], &meta.cm, meta.src))
+    })
+}
+
+/// The loop of both: `read` one packet into a 64 KiB buffer (waiting at
+/// most 200 ms at a time on `socket`) and return what it picked, until
+/// `within` passes.
+fn read_until<T>(
+    socket: &socket2::Socket,
+    within: Duration,
+    mut read: impl FnMut(&mut [u8]) -> io::Result<Option<T>>,
+) -> Option<T> {
     let deadline = Instant::now() + within;
     let mut buf = vec![0u8; 65536];
     loop {
@@ -78,17 +76,14 @@ pub fn read_conn_until<T>(
         if left.is_zero() {
             return None;
         }
-        conn.socket()
+        socket
             .set_read_timeout(Some(left.min(Duration::from_millis(200))))
             .expect("SO_RCVTIMEO");
-        match conn.recv_from(&mut buf) {
-            Ok(meta) => {
-                if let Some(t) = pick(&buf[..meta.len], &meta.cm, meta.src) {
-                    return Some(t);
-                }
-            }
+        match read(&mut buf) {
+            Ok(Some(t)) => return Some(t),
+            Ok(None) => {}
             Err(e) if is_timeout(&e) => {}
-            Err(e) => panic!("receiving: {e}"),
+            Err(e) => panic!("reading a packet: {e}"),
         }
     }
 }
