@@ -140,6 +140,25 @@ struct Sent {
     src: SocketAddrV4,
 }
 
+/// Starts a quiet JSON dump with a 4 KiB receive buffer that sleeps
+/// `stall_ms` after joining (so that a burst overflows it) and exits after
+/// `idle_ms` without packets.
+fn start_stalled_dump(group: Ipv4Addr, stall_ms: u64, idle_ms: u64) -> (Proc, u16) {
+    start_dump(
+        group,
+        &[
+            "--quiet",
+            "--json",
+            "--rcvbuf",
+            "4096",
+            "--stall-ms",
+            &stall_ms.to_string(),
+            "--idle-exit-ms",
+            &idle_ms.to_string(),
+        ],
+    )
+}
+
 /// Starts `mcast-send GROUP:PORT --iface lo --json EXTRA`.
 fn spawn_send(group: Ipv4Addr, port: u16, extra: &[&str]) -> Proc {
     // Network safety: lo only, and sources on 127.0.0.0/8 only.
@@ -289,19 +308,7 @@ fn exclude_source_filter_drops_that_source() {
 fn stalled_dump_with_small_rcvbuf_counts_kernel_drops_as_lost() {
     let group = Ipv4Addr::new(239, 255, 173, 4);
     let n: u64 = 3000;
-    let (mut dump, port) = start_dump(
-        group,
-        &[
-            "--quiet",
-            "--json",
-            "--rcvbuf",
-            "4096",
-            "--stall-ms",
-            "2000",
-            "--idle-exit-ms",
-            "1500",
-        ],
-    );
+    let (mut dump, port) = start_stalled_dump(group, 2000, 1500);
     let sent = send(
         group,
         port,
@@ -1267,19 +1274,7 @@ fn io_uring_backend_without_the_feature_is_a_clear_error() {
 fn drops_at_the_end_of_a_burst_are_in_the_summary() {
     let group = Ipv4Addr::new(239, 255, 174, 23);
     let n: u64 = 500;
-    let (mut dump, port) = start_dump(
-        group,
-        &[
-            "--quiet",
-            "--json",
-            "--rcvbuf",
-            "4096",
-            "--stall-ms",
-            "1500",
-            "--idle-exit-ms",
-            "1000",
-        ],
-    );
+    let (mut dump, port) = start_stalled_dump(group, 1500, 1000);
     let sent = send(group, port, &["--count", &n.to_string()]);
     assert_eq!(sent.count, n);
     let out = json_output(&dump.finish(CHILD_LIMIT));
