@@ -51,15 +51,7 @@ fn changing_control_flags_does_not_count_old_drops_again() {
         for seq in 0..300u64 {
             send(&tx, &[seq.to_be_bytes(), [0; 8]].concat(), dst);
         }
-        let drained = turn_until(&mut reactor, DEADLINE, |_| !seen.lock().unwrap().is_empty());
-        assert!(drained, "nothing delivered");
-        turn_for(&mut reactor, Duration::from_millis(50));
-        // A packet queued after the drops carries the final count.
-        send(&tx, &1000u64.to_be_bytes(), dst);
-        assert!(turn_until(&mut reactor, DEADLINE, |_| seen
-            .lock()
-            .unwrap()
-            .contains(&1000)));
+        drain_then_send_the_count(&mut reactor, &seen, &tx, dst);
         let c1 = reactor.socket_counters(key).expect("registered");
         let delivered = seen.lock().unwrap().len() as u64;
         assert!(
@@ -106,17 +98,7 @@ fn reregistering_a_socket_does_not_count_its_old_drops_again() {
             send(&tx, &[seq.to_be_bytes(), [0; 8]].concat(), dst);
         }
         let key = reactor.register(rx, handler(&seen)).expect("register");
-        assert!(turn_until(&mut reactor, DEADLINE, |_| !seen
-            .lock()
-            .unwrap()
-            .is_empty()));
-        turn_for(&mut reactor, Duration::from_millis(50));
-        // A packet queued after the drops carries the count.
-        send(&tx, &1000u64.to_be_bytes(), dst);
-        assert!(turn_until(&mut reactor, DEADLINE, |_| seen
-            .lock()
-            .unwrap()
-            .contains(&1000)));
+        drain_then_send_the_count(&mut reactor, &seen, &tx, dst);
         let drops = reactor.counters().total.recv.kernel_drops;
         let delivered = seen.lock().unwrap().len() as u64;
         assert!(drops > 0, "no drops: the buffer was not small enough");
@@ -167,6 +149,26 @@ struct Seen {
     cm: ControlMessage,
     src: Option<SocketAddrV4>,
     control_truncated: bool,
+}
+
+/// Turns until the overflowed socket delivered something, then sends one
+/// more packet (sequence 1000), which carries the kernel's drop count
+/// (`SO_RXQ_OVFL` travels with the packet after the drops), and turns until
+/// it arrives.
+fn drain_then_send_the_count(
+    reactor: &mut ipv4_reactor::reactor::Reactor,
+    seen: &Mutex<Vec<u64>>,
+    tx: &PacketConn,
+    dst: SocketAddrV4,
+) {
+    let drained = turn_until(reactor, DEADLINE, |_| !seen.lock().unwrap().is_empty());
+    assert!(drained, "nothing delivered");
+    turn_for(reactor, Duration::from_millis(50));
+    send(tx, &1000u64.to_be_bytes(), dst);
+    assert!(
+        turn_until(reactor, DEADLINE, |_| seen.lock().unwrap().contains(&1000)),
+        "the packet after the drops did not arrive"
+    );
 }
 
 /// A receiver on 127.0.0.1 with no control flags and a sender (TTL 42,
