@@ -149,13 +149,10 @@ impl Reactor {
                 .map_err(|e| crate::error::os_with_hint("creating the reactor's waker", e))?,
         );
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
-        let (backend, fallback) = match config.backend {
-            Backend::Mio => (Backend::Mio, None),
-            Backend::IoUring => (Backend::IoUring, None),
-            Backend::IoUringOrMio => (Backend::IoUring, Some(())),
-        };
+        let wants_uring = config.backend != Backend::Mio;
+        let may_fall_back = config.backend == Backend::IoUringOrMio;
         #[cfg(feature = "io-uring")]
-        let (uring, backend, fallback) = if backend == Backend::IoUring {
+        let (uring, backend, fallback) = if wants_uring {
             match super::uring::Uring::new(
                 config.uring_buffers,
                 config.payload_size,
@@ -174,27 +171,27 @@ impl Reactor {
                         })?;
                     (Some(u), Backend::IoUring, None)
                 }
-                Err(e) if fallback.is_some() => (None, Backend::Mio, Some(e.to_string())),
+                Err(e) if may_fall_back => (None, Backend::Mio, Some(e.to_string())),
                 Err(e) => return Err(e),
             }
         } else {
-            (None, backend, None)
+            (None, Backend::Mio, None)
         };
         #[cfg(not(feature = "io-uring"))]
-        let (backend, fallback) = match (backend, fallback) {
-            (Backend::IoUring, None) => {
-                return Err(crate::Error::BackendUnavailable {
-                    backend: "io_uring",
-                    missing: "the crate's `io-uring` feature in this build".into(),
-                    source: None,
-                }
-                .into())
-            }
-            (Backend::IoUring, Some(())) => (
+        let (backend, fallback) = if !wants_uring {
+            (Backend::Mio, None)
+        } else if may_fall_back {
+            (
                 Backend::Mio,
                 Some("the crate was built without its `io-uring` feature".to_string()),
-            ),
-            (b, _) => (b, None),
+            )
+        } else {
+            return Err(crate::Error::BackendUnavailable {
+                backend: "io_uring",
+                missing: "the crate's `io-uring` feature in this build".into(),
+                source: None,
+            }
+            .into());
         };
         Ok(Reactor {
             events: Events::with_capacity(config.events),
@@ -280,33 +277,18 @@ impl Reactor {
         if let Some(micros) = self.config.busy_poll {
             conn.set_busy_poll(micros)?;
         }
-        let batch = RecvBatch::new(
-            self.config.slots,
-            self.config.payload_size,
-            conn.control_flags(),
-        )?;
-        let entry = self.entries.vacant_entry();
-        let slot = entry.key();
+        // The io_uring backend reads into its own buffer rings and never
+        // into the batch: one slot of one byte keeps the entry's shape.
+        let (slots, payload_size) = match self.backend {
+            Backend::IoUring => (1, 1),
+            _ => (self.config.slots, self.config.payload_size),
+        };
+        let batch = RecvBatch::new(slots, payload_size, conn.control_flags())?;
+        let slot = self.entries.vacant_key();
         let key = Key::new(slot, self.next_generation);
-        #[cfg(feature = "io-uring")]
-        let uring = self.uring.as_mut();
-        #[cfg(not(feature = "io-uring"))]
-        let uring: Option<()> = None;
-        match uring {
-            #[cfg(feature = "io-uring")]
-            Some(uring) => uring.add(slot, key, &conn)?,
-            #[cfg(not(feature = "io-uring"))]
-            Some(()) => {}
-            None => self
-                .poll
-                .registry()
-                .register(&mut conn, Token(slot), Interest::READABLE)
-                .map_err(|e| {
-                    crate::error::os_with_hint("registering a socket with the reactor", e)
-                })?,
-        }
+        self.hook(slot, key, &mut conn)?;
         self.next_generation += 1;
-        entry.insert(Entry {
+        let inserted = self.entries.insert(Entry {
             key,
             conn,
             batch,
@@ -317,6 +299,7 @@ impl Reactor {
             errors_in_row: 0,
             retry_at: None,
         });
+        debug_assert_eq!(inserted, slot, "the slab's vacant key");
         self.ready
             .reserve(self.entries.len().saturating_sub(self.ready.len()));
         self.ready.push_back(slot);
@@ -333,6 +316,20 @@ impl Reactor {
             .ok_or_else(|| unknown_key(key))?;
         self.unhook(key.index(), &mut entry)?;
         Ok(entry.conn)
+    }
+
+    /// Starts reading a socket about to take `slot`: epoll registration,
+    /// or the io_uring receive armed over buffers of its own.
+    fn hook(&mut self, slot: usize, key: Key, conn: &mut PacketConn) -> io::Result<()> {
+        #[cfg(feature = "io-uring")]
+        if let Some(uring) = self.uring.as_mut() {
+            return uring.add(slot, key, conn);
+        }
+        let _ = key;
+        self.poll
+            .registry()
+            .register(conn, Token(slot), Interest::READABLE)
+            .map_err(|e| crate::error::os_with_hint("registering a socket with the reactor", e))
     }
 
     /// Stops reading a removed entry's socket: epoll deregistration, or the
