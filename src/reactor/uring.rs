@@ -431,15 +431,8 @@ pub(super) fn drain_uring<D: Deliver + ?Sized>(
     if sock.filled.is_empty() {
         out.drained = true;
         if let Some(errno) = sock.error.take() {
-            counters.recv_errors += 1;
-            out.failed = true;
-            let result = catch_unwind(AssertUnwindSafe(|| {
-                handler.on_error(io::Error::from_raw_os_error(errno), &mut ctx);
-            }));
-            out.deregister = ctx.deregister;
-            out.stop |= ctx.stop;
-            if let Err(payload) = result {
-                out.panic = Some(payload);
+            let e = io::Error::from_raw_os_error(errno);
+            if !report(e, handler, &mut ctx, counters, &mut out) {
                 return out;
             }
         }
@@ -449,16 +442,32 @@ pub(super) fn drain_uring<D: Deliver + ?Sized>(
         // error completions this may bring wait for its retry).
         if !sock.armed && !out.deregister {
             if let Err(e) = arm(ring, sock, slot) {
-                counters.recv_errors += 1;
-                out.failed = true;
-                let result = catch_unwind(AssertUnwindSafe(|| handler.on_error(e, &mut ctx)));
-                out.deregister = ctx.deregister;
-                out.stop |= ctx.stop;
-                if let Err(payload) = result {
-                    out.panic = Some(payload);
-                }
+                report(e, handler, &mut ctx, counters, &mut out);
             }
         }
     }
     out
+}
+
+/// A receive error: counted, handed to the handler (a panic caught), what
+/// the handler asked recorded in `out`; false when it panicked.
+fn report<D: Deliver + ?Sized>(
+    e: io::Error,
+    handler: &mut D,
+    ctx: &mut Context<'_>,
+    counters: &mut super::SocketCounters,
+    out: &mut Outcome,
+) -> bool {
+    counters.recv_errors += 1;
+    out.failed = true;
+    let result = catch_unwind(AssertUnwindSafe(|| handler.on_error(e, ctx)));
+    out.deregister = ctx.deregister;
+    out.stop |= ctx.stop;
+    match result {
+        Ok(()) => true,
+        Err(payload) => {
+            out.panic = Some(payload);
+            false
+        }
+    }
 }
