@@ -618,7 +618,15 @@ fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
             BackendArg::Auto => Backend::IoUringOrMio,
         })
         .build()
-        .map_err(|e| Failure::runtime("creating the reactor", e))?;
+        .map_err(|e| {
+            let what = match a.backend {
+                BackendArg::IoUring => {
+                    "creating the io_uring reactor (it needs mcast-dump built with --features io-uring and a kernel that allows io_uring; --backend auto falls back to mio)"
+                }
+                _ => "creating the reactor",
+            };
+            Failure::runtime(what, e)
+        })?;
     if let Some(why) = reactor.backend_fallback() {
         diag(
             TOOL,
@@ -1485,7 +1493,7 @@ impl Summary {
             ),
             (
                 "kernel drops",
-                format!("{} (SO_RXQ_OVFL)", self.kernel_drops),
+                format!("{} (SO_RXQ_OVFL, SO_MEMINFO)", self.kernel_drops),
             ),
             ("truncated", self.truncated.to_string()),
             (
