@@ -215,15 +215,8 @@ pub struct RecvBatch {
     /// decoded with them).
     flags: ControlFlags,
     want_src: bool,
-    /// `flags` asks for the drop counter and nothing else.
-    drops_only: bool,
     last_drops_total: u32,
     counters: RecvCounters,
-}
-
-/// Whether `flags` asks for nothing but the drop counter (or nothing).
-fn drops_only(flags: ControlFlags) -> bool {
-    flags.difference(ControlFlags::DROPS).is_empty()
 }
 
 impl fmt::Debug for RecvBatch {
@@ -313,7 +306,6 @@ impl RecvBatch {
             len: 0,
             flags,
             want_src,
-            drops_only: drops_only(flags),
             last_drops_total: 0,
             counters: RecvCounters::default(),
         })
@@ -452,7 +444,6 @@ impl RecvBatch {
             flags.control_len(),
         )?;
         self.want_src = want_src;
-        self.drops_only = drops_only(flags);
         self.flags = flags;
         Ok(())
     }
@@ -477,7 +468,7 @@ impl RecvBatch {
         let meta = &self.meta[i];
         // Nothing asked for but the drop counter, which the receive
         // already read: no second walk of the control data.
-        let mut cm = if self.drops_only {
+        let mut cm = if self.flags.drops_only() {
             ControlMessage {
                 drops: meta.drops,
                 ..ControlMessage::default()

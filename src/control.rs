@@ -103,6 +103,13 @@ impl ControlFlags {
         ControlFlags(self.0 & !other.0)
     }
 
+    /// Asks for nothing but the drop counter (or for nothing): the receive
+    /// paths then take `drops` from what they read for the deltas and walk
+    /// the control data no second time.
+    pub(crate) const fn drops_only(self) -> bool {
+        self.difference(ControlFlags::DROPS).is_empty()
+    }
+
     /// Whether no flag is set.
     pub const fn is_empty(self) -> bool {
         self.0 == 0

@@ -318,7 +318,7 @@ pub(super) fn drain_uring<D: Deliver + ?Sized>(
     let want_drops = cflags.contains(ControlFlags::DROPS);
     let want_gro = cflags.contains(ControlFlags::GRO);
     let want_src = cflags.contains(ControlFlags::SRC);
-    let drops_only = cflags.difference(ControlFlags::DROPS).is_empty();
+    let drops_only = cflags.drops_only();
     let recv = &mut counters.recv;
     let bgid = sock.bgid;
     let mut malformed = 0u64;
