@@ -31,8 +31,9 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..))]
     rounds: u64,
     /// Only these sides (and their baselines): libc_cmsg batch_cmsg
-    /// reactor_cmsg reactor_channel_cmsg reactor_channel_thread (compare
-    /// them with reactor_cmsg: ask for it too; the second's consumer runs
+    /// reactor_cmsg reactor_channel_cmsg reactor_channel_thread
+    /// reactor_channel_batch reactor_channel_batch_thread (compare them
+    /// with reactor_cmsg: ask for it too; a _thread side's consumer runs
     /// on CPU 0 and its CPU time is the reactor thread's only) batch1_cmsg
     /// std_recv_from libc_quiet reactor_quiet reactor_bare reactor_bare_2x
     /// reactor_ab (baseline reactor_bare) reactor_ab_copies (2N packets;

@@ -151,7 +151,7 @@ fn run(args: Args) -> std::io::Result<bool> {
         let done = done_tx.clone();
         consumer = Some(thread::spawn(move || {
             for p in packets.iter() {
-                stats.on_packet(&p, &p.cm, p.drops_before, SystemTime::now());
+                stats.on_packet(&p, p.cm(), p.drops_before(), SystemTime::now());
             }
             stats.finish();
             let _ = done.send(stats);

@@ -45,7 +45,7 @@ fn main() -> std::io::Result<()> {
     let consumer = std::thread::spawn(move || {
         let mut per_group = [0u64; 3];
         while let Ok(p) = packets.recv_timeout(Duration::from_millis(500)) {
-            if let Some(i) = groups.iter().position(|g| Some(*g) == p.cm.dst) {
+            if let Some(i) = groups.iter().position(|g| Some(*g) == p.cm().dst) {
                 per_group[i] += 1;
             }
             // `p` drops here: its buffer returns to the pool.

@@ -121,8 +121,8 @@ async fn main() -> std::io::Result<ExitCode> {
         }
         let now = Instant::now();
         for p in &batch {
-            let line = if p.key == keys[0] { 0 } else { 1 };
-            let verdict = arbiter.on_packet(line, p, p.drops_before, now, |e| {
+            let line = if p.key() == keys[0] { 0 } else { 1 };
+            let verdict = arbiter.on_packet(line, p, p.drops_before(), now, |e| {
                 if let FeedEvent::Lost { from, to } = e {
                     lost_ranges.push((from, to));
                 }

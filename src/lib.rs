@@ -173,7 +173,7 @@
 //! [`reactor::Reactor`] owns packet sockets on one thread, drains each in
 //! batches with a fairness budget and hands every packet to a handler
 //! (borrowed, no copy) or to a [`reactor::ChannelSink`] (copied once into a
-//! pooled buffer for another thread); a [`reactor::Handle`] steers it from
+//! buffer per receive batch, for another thread); a [`reactor::Handle`] steers it from
 //! other threads. See the [`reactor`] module for the whole chapter.
 //!
 //! # Optional features

@@ -1,7 +1,7 @@
 //! Channel sinks: overflow counted exactly (`DropNewest`), nothing dropped
 //! with `Overflow::Block` and a slow consumer, two lines into one cloned
 //! sink end to end, a receiver that sees its sinks go, and a capacity that
-//! frees exactly as packets are received.
+//! comes back exactly as each hand-over is handed out.
 //!
 //! Network safety: multicast only through `util::lo_sender` and the checked
 //! `util::send` (lo, 127.0.0.1), to groups 239.255.154.x on ephemeral
@@ -23,20 +23,53 @@ use util::{
 /// Third octet of this file's groups: 239.255.154.x, x unique per test.
 const TAG: u8 = 154;
 
+/// A `DropNewest` channel sink of `capacity` packets of `payload_size`
+/// bytes, fed by a socket joined to a fresh group on lo and registered
+/// with a reactor on this thread (the join settled).
+struct Sink {
+    g: std::net::Ipv4Addr,
+    dst: SocketAddrV4,
+    sink: ChannelSink,
+    packets: ipv4_reactor::reactor::PacketReceiver,
+    reactor: ipv4_reactor::reactor::Reactor,
+    key: ipv4_reactor::reactor::Key,
+}
+
+impl Sink {
+    fn new(flags: ControlFlags, capacity: usize, payload_size: usize) -> Sink {
+        let g = asm_group(TAG);
+        let rx = lo_receiver(g, flags);
+        let dst = SocketAddrV4::new(g, port_of(&rx));
+        let (sink, packets) =
+            ChannelSink::bounded(capacity, payload_size, Overflow::DropNewest).expect("sink");
+        let mut reactor = util::reactor::builder().build().expect("reactor");
+        let key = reactor.register(rx, sink.clone()).expect("register");
+        thread::sleep(SETTLE);
+        Sink {
+            g,
+            dst,
+            sink,
+            packets,
+            reactor,
+            key,
+        }
+    }
+}
+
 /// A bounded(8) DropNewest sink that nobody reads: of 100 packets, 8 are in
 /// the channel (the first 8) and exactly 92 are counted as dropped, in the
 /// sink and in the socket's counters.
 #[test]
 fn channel_overflow_is_counted_exactly() {
     util::reactor::each_backend(|| {
-        let g = asm_group(TAG);
-        let rx = lo_receiver(g, ControlFlags::DROPS | ControlFlags::DST);
-        let dst = SocketAddrV4::new(g, port_of(&rx));
-        let (sink, packets) = ChannelSink::bounded(8, 2048, Overflow::DropNewest).expect("sink");
-        let mut reactor = util::reactor::builder().build().expect("reactor");
-        let key = reactor.register(rx, sink.clone()).expect("register");
-
-        thread::sleep(SETTLE);
+        let Sink {
+            g: _,
+            dst,
+            sink,
+            packets,
+            mut reactor,
+            key,
+        } = Sink::new(ControlFlags::DROPS | ControlFlags::DST, 8, 2048);
         let tx = lo_sender();
         for seq in 0..100u64 {
             send(&tx, &seq.to_be_bytes(), dst);
@@ -136,7 +169,7 @@ fn channel_mode_end_to_end_with_two_lines() {
             let deadline = Instant::now() + Duration::from_secs(10);
             while (out.len() as u64) < 2 * PER_LINE && Instant::now() < deadline {
                 if let Ok(p) = packets.recv_timeout(Duration::from_millis(200)) {
-                    out.push((p.key, p.payload().to_vec(), p.cm.dst));
+                    out.push((p.key(), p.payload().to_vec(), p.cm().dst));
                 }
             }
             out
@@ -255,19 +288,21 @@ fn send_and_read(
     assert_eq!(c.recv.kernel_drops, 0, "the kernel dropped packets");
 }
 
-/// Room frees packet by packet: capacity 8, 8 queued, one received,
-/// then of 3 more exactly 2 are dropped; once all are received, the
-/// whole capacity is free again.
+/// Room comes back a hand-over at a time: capacity 8, 8 queued (one
+/// receive batch), one received: the hand-over the receiver took still
+/// holds its room, so all of 3 more are dropped; once its last packet is
+/// handed out, the whole capacity is free again, exactly.
 #[test]
-fn capacity_frees_exactly_as_packets_are_received() {
+fn capacity_comes_back_when_a_hand_over_is_handed_out() {
     util::reactor::each_backend(|| {
-        let g = asm_group(TAG);
-        let rx = lo_receiver(g, ControlFlags::DROPS);
-        let dst = SocketAddrV4::new(g, port_of(&rx));
-        let (sink, packets) = ChannelSink::bounded(8, 2048, Overflow::DropNewest).expect("sink");
-        let mut reactor = util::reactor::builder().build().expect("reactor");
-        let key = reactor.register(rx, sink.clone()).expect("register");
-        thread::sleep(SETTLE);
+        let Sink {
+            g: _,
+            dst,
+            sink,
+            packets,
+            mut reactor,
+            key,
+        } = Sink::new(ControlFlags::DROPS, 8, 2048);
 
         send_and_read(&mut reactor, key, dst, 0..8);
         assert_eq!(sink.dropped(), 0);
@@ -276,21 +311,23 @@ fn capacity_frees_exactly_as_packets_are_received() {
         assert_eq!(packets.len(), 7);
 
         send_and_read(&mut reactor, key, dst, 100..103);
-        assert_eq!(sink.dropped(), 2, "room for exactly one more");
+        assert_eq!(sink.dropped(), 3, "no room until the hand-over is out");
         assert_eq!(
             reactor
                 .socket_counters(key)
                 .expect("registered")
                 .overflow_drops,
-            2
+            3
         );
         let got: Vec<u64> = packets.try_iter().map(|p| seq_of(&p)).collect();
-        assert_eq!(got, vec![1, 2, 3, 4, 5, 6, 7, 100]);
+        assert_eq!(got, vec![1, 2, 3, 4, 5, 6, 7]);
 
-        // All handed out: the whole capacity is free again.
-        send_and_read(&mut reactor, key, dst, 200..208);
-        assert_eq!(sink.dropped(), 2);
+        // All handed out: the whole capacity is free again, and no more.
+        send_and_read(&mut reactor, key, dst, 200..209);
+        assert_eq!(sink.dropped(), 4);
         assert_eq!(packets.len(), 8);
+        let got: Vec<u64> = packets.try_iter().map(|p| seq_of(&p)).collect();
+        assert_eq!(got, (200..208).collect::<Vec<u64>>());
     });
 }
 
@@ -326,5 +363,159 @@ fn a_dropped_receiver_clone_gives_back_what_it_took() {
         send_and_read(&mut reactor, key, dst, 100..116);
         assert_eq!(sink.dropped(), 0);
         assert_eq!(second.len(), 16);
+    });
+}
+
+/// `recv_batch` hands out a whole hand-over: after one `recv`, the rest of
+/// that hand-over, in order; the batch's room is held until the batch is
+/// dropped, then back whole; a packet kept with `to_owned_packet` outlives
+/// its batch with its payload and metadata intact.
+#[test]
+fn recv_batch_hands_out_a_hand_over_and_its_room_comes_back_on_drop() {
+    util::reactor::each_backend(|| {
+        use ipv4_reactor::reactor::TryRecvError;
+        let Sink {
+            g,
+            dst,
+            sink,
+            packets,
+            mut reactor,
+            key,
+        } = Sink::new(ControlFlags::DROPS | ControlFlags::DST, 8, 2048);
+
+        send_and_read(&mut reactor, key, dst, 0..8);
+        assert_eq!(seq_of(&packets.recv().expect("a packet")), 0);
+        let batch = packets.try_recv_batch().expect("the rest of the hand-over");
+        assert!(!batch.is_empty());
+        let in_batch = batch.len();
+        let seqs: Vec<u64> = batch.iter().map(|p| seq_of(p.payload())).collect();
+        assert_eq!(seqs, (1..=in_batch as u64).collect::<Vec<u64>>());
+        for p in &batch {
+            assert_eq!(p.cm().dst, Some(g));
+            assert_eq!(p.key(), key);
+            assert_eq!(p.drops_before(), 0);
+        }
+        let kept = batch.iter().last().expect("a packet").to_owned_packet();
+
+        // The batch holds its room: with the rest of the 8 queued, nothing fits.
+        let queued_rest = packets.len();
+        assert_eq!(in_batch + queued_rest, 7);
+        send_and_read(&mut reactor, key, dst, 100..101);
+        assert_eq!(sink.dropped(), 1, "the batch still holds its room");
+        drop(batch);
+        while let Ok(b) = packets.try_recv_batch() {
+            assert!(!b.is_empty());
+        }
+        assert_eq!(
+            packets.try_recv_batch().err(),
+            Some(TryRecvError::Empty),
+            "all taken"
+        );
+        // Every packet's room is back: 8 fit, no more.
+        send_and_read(&mut reactor, key, dst, 200..209);
+        assert_eq!(sink.dropped(), 2);
+        let got: Vec<u64> = packets.try_iter().map(|p| seq_of(&p)).collect();
+        assert_eq!(got, (200..208).collect::<Vec<u64>>());
+
+        // The kept packet is untouched by all that came after it.
+        assert_eq!(seq_of(&kept), in_batch as u64);
+        assert_eq!(kept.cm().dst, Some(g));
+        assert_eq!(kept.key(), key);
+    });
+}
+
+/// Packets the consumer keeps keep their batches' buffers: the sink never
+/// writes into a buffer a packet still refers to, makes new buffers while
+/// it has none free (counted), and makes none once the kept packets are
+/// dropped.
+#[test]
+fn kept_packets_keep_their_buffers_intact_and_the_pool_grows_only_while_they_live() {
+    util::reactor::each_backend(|| {
+        let Sink {
+            g: _,
+            dst,
+            sink,
+            packets,
+            mut reactor,
+            key,
+        } = Sink::new(ControlFlags::DROPS, 64, 2048);
+
+        let made_at_start = sink.buffers_allocated();
+        // 40 rounds of 16 packets; the first of each round is kept.
+        let mut kept = Vec::new();
+        for round in 0..40u64 {
+            let seqs = round * 1000..round * 1000 + 16;
+            send_and_read(&mut reactor, key, dst, seqs.clone());
+            let got: Vec<_> = packets.try_iter().collect();
+            assert_eq!(
+                got.iter().map(|p| seq_of(p)).collect::<Vec<u64>>(),
+                seqs.collect::<Vec<u64>>()
+            );
+            kept.push(got.into_iter().next().expect("a packet"));
+        }
+        assert_eq!(sink.dropped(), 0);
+        for (round, p) in kept.iter().enumerate() {
+            assert_eq!(
+                seq_of(p),
+                round as u64 * 1000,
+                "a kept packet was overwritten"
+            );
+        }
+        let made_while_kept = sink.buffers_allocated();
+        assert!(
+            made_while_kept > made_at_start,
+            "40 kept batches cannot fit in the {made_at_start} buffers made at the start"
+        );
+
+        drop(kept);
+        for round in 100..140u64 {
+            send_and_read(&mut reactor, key, dst, round * 1000..round * 1000 + 16);
+            assert_eq!(packets.try_iter().count(), 16);
+        }
+        assert_eq!(
+            sink.buffers_allocated(),
+            made_while_kept,
+            "buffers made with none kept"
+        );
+    });
+}
+
+/// A payload longer than the sink's `payload_size` is copied whole, and
+/// the packets around it are unharmed.
+#[test]
+fn a_payload_longer_than_the_sinks_payload_size_is_copied_whole() {
+    util::reactor::each_backend(|| {
+        let Sink {
+            g: _,
+            dst,
+            sink,
+            packets,
+            mut reactor,
+            key,
+        } = Sink::new(ControlFlags::DROPS, 64, 16);
+
+        let tx = lo_sender();
+        let sizes = [8usize, 1200, 16, 1500, 9, 1024];
+        for (i, &len) in sizes.iter().enumerate() {
+            let mut p = vec![i as u8; len];
+            p[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            send(&tx, &p, dst);
+        }
+        let all = turn_until(&mut reactor, DEADLINE, |_| packets.len() >= sizes.len());
+        assert!(all, "{} of {} packets", packets.len(), sizes.len());
+        assert_eq!(
+            reactor
+                .socket_counters(key)
+                .expect("registered")
+                .recv
+                .kernel_drops,
+            0
+        );
+        for (i, p) in packets.try_iter().enumerate() {
+            assert_eq!(p.len(), sizes[i]);
+            assert_eq!(seq_of(&p), i as u64);
+            assert!(p[8..].iter().all(|&b| b == i as u8), "packet {i} damaged");
+        }
+        assert_eq!(sink.dropped(), 0);
     });
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 mod libc_drain;
 
 use ipv4_reactor::feed::{Arbiter, Delivery, SeqFormat};
-use ipv4_reactor::reactor::{ChannelSink, Context, FeedHandler, Overflow, Reactor};
+use ipv4_reactor::reactor::{ChannelSink, Context, FeedHandler, Overflow, PacketReceiver, Reactor};
 use ipv4_reactor::{ControlFlags, Message, Packet, PacketConn, RecvBatch, SendBatch};
 use libc_drain::LibcDrain;
 
@@ -28,6 +28,11 @@ pub enum Side {
     /// the reactor's thread being pinned to another): the rate at which
     /// the consumer receives the packets, as a service runs it.
     ReactorChannelThread,
+    /// [`Side::ReactorChannelCmsg`] with the consumer taking whole
+    /// hand-overs (`recv_batch`) instead of packet by packet.
+    ReactorChannelBatch,
+    /// [`Side::ReactorChannelThread`] with `recv_batch`.
+    ReactorChannelBatchThread,
     Batch1Cmsg,
     StdRecvFrom,
     LibcQuiet,
@@ -58,6 +63,8 @@ impl Side {
         Side::ReactorCmsg,
         Side::ReactorChannelCmsg,
         Side::ReactorChannelThread,
+        Side::ReactorChannelBatch,
+        Side::ReactorChannelBatchThread,
         Side::Batch1Cmsg,
         Side::StdRecvFrom,
         Side::LibcQuiet,
@@ -79,6 +86,8 @@ impl Side {
             Side::ReactorCmsg => "Reactor callback, PKTINFO+TTL decoded",
             Side::ReactorChannelCmsg => "Reactor channel sink, PKTINFO+TTL",
             Side::ReactorChannelThread => "Reactor channel sink, consumer thread",
+            Side::ReactorChannelBatch => "Reactor channel sink, recv_batch",
+            Side::ReactorChannelBatchThread => "Reactor channel, recv_batch, thread",
             Side::Batch1Cmsg => "RecvBatch(1), PKTINFO+TTL decoded",
             Side::StdRecvFrom => "std UdpSocket::recv_from, no cmsg",
             Side::LibcQuiet => "libc recvmmsg(64), drops only + seq gaps",
@@ -99,6 +108,8 @@ impl Side {
             Side::ReactorCmsg => "reactor_cmsg",
             Side::ReactorChannelCmsg => "reactor_channel_cmsg",
             Side::ReactorChannelThread => "reactor_channel_thread",
+            Side::ReactorChannelBatch => "reactor_channel_batch",
+            Side::ReactorChannelBatchThread => "reactor_channel_batch_thread",
             Side::Batch1Cmsg => "batch1_cmsg",
             Side::StdRecvFrom => "std_recv_from",
             Side::LibcQuiet => "libc_quiet",
@@ -142,13 +153,115 @@ impl Side {
 
 /// What the channel sides' consumers do with each packet: read its
 /// length and the control data the socket asked for.
-fn consume(p: &ipv4_reactor::reactor::OwnedPacket) -> u64 {
-    p.len() as u64
-        + u64::from(p.cm.ttl.unwrap_or(0))
-        + u64::from(u32::from(
-            p.cm.dst.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
-        ))
-        + u64::from(p.cm.ifindex.unwrap_or(0))
+fn consume(len: usize, cm: &ipv4_reactor::ControlMessage) -> u64 {
+    len as u64
+        + u64::from(cm.ttl.unwrap_or(0))
+        + u64::from(u32::from(cm.dst.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)))
+        + u64::from(cm.ifindex.unwrap_or(0))
+}
+
+/// The channel consumer's work on whatever is queued now: packet by
+/// packet (`try_recv`) or hand-over by hand-over (`try_recv_batch`);
+/// (packets, consumed sum).
+fn consume_queued(packets: &PacketReceiver, by_batch: bool) -> (usize, u64) {
+    let (mut got, mut sum) = (0, 0);
+    if by_batch {
+        while let Ok(batch) = packets.try_recv_batch() {
+            for p in &batch {
+                got += 1;
+                sum += consume(p.len(), p.cm());
+            }
+        }
+    } else {
+        while let Ok(p) = packets.try_recv() {
+            got += 1;
+            sum += consume(p.len(), p.cm());
+        }
+    }
+    (got, sum)
+}
+
+/// Registers `rx` with a blocking channel sink of 4096 packets.
+fn register_channel(
+    reactor: &mut Reactor,
+    rx: PacketConn,
+) -> std::io::Result<(ipv4_reactor::reactor::Key, PacketReceiver)> {
+    let (channel, packets) = ChannelSink::bounded(4096, 2048, Overflow::Block)?;
+    Ok((reactor.register(rx, channel)?, packets))
+}
+
+/// The channel's whole cost, without a second thread: the consumer
+/// drains the channel after each turn.
+fn drain_channel(
+    reactor: &mut Reactor,
+    rx: PacketConn,
+    n: usize,
+    by_batch: bool,
+) -> std::io::Result<(usize, Duration)> {
+    let (key, packets) = register_channel(reactor, rx)?;
+    let (mut got, mut sum) = (0, 0);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(10);
+    while got < n && Instant::now() < deadline {
+        reactor.turn(Some(Duration::ZERO))?;
+        let (g, s) = consume_queued(&packets, by_batch);
+        got += g;
+        sum += s;
+    }
+    let elapsed = start.elapsed();
+    reactor.deregister(key)?;
+    std::hint::black_box(sum);
+    Ok((got, elapsed))
+}
+
+/// The consumer on CPU 0 does the same per-packet work as the
+/// same-thread consumer of [`drain_channel`]; the time is from the first
+/// turn to its last packet.
+fn drain_channel_thread(
+    reactor: &mut Reactor,
+    rx: PacketConn,
+    n: usize,
+    by_batch: bool,
+) -> std::io::Result<(usize, Duration)> {
+    let (key, packets) = register_channel(reactor, rx)?;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let consumer_done = std::sync::Arc::clone(&done);
+    let consumer = std::thread::spawn(move || {
+        let _ = ipv4_reactor::pin_current_thread(0);
+        let (mut got, mut sum) = (0usize, 0u64);
+        let mut last = Instant::now();
+        while got < n {
+            // Ends when the reactor deregisters the socket (its sink
+            // goes) if fewer arrive.
+            if by_batch {
+                let Ok(batch) = packets.recv_batch() else {
+                    break;
+                };
+                for p in &batch {
+                    got += 1;
+                    sum += consume(p.len(), p.cm());
+                }
+            } else {
+                let Ok(p) = packets.recv() else {
+                    break;
+                };
+                got += 1;
+                sum += consume(p.len(), p.cm());
+            }
+            last = Instant::now();
+        }
+        consumer_done.store(true, std::sync::atomic::Ordering::Release);
+        (got, sum, last)
+    });
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(10);
+    while !done.load(std::sync::atomic::Ordering::Acquire) && Instant::now() < deadline {
+        reactor.turn(Some(Duration::ZERO))?;
+    }
+    reactor.deregister(key)?;
+    let (got, sum, last) = consumer.join().expect("consumer thread");
+    std::hint::black_box(sum);
+    Ok((got, last.saturating_duration_since(start)))
 }
 
 /// Queues `n` sequence-numbered packets on the receiver (the kernel does the
@@ -291,10 +404,10 @@ impl Drainer {
             }
             // At most a channel's worth per turn: the consumer runs between
             // turns on the same thread.
-            Side::ReactorChannelCmsg => {
+            Side::ReactorChannelCmsg | Side::ReactorChannelBatch => {
                 d.reactor = Some(Reactor::builder().batch_slots(64).budget(1024).build()?)
             }
-            Side::ReactorChannelThread => {
+            Side::ReactorChannelThread | Side::ReactorChannelBatchThread => {
                 d.reactor = Some(Reactor::builder().batch_slots(64).build()?)
             }
             // Buffers for a catch-up: the kernel fills 1024 ahead of the
@@ -436,62 +549,23 @@ impl Drainer {
                 std::hint::black_box(sink);
                 return Ok((got, elapsed));
             }
-            Side::ReactorChannelCmsg => {
-                // The channel's whole cost, without a second thread: the
-                // consumer drains the channel after each turn.
+            Side::ReactorChannelCmsg
+            | Side::ReactorChannelBatch
+            | Side::ReactorChannelThread
+            | Side::ReactorChannelBatchThread => {
+                let by_batch = matches!(
+                    side,
+                    Side::ReactorChannelBatch | Side::ReactorChannelBatchThread
+                );
                 let reactor = self.reactor.as_mut().expect("reactor side");
-                let (channel, packets) = ChannelSink::bounded(4096, 2048, Overflow::Block)?;
-                let key = reactor.register(rx, channel)?;
-                start = Instant::now();
-                let deadline = start + Duration::from_secs(10);
-                while got < n && Instant::now() < deadline {
-                    reactor.turn(Some(Duration::ZERO))?;
-                    while let Ok(p) = packets.try_recv() {
-                        got += 1;
-                        sink += consume(&p);
-                    }
-                }
-                let elapsed = start.elapsed();
-                reactor.deregister(key)?;
-                std::hint::black_box(sink);
-                return Ok((got, elapsed));
-            }
-            Side::ReactorChannelThread => {
-                // The consumer on CPU 0 does the same per-packet work as
-                // the same-thread consumer above; the time is from the
-                // first turn to its last packet.
-                let reactor = self.reactor.as_mut().expect("reactor side");
-                let (channel, packets) = ChannelSink::bounded(4096, 2048, Overflow::Block)?;
-                let key = reactor.register(rx, channel)?;
-                let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-                let consumer_done = std::sync::Arc::clone(&done);
-                let consumer = std::thread::spawn(move || {
-                    let _ = ipv4_reactor::pin_current_thread(0);
-                    let (mut got, mut sink) = (0usize, 0u64);
-                    let mut last = Instant::now();
-                    while got < n {
-                        // Ends when the reactor deregisters the socket
-                        // (its sink goes) if fewer arrive.
-                        let Ok(p) = packets.recv() else {
-                            break;
-                        };
-                        got += 1;
-                        sink += consume(&p);
-                        last = Instant::now();
-                    }
-                    consumer_done.store(true, std::sync::atomic::Ordering::Release);
-                    (got, sink, last)
-                });
-                start = Instant::now();
-                let deadline = start + Duration::from_secs(10);
-                while !done.load(std::sync::atomic::Ordering::Acquire) && Instant::now() < deadline
-                {
-                    reactor.turn(Some(Duration::ZERO))?;
-                }
-                reactor.deregister(key)?;
-                let (got, sink, last) = consumer.join().expect("consumer thread");
-                std::hint::black_box(sink);
-                return Ok((got, last.saturating_duration_since(start)));
+                return if matches!(
+                    side,
+                    Side::ReactorChannelThread | Side::ReactorChannelBatchThread
+                ) {
+                    drain_channel_thread(reactor, rx, n, by_batch)
+                } else {
+                    drain_channel(reactor, rx, n, by_batch)
+                };
             }
             Side::ReactorAb | Side::ReactorAbCopies => {
                 return self.drain_lines(vec![rx], n);

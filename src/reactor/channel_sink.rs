@@ -1,13 +1,25 @@
-//! The channel sink: each packet copied once into a pooled buffer, the
-//! packets of each receive batch handed over at once to a consumer on
-//! another thread.
+//! The channel sink: the packets of each receive batch copied once, one
+//! after another, into a buffer of their own, handed over at once to a
+//! consumer on another thread.
+//!
+//! The design, for the reader: a hand-over is a [`Slab`] (payloads packed
+//! in one byte buffer, their metadata in a vector), shared behind one
+//! `Arc` by the packets handed out of it. The sink fills a slab it owns;
+//! at the batch's end it swaps the slab's storage into a free `Arc` (an
+//! envelope) and queues that, under one lock. A receiver takes a queued
+//! slab under the lock and hands its packets out without it, each an
+//! [`OwnedPacket`] holding a clone of the `Arc`. When it has handed out
+//! the last one, it gives the slab's room back to the channel and the
+//! envelope to the free list, which the sink takes it from again once
+//! every packet of it was dropped (`Arc::get_mut` tells). So per packet:
+//! one copy of the payload, one `Arc` clone and drop; per batch: the locks.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::SocketAddrV4;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -52,63 +64,111 @@ pub const MAX_SINK_CAPACITY: usize = 1 << 20;
 pub const MAX_SINK_PAYLOAD: usize = 65_535;
 
 /// The most buffer bytes [`ChannelSink::bounded`] may set aside for its
-/// pool (`(capacity + 256) * payload_size`): 4 GiB.
+/// pool: 4 GiB.
 pub const MAX_SINK_POOL_BYTES: u64 = 1 << 32;
 
-/// Buffers the pool holds beyond the channel's capacity, for packets the
-/// consumer still holds.
-const POOL_MARGIN: usize = 256;
+/// The most packets one hand-over holds: one `recvmmsg` batch of the
+/// reactor's default size. A larger batch is handed over in parts; a
+/// smaller one at its end ([`Handler::on_batch_end`]).
+pub const SINK_HAND_OVER: usize = 64;
 
-/// The most packets a sink gathers before it hands them over: one
-/// `recvmmsg` batch of the reactor's default size. A larger batch is handed
-/// over in parts; a smaller one at its end ([`Handler::on_batch_end`]).
-const HAND_OVER_AT: usize = 64;
+/// Hand-over buffers the pool makes beyond those the channel's capacity
+/// needs, for packets the consumer still holds.
+const POOL_MARGIN: usize = 4;
 
-/// Free buffers a sink takes from the pool at once, to hold locally.
-const STASH: usize = 32;
+/// Free envelopes a sink looks at, oldest first, before it makes a new one.
+const ENVELOPE_TRIES: usize = 8;
 
-/// A free list of payload buffers shared by a sink and its packets: a
-/// stack, so that the buffer used next is the one freed last (still in the
-/// cache).
-#[derive(Debug)]
-struct BufferPool {
-    free: Mutex<Vec<Vec<u8>>>,
-    /// The most buffers `free` keeps (its capacity, never exceeded: no
-    /// allocation to return a buffer); one more is freed.
-    max_free: usize,
-    buf_size: usize,
-    allocated: AtomicU64,
+/// Where a packet's payload lies in its slab, and what came with it.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    start: usize,
+    len: usize,
+    cm: ControlMessage,
+    src: Option<SocketAddrV4>,
+    flags: RecvFlags,
+    drops_before: u32,
+    key: Key,
 }
 
-impl BufferPool {
-    fn new(buffers: usize, buf_size: usize) -> BufferPool {
-        // Room for every buffer the pool makes at first plus as many again
-        // made under pressure; a buffer that finds the list full is freed.
-        let max_free = buffers * 2;
-        let mut free = Vec::with_capacity(max_free);
-        free.extend((0..buffers).map(|_| Vec::with_capacity(buf_size)));
-        BufferPool {
-            free: Mutex::new(free),
-            max_free,
-            buf_size,
-            allocated: AtomicU64::new(buffers as u64),
+/// The packets of one hand-over, at most [`SINK_HAND_OVER`], their
+/// payloads one after another in `bytes`.
+#[derive(Debug, Default)]
+struct Slab {
+    bytes: Vec<u8>,
+    meta: Vec<Meta>,
+}
+
+impl Slab {
+    /// Room for [`SINK_HAND_OVER`] payloads of `payload_size` bytes.
+    fn with_room(payload_size: usize) -> Slab {
+        let mut s = Slab::default();
+        s.make_room(payload_size);
+        s
+    }
+
+    /// Gives an empty slab its room (a new envelope's storage has none).
+    fn make_room(&mut self, payload_size: usize) {
+        self.bytes.reserve_exact(SINK_HAND_OVER * payload_size);
+        self.meta.reserve_exact(SINK_HAND_OVER);
+    }
+
+    fn len(&self) -> usize {
+        self.meta.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+    }
+
+    /// Whether a payload of `len` bytes fits without either buffer growing.
+    #[inline(always)]
+    fn fits(&self, len: usize) -> bool {
+        self.meta.len() < SINK_HAND_OVER && len <= self.bytes.capacity() - self.bytes.len()
+    }
+
+    /// Appends a packet (`meta.start` and `meta.len` are set here).
+    #[inline(always)]
+    fn push(&mut self, payload: &[u8], meta: Meta) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(payload);
+        self.meta.push(Meta {
+            start,
+            len: payload.len(),
+            ..meta
+        });
+    }
+
+    fn payload(&self, m: &Meta) -> &[u8] {
+        &self.bytes[m.start..m.start + m.len]
+    }
+
+    /// Whether the first `n` packets of `from` fit without growing.
+    fn can_take(&self, from: &Slab, n: usize) -> bool {
+        let bytes = from.meta[..n].iter().map(|m| m.len).sum::<usize>();
+        self.meta.len() + n <= SINK_HAND_OVER && bytes <= self.bytes.capacity() - self.bytes.len()
+    }
+
+    /// Appends copies of the first `n` packets of `from`.
+    fn take_front(&mut self, from: &Slab, n: usize) {
+        for m in &from.meta[..n] {
+            self.push(from.payload(m), *m);
         }
     }
 
-    /// Moves up to [`STASH`] free buffers to `stash` (whose capacity is at
-    /// least that): one lock for many packets.
-    fn refill(&self, stash: &mut Vec<Vec<u8>>) {
-        let mut free = lock(&self.free);
-        let n = free.len().min(STASH.saturating_sub(stash.len()));
-        let from = free.len() - n;
-        stash.extend(free.drain(from..));
+    /// Removes the first `n` packets (the rest move to the front).
+    fn drop_front(&mut self, n: usize) {
+        let cut = self.meta.get(n).map_or(self.bytes.len(), |m| m.start);
+        self.bytes.drain(..cut);
+        self.meta.drain(..n);
+        for m in &mut self.meta {
+            m.start -= cut;
+        }
     }
 
-    fn put(&self, buf: Vec<u8>) {
-        let mut free = lock(&self.free);
-        if free.len() < self.max_free {
-            free.push(buf);
-        }
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.meta.clear();
     }
 }
 
@@ -118,21 +178,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Packets in arrival order, handed over and taken as a unit: a sink fills
-/// one with a receive batch, the channel queues it whole, a receiver takes
-/// it whole. Capacity [`HAND_OVER_AT`], allocated once and used again.
-type Chunk = VecDeque<OwnedPacket>;
-
-fn new_chunk() -> Chunk {
-    VecDeque::with_capacity(HAND_OVER_AT)
+/// A slab in the channel, or taken by a receiver, with the packets it has
+/// handed out of it.
+#[derive(Debug)]
+struct Chunk {
+    slab: Arc<Slab>,
+    /// The next packet to hand out.
+    next: usize,
+    /// The packets this chunk counted in [`State::held`] when a receiver
+    /// took it (0 while queued).
+    held: usize,
 }
 
-/// The channel between the sinks and their receivers: a queue of chunks
-/// behind one lock, which a sink takes once per receive batch (its chunk
-/// is swapped for an empty one, no packet moves) and a receiver once per
-/// chunk (it takes the chunk whole and hands out its packets without the
-/// lock). The queue and the chunks the receivers took hold at most
-/// `capacity` packets together.
+impl Chunk {
+    fn remaining(&self) -> usize {
+        self.slab.len() - self.next
+    }
+}
+
+/// The channel between the sinks and their receivers: a queue of slabs
+/// behind one lock, which a sink takes once per receive batch and a
+/// receiver once per slab. The queue and the slabs the receivers took
+/// hold at most `capacity` packets together.
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
@@ -141,144 +208,217 @@ struct Shared {
     /// Wakes a [`Overflow::Block`] sink waiting for room.
     room: Condvar,
     capacity: usize,
-    /// Packets receivers took with a chunk and have not handed out yet
-    /// (they count against `capacity`).
-    held: AtomicUsize,
-    /// Sinks waiting on `room` (changed under the `state` lock, read by
-    /// receivers without it).
-    sinks_waiting: AtomicUsize,
+    /// The most free envelopes kept (more are dropped).
+    max_envelopes: usize,
+    payload_size: usize,
 }
 
 #[derive(Debug)]
 struct State {
-    /// Chunks in arrival order. Of two neighbours, the later was queued
-    /// because the packets did not fit in the earlier, so there are at
-    /// most about `2 * capacity / HAND_OVER_AT + 1` of them.
+    /// Slabs in arrival order. Of two neighbours, the later was queued
+    /// because the packets did not fit in the earlier.
     queue: VecDeque<Chunk>,
     /// Packets in `queue`.
     queued: usize,
-    /// Empty chunks, to swap for those handed over.
-    spare: Vec<Chunk>,
+    /// Packets of the slabs receivers took and have not handed out to the
+    /// last (a taken slab's room comes back when its last packet is
+    /// handed out).
+    held: usize,
+    /// Envelopes receivers handed out to the last, oldest first: free once
+    /// every packet of theirs was dropped.
+    envelopes: VecDeque<Arc<Slab>>,
+    /// Hand-over buffers made in all.
+    made: u64,
     /// Clones of the sink alive.
     senders: usize,
     /// Clones of the receiver alive.
     receivers: usize,
     /// Receivers waiting on `filled`.
     receivers_waiting: usize,
+    /// Sinks waiting on `room`.
+    sinks_waiting: usize,
 }
 
 impl State {
-    /// Queues the first `n` packets of `from`: when they are all of it,
-    /// the chunk itself (an empty spare takes its place), unless the last
-    /// queued chunk has room for them; else they move.
-    fn push_packets(&mut self, from: &mut Chunk, n: usize) {
+    /// An envelope no packet refers to any more (its storage is the last
+    /// slab handed out in it, to be swapped out), or a new one.
+    fn envelope(&mut self) -> Arc<Slab> {
+        for _ in 0..self.envelopes.len().min(ENVELOPE_TRIES) {
+            let Some(mut e) = self.envelopes.pop_front() else {
+                break;
+            };
+            if Arc::get_mut(&mut e).is_some() {
+                return e;
+            }
+            self.envelopes.push_back(e);
+        }
+        self.made += 1;
+        Arc::new(Slab::default())
+    }
+
+    /// Queues the first `n` packets of `from`: copied into the last queued
+    /// slab when they fit there, else the whole slab (its storage swapped
+    /// into an envelope, `from` left with the envelope's old storage,
+    /// emptied), else copied into an envelope of their own (a part of a
+    /// batch: the rest stays in `from`).
+    fn queue_packets(&mut self, from: &mut Slab, n: usize, payload_size: usize) {
         if n == 0 {
             return;
         }
         self.queued += n;
-        if let Some(last) = self.queue.back_mut() {
-            if last.len() + n <= HAND_OVER_AT {
-                last.extend(from.drain(..n));
+        // A queued slab nobody took is referred to by the queue alone.
+        if let Some(last) = self
+            .queue
+            .back_mut()
+            .and_then(|c| Arc::get_mut(&mut c.slab))
+        {
+            if last.can_take(from, n) {
+                last.take_front(from, n);
+                from.drop_front(n);
                 return;
             }
         }
-        let mut chunk = self.spare.pop().unwrap_or_else(new_chunk);
+        let mut envelope = self.envelope();
+        let slab = Arc::get_mut(&mut envelope).expect("a free envelope is referred to once");
         if n == from.len() {
-            std::mem::swap(&mut chunk, from);
+            std::mem::swap(slab, from);
+            from.clear();
+            if from.bytes.capacity() < SINK_HAND_OVER * payload_size {
+                from.make_room(payload_size);
+            }
         } else {
-            chunk.extend(from.drain(..n));
+            slab.clear();
+            if slab.bytes.capacity() == 0 {
+                slab.make_room(payload_size);
+            }
+            slab.take_front(from, n);
+            from.drop_front(n);
         }
-        self.queue.push_back(chunk);
+        self.queue.push_back(Chunk {
+            slab: envelope,
+            next: 0,
+            held: 0,
+        });
     }
 }
 
 impl Shared {
-    #[cold]
-    #[inline(never)]
-    fn wake_sinks(&self) {
-        let _st = lock(&self.state);
-        self.room.notify_all();
-    }
-
     /// Room in the channel now.
     fn room(&self, st: &State) -> usize {
-        self.capacity
-            .saturating_sub(st.queued + self.held.load(Ordering::SeqCst))
-    }
-
-    /// Gives back the room of `n` packets a receiver handed out, waking
-    /// the sinks that wait for room (which takes the `state` lock: not to
-    /// be called with it held).
-    #[inline(always)]
-    fn release(&self, n: usize) {
-        self.held.fetch_sub(n, Ordering::SeqCst);
-        // A sink counts itself in before it looks for room (both under the
-        // lock), so either it sees this room or this sees it waiting.
-        if self.sinks_waiting.load(Ordering::SeqCst) > 0 {
-            self.wake_sinks();
-        }
+        self.capacity.saturating_sub(st.queued + st.held)
     }
 }
 
-/// A packet copied out of the reactor, for a consumer on another thread.
-/// Its buffer goes back to the sink's pool when it is dropped, so steady
-/// state does not allocate.
+/// A packet copied out of the reactor, for a consumer on another thread:
+/// its payload with [`payload`](Self::payload) (or through `Deref`), what
+/// came with it through the other methods. It shares the buffer of its
+/// receive batch with the other packets of the batch; the buffer goes back
+/// to the sink once every one of them was dropped, so steady state does
+/// not allocate.
 pub struct OwnedPacket {
-    buf: Vec<u8>,
-    /// The control messages the socket asked for.
-    pub cm: ControlMessage,
-    /// The source address, when [`ControlFlags::SRC`](crate::ControlFlags::SRC) was asked for.
-    pub src: Option<SocketAddrV4>,
-    /// Truncation of payload or control data.
-    pub flags: RecvFlags,
-    /// Kernel drops on the socket just before this packet.
-    pub drops_before: u32,
-    /// The socket it came from.
-    pub key: Key,
-    pool: Arc<BufferPool>,
+    slab: Arc<Slab>,
+    index: usize,
+}
+
+/// The accessors of [`OwnedPacket`] and [`PacketRef`], over a packet's
+/// slab and its metadata there.
+macro_rules! packet_accessors {
+    ($lt:lifetime) => {
+        /// The payload.
+        #[inline]
+        pub fn payload(&self) -> &$lt [u8] {
+            let m = self.meta();
+            &self.slab().bytes[m.start..m.start + m.len]
+        }
+
+        /// The control messages the socket asked for.
+        #[inline]
+        pub fn cm(&self) -> &$lt ControlMessage {
+            &self.meta().cm
+        }
+
+        /// The source address, when [`ControlFlags::SRC`](crate::ControlFlags::SRC)
+        /// was asked for.
+        #[inline]
+        pub fn src(&self) -> Option<SocketAddrV4> {
+            self.meta().src
+        }
+
+        /// Truncation of payload or control data.
+        #[inline]
+        pub fn flags(&self) -> RecvFlags {
+            self.meta().flags
+        }
+
+        /// Packets the kernel dropped on the socket just before this one
+        /// (as [`Packet::drops_before`]).
+        #[inline]
+        pub fn drops_before(&self) -> u32 {
+            self.meta().drops_before
+        }
+
+        /// The socket it came from.
+        #[inline]
+        pub fn key(&self) -> Key {
+            self.meta().key
+        }
+    };
 }
 
 impl OwnedPacket {
-    /// The payload.
-    pub fn payload(&self) -> &[u8] {
-        &self.buf
+    #[inline(always)]
+    fn slab(&self) -> &Slab {
+        &self.slab
     }
+
+    #[inline(always)]
+    fn meta(&self) -> &Meta {
+        &self.slab.meta[self.index]
+    }
+
+    packet_accessors!('_);
 }
 
 impl Deref for OwnedPacket {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.buf
+        self.payload()
     }
 }
 
 impl fmt::Debug for OwnedPacket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OwnedPacket")
-            .field("len", &self.buf.len())
-            .field("cm", &self.cm)
-            .field("src", &self.src)
-            .field("flags", &self.flags)
-            .field("key", &self.key)
-            .finish()
+        debug_packet("OwnedPacket", self.meta(), f)
     }
 }
 
-impl Drop for OwnedPacket {
-    fn drop(&mut self) {
-        self.pool.put(std::mem::take(&mut self.buf));
-    }
+fn debug_packet(name: &str, m: &Meta, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    f.debug_struct(name)
+        .field("len", &m.len)
+        .field("cm", &m.cm)
+        .field("src", &m.src)
+        .field("flags", &m.flags)
+        .field("drops_before", &m.drops_before)
+        .field("key", &m.key)
+        .finish()
 }
 
-/// A [`Handler`] that copies each packet once into a pooled buffer and
-/// hands the packets of each receive batch over to a bounded channel at
-/// once (one lock per batch, not one channel operation per packet). Clone
-/// it to feed several sockets (an A and a B line) into one channel.
+/// A [`Handler`] that copies the packets of each receive batch once, one
+/// after another, into a buffer of the batch's own and hands them over to
+/// a bounded channel at once (one lock per batch, not one channel
+/// operation per packet). Clone it to feed several sockets (an A and a B
+/// line) into one channel.
 ///
 /// The packets of a batch reach the channel at the batch's end
 /// ([`Handler::on_batch_end`], which the reactor calls after each
-/// `recvmmsg`), or every 64 packets. A handler that wraps a `ChannelSink`
-/// and calls its `on_packet` must forward `on_batch_end` too.
+/// `recvmmsg`), or every [`SINK_HAND_OVER`] packets. A handler that wraps a
+/// `ChannelSink` and calls its `on_packet` must forward `on_batch_end` too.
+///
+/// Memory: a hand-over's buffer has room for [`SINK_HAND_OVER`] payloads
+/// of `payload_size` bytes, and goes back to the sink once every packet
+/// of it was dropped. So a packet the consumer keeps keeps its batch's
+/// buffer; when none is free, the sink makes another
+/// ([`ChannelSink::buffers_allocated`] counts them).
 ///
 /// ```
 /// use ipv4_reactor::reactor::{ChannelSink, Overflow, Reactor};
@@ -301,16 +441,11 @@ impl Drop for OwnedPacket {
 #[derive(Debug)]
 pub struct ChannelSink {
     shared: Arc<Shared>,
-    pool: Arc<BufferPool>,
     overflow: Overflow,
     dropped: Arc<AtomicU64>,
     disconnected: Arc<AtomicU64>,
-    /// Packets of the current batch, not handed over yet (this clone's own
-    /// chunk).
-    batch: Chunk,
-    /// Free buffers taken from the pool (this clone's own; capacity
-    /// [`STASH`]).
-    stash: Vec<Vec<u8>>,
+    /// Packets of the current batch, not handed over yet (this clone's own).
+    filling: Slab,
     /// The wake-up of an async receiver ([`ChannelSink::bounded_async`]).
     /// Dropped after `Drop::drop` has counted this clone out of the
     /// channel, so that the receiver, woken, sees the last sink gone.
@@ -319,18 +454,16 @@ pub struct ChannelSink {
 }
 
 impl Clone for ChannelSink {
-    /// Another sink feeding the same channel, with a batch and a stash of
-    /// its own (allocated here).
+    /// Another sink feeding the same channel, with a buffer of its own for
+    /// the batch it fills (allocated here).
     fn clone(&self) -> ChannelSink {
         lock(&self.shared.state).senders += 1;
         ChannelSink {
             shared: Arc::clone(&self.shared),
-            pool: Arc::clone(&self.pool),
             overflow: self.overflow,
             dropped: Arc::clone(&self.dropped),
             disconnected: Arc::clone(&self.disconnected),
-            batch: new_chunk(),
-            stash: Vec::with_capacity(STASH),
+            filling: Slab::with_room(self.shared.payload_size),
             #[cfg(feature = "tokio")]
             wake: self.wake.clone(),
         }
@@ -339,27 +472,21 @@ impl Clone for ChannelSink {
 
 impl Drop for ChannelSink {
     fn drop(&mut self) {
+        let mut st = lock(&self.shared.state);
         // Packets gathered outside a reactor's batch (a wrapping handler
         // that does not forward `on_batch_end`): handed over if they fit,
         // counted in `dropped` if not (no socket to count them on).
-        if !self.batch.is_empty() {
-            let mut st = lock(&self.shared.state);
-            let room = self.shared.room(&st);
-            let fit = room.min(self.batch.len());
-            let lost = self.batch.len() - fit;
-            if st.receivers > 0 {
-                st.push_packets(&mut self.batch, fit);
-                self.dropped.fetch_add(lost as u64, Ordering::Relaxed);
+        if !self.filling.is_empty() {
+            let fit = if st.receivers > 0 {
+                self.shared.room(&st).min(self.filling.len())
             } else {
-                self.dropped
-                    .fetch_add(self.batch.len() as u64, Ordering::Relaxed);
-            }
-            self.batch.clear();
+                0
+            };
+            st.queue_packets(&mut self.filling, fit, self.shared.payload_size);
+            self.dropped
+                .fetch_add(self.filling.len() as u64, Ordering::Relaxed);
+            self.filling.clear();
         }
-        for buf in self.stash.drain(..) {
-            self.pool.put(buf);
-        }
-        let mut st = lock(&self.shared.state);
         st.senders -= 1;
         if st.senders == 0 || st.queued > 0 {
             self.shared.filled.notify_all();
@@ -375,11 +502,11 @@ impl Drop for ChannelSink {
 /// one of them).
 ///
 /// A receiver takes the packets of one hand-over (a receive batch, up to
-/// 64 packets) from the channel at once, under one lock, and hands them
-/// out one by one without it; until handed out they still count against
-/// the channel's capacity. So clones share the channel batch by batch,
-/// and a clone dropped with packets it took gives them back to the others,
-/// first and in order.
+/// [`SINK_HAND_OVER`] packets) from the channel at once, under one lock,
+/// and hands them out one by one without it; the hand-over's room in the
+/// channel comes back when its last packet is handed out. So clones share
+/// the channel batch by batch, and a clone dropped with packets it took
+/// gives them back to the others, first and in order.
 ///
 /// When every clone of the sink is gone (the reactor deregistered its
 /// sockets or was dropped), the packets still queued are delivered, then
@@ -388,8 +515,8 @@ impl Drop for ChannelSink {
 /// [`ChannelSink::disconnected_drops`] and deregisters its socket.
 pub struct PacketReceiver {
     shared: Arc<Shared>,
-    /// The chunk this clone took and hands out.
-    local: Mutex<Chunk>,
+    /// The hand-over this clone took and hands out.
+    local: Mutex<Option<Chunk>>,
 }
 
 impl fmt::Debug for PacketReceiver {
@@ -406,34 +533,39 @@ impl Clone for PacketReceiver {
         lock(&self.shared.state).receivers += 1;
         PacketReceiver {
             shared: Arc::clone(&self.shared),
-            local: Mutex::new(new_chunk()),
+            local: Mutex::new(None),
         }
     }
 }
 
 impl Drop for PacketReceiver {
     fn drop(&mut self) {
-        let local = self.local.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let local = self
+            .local
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let mut st = lock(&self.shared.state);
         st.receivers -= 1;
+        if let Some(mut chunk) = local {
+            st.held -= chunk.held;
+            chunk.held = 0;
+            if st.receivers > 0 {
+                // The other clones get what this one took and did not hand
+                // out, first, in order.
+                st.queued += chunk.remaining();
+                st.queue.push_front(chunk);
+                if st.receivers_waiting > 0 {
+                    self.shared.filled.notify_all();
+                }
+            }
+        }
         if st.receivers == 0 {
-            // Nobody will take these: their buffers go back to the pool,
-            // and sinks waiting for room find the receiver gone.
+            // Nobody will take these; sinks waiting for room find the
+            // receiver gone.
             st.queue.clear();
             st.queued = 0;
-            local.clear();
             self.shared.room.notify_all();
-        } else if !local.is_empty() {
-            // The other clones get what this one took and did not hand
-            // out, first, in order.
-            let back = std::mem::replace(local, new_chunk());
-            let n = back.len();
-            st.queued += n;
-            st.queue.push_front(back);
-            self.shared.held.fetch_sub(n, Ordering::SeqCst);
-            if st.receivers_waiting > 0 {
-                self.shared.filled.notify_all();
-            }
         }
     }
 }
@@ -460,16 +592,27 @@ impl PacketReceiver {
     }
 
     fn recv_until(&self, deadline: Option<Instant>) -> Result<OwnedPacket, RecvTimeoutError> {
+        self.wait_for(deadline, |local| self.pop(local))
+    }
+
+    /// Waits until `pop` gives something from this receiver's hand-over,
+    /// taking the channel's next one when this receiver has none, until
+    /// `deadline` or until the channel is empty and every sink is gone.
+    fn wait_for<T>(
+        &self,
+        deadline: Option<Instant>,
+        pop: impl Fn(&mut Option<Chunk>) -> Option<T>,
+    ) -> Result<T, RecvTimeoutError> {
         loop {
             let mut local = lock(&self.local);
-            if let Some(p) = self.pop(&mut local) {
+            if let Some(p) = pop(&mut local) {
                 return Ok(p);
             }
             // Lock order: a receiver's own chunk, then the channel.
             let mut st = lock(&self.shared.state);
             if self.take(&mut st, &mut local) {
                 drop(st);
-                if let Some(p) = self.pop(&mut local) {
+                if let Some(p) = pop(&mut local) {
                     return Ok(p);
                 }
                 continue;
@@ -504,42 +647,156 @@ impl PacketReceiver {
         }
     }
 
+    /// The packets of a whole hand-over (a receive batch, up to
+    /// [`SINK_HAND_OVER`] packets), waiting for one; `Err(RecvError)` once
+    /// the channel is empty and every sink is gone. If this receiver has
+    /// handed out part of a hand-over with [`recv`](Self::recv), the batch
+    /// is the rest of it.
+    ///
+    /// One lock for the whole batch, and the packets are read where the
+    /// sink wrote them, without a copy or a reference count each: the
+    /// cheapest way through the channel. The batch's room comes back to
+    /// the channel when the batch is dropped. To keep a packet beyond
+    /// that, [`PacketRef::to_owned_packet`].
+    ///
+    /// ```
+    /// use ipv4_reactor::reactor::{ChannelSink, Overflow, Reactor};
+    /// use ipv4_reactor::PacketConn;
+    ///
+    /// let mut reactor = Reactor::builder().build()?;
+    /// let (sink, packets) = ChannelSink::bounded(1024, 2048, Overflow::DropNewest)?;
+    /// let rx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
+    /// let dst = rx.local_addr()?;
+    /// reactor.register(rx, sink)?;
+    ///
+    /// let tx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
+    /// for quote in [&b"bid"[..], b"ask"] {
+    ///     tx.send_to(quote, None, dst)?;
+    /// }
+    /// let mut got = Vec::new();
+    /// while got.len() < 2 {
+    ///     reactor.turn(Some(std::time::Duration::from_millis(100)))?;
+    ///     while let Ok(batch) = packets.try_recv_batch() {
+    ///         for p in &batch {
+    ///             got.push(p.payload().to_vec());
+    ///         }
+    ///     }
+    /// }
+    /// assert_eq!(got, [b"bid".to_vec(), b"ask".to_vec()]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn recv_batch(&self) -> Result<PacketBatch<'_>, RecvError> {
+        self.wait_for(None, |local| self.pop_batch(local))
+            .map_err(|_| RecvError)
+    }
+
+    /// [`recv_batch`](Self::recv_batch), waiting at most `timeout`.
+    pub fn recv_batch_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<PacketBatch<'_>, RecvTimeoutError> {
+        let deadline = Instant::now().checked_add(timeout);
+        self.wait_for(deadline, |local| self.pop_batch(local))
+    }
+
+    /// [`recv_batch`](Self::recv_batch) if a hand-over is queued, without
+    /// waiting.
+    pub fn try_recv_batch(&self) -> Result<PacketBatch<'_>, TryRecvError> {
+        let mut local = lock(&self.local);
+        if let Some(b) = self.pop_batch(&mut local) {
+            return Ok(b);
+        }
+        self.try_take(local, |local| self.pop_batch(local))
+    }
+
+    fn pop_batch(&self, local: &mut Option<Chunk>) -> Option<PacketBatch<'_>> {
+        Some(PacketBatch {
+            rx: self,
+            chunk: Some(local.take()?),
+        })
+    }
+
     /// The next packet if one is queued, without waiting.
+    #[inline]
     pub fn try_recv(&self) -> Result<OwnedPacket, TryRecvError> {
         let mut local = lock(&self.local);
         if let Some(p) = self.pop(&mut local) {
             return Ok(p);
         }
+        self.try_take(local, |local| self.pop(local))
+    }
+
+    /// [`PacketReceiver::try_recv`] (or `try_recv_batch`) once this
+    /// receiver's hand-over is out: takes the next one from the channel and
+    /// gives what `pop` takes of it.
+    #[inline(never)]
+    fn try_take<T>(
+        &self,
+        mut local: MutexGuard<'_, Option<Chunk>>,
+        pop: impl Fn(&mut Option<Chunk>) -> Option<T>,
+    ) -> Result<T, TryRecvError> {
         let mut st = lock(&self.shared.state);
         self.take(&mut st, &mut local);
         let disconnected = st.senders == 0;
         drop(st);
-        match self.pop(&mut local) {
+        match pop(&mut local) {
             Some(p) => Ok(p),
             None if disconnected => Err(TryRecvError::Disconnected),
             None => Err(TryRecvError::Empty),
         }
     }
 
-    /// The next packet of this receiver's chunk, its room given back to
-    /// the channel (which may take the channel's lock: not to be called
-    /// with it held).
+    /// The next packet of the hand-over this receiver took; after its last,
+    /// the hand-over's room goes back to the channel (which takes the
+    /// channel's lock: not to be called with it held).
     #[inline(always)]
-    fn pop(&self, local: &mut Chunk) -> Option<OwnedPacket> {
-        let p = local.pop_front()?;
-        self.shared.release(1);
+    fn pop(&self, local: &mut Option<Chunk>) -> Option<OwnedPacket> {
+        let chunk = local.as_mut()?;
+        let p = OwnedPacket {
+            slab: Arc::clone(&chunk.slab),
+            index: chunk.next,
+        };
+        chunk.next += 1;
+        if chunk.remaining() == 0 {
+            if let Some(done) = local.take() {
+                self.finished(done);
+            }
+        }
         Some(p)
     }
 
-    /// Takes the channel's first chunk in place of this receiver's empty
-    /// one; whether there was one.
-    fn take(&self, st: &mut State, local: &mut Chunk) -> bool {
-        let Some(chunk) = st.queue.pop_front() else {
+    /// Every packet of a hand-over handed out: its room goes back to the
+    /// channel, its envelope to the free list.
+    #[inline(never)]
+    fn finished(&self, chunk: Chunk) {
+        let mut st = lock(&self.shared.state);
+        st.held -= chunk.held;
+        // A full free list lets its oldest go (a consumer keeps a packet
+        // of it, likely; its memory goes with the last such packet).
+        let evicted = if st.envelopes.len() >= self.shared.max_envelopes {
+            st.envelopes.pop_front()
+        } else {
+            None
+        };
+        st.envelopes.push_back(chunk.slab);
+        if st.sinks_waiting > 0 {
+            self.shared.room.notify_all();
+        }
+        drop(st);
+        drop(evicted);
+    }
+
+    /// Takes the channel's first hand-over (this receiver has none); whether
+    /// there was one.
+    fn take(&self, st: &mut State, local: &mut Option<Chunk>) -> bool {
+        let Some(mut chunk) = st.queue.pop_front() else {
             return false;
         };
-        st.queued -= chunk.len();
-        self.shared.held.fetch_add(chunk.len(), Ordering::SeqCst);
-        st.spare.push(std::mem::replace(local, chunk));
+        let n = chunk.remaining();
+        st.queued -= n;
+        st.held += n;
+        chunk.held = n;
+        *local = Some(chunk);
         true
     }
 
@@ -558,7 +815,7 @@ impl PacketReceiver {
     /// took from the channel and has not handed out yet.
     pub fn len(&self) -> usize {
         let local = lock(&self.local);
-        local.len() + lock(&self.shared.state).queued
+        local.as_ref().map_or(0, Chunk::remaining) + lock(&self.shared.state).queued
     }
 
     /// Whether no packet is queued now for this receiver.
@@ -575,6 +832,140 @@ impl PacketReceiver {
     /// crossbeam channel).
     pub fn capacity(&self) -> Option<usize> {
         Some(self.shared.capacity)
+    }
+}
+
+/// The packets of one hand-over, from [`PacketReceiver::recv_batch`]:
+/// iterate it (by reference) for [`PacketRef`]s. Dropping it gives the
+/// hand-over's room back to the channel.
+pub struct PacketBatch<'a> {
+    rx: &'a PacketReceiver,
+    /// Always `Some` until dropped.
+    chunk: Option<Chunk>,
+}
+
+impl<'a> PacketBatch<'a> {
+    fn chunk(&self) -> &Chunk {
+        self.chunk
+            .as_ref()
+            .expect("a batch has its chunk until dropped")
+    }
+
+    /// The packets in the batch (at least one).
+    pub fn len(&self) -> usize {
+        self.chunk().remaining()
+    }
+
+    /// Whether the batch has no packet (never: a batch has at least one).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The packets, in arrival order.
+    pub fn iter(&self) -> PacketBatchIter<'_> {
+        let chunk = self.chunk();
+        PacketBatchIter {
+            slab: &chunk.slab,
+            meta: chunk.slab.meta[chunk.next..].iter().enumerate(),
+            first: chunk.next,
+        }
+    }
+}
+
+impl Drop for PacketBatch<'_> {
+    fn drop(&mut self) {
+        if let Some(chunk) = self.chunk.take() {
+            self.rx.finished(chunk);
+        }
+    }
+}
+
+impl fmt::Debug for PacketBatch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<'b> IntoIterator for &'b PacketBatch<'_> {
+    type Item = PacketRef<'b>;
+    type IntoIter = PacketBatchIter<'b>;
+    fn into_iter(self) -> PacketBatchIter<'b> {
+        self.iter()
+    }
+}
+
+/// [`PacketBatch::iter`].
+#[derive(Debug, Clone)]
+pub struct PacketBatchIter<'a> {
+    slab: &'a Arc<Slab>,
+    meta: std::iter::Enumerate<std::slice::Iter<'a, Meta>>,
+    /// The index in the slab of the iterator's first packet.
+    first: usize,
+}
+
+impl<'a> Iterator for PacketBatchIter<'a> {
+    type Item = PacketRef<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<PacketRef<'a>> {
+        let (i, meta) = self.meta.next()?;
+        Some(PacketRef {
+            slab: self.slab,
+            meta,
+            index: self.first + i,
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.meta.size_hint()
+    }
+}
+
+impl ExactSizeIterator for PacketBatchIter<'_> {}
+
+/// A packet of a [`PacketBatch`], read where the sink wrote it: the same
+/// methods as an [`OwnedPacket`], borrowed from the batch.
+#[derive(Clone, Copy)]
+pub struct PacketRef<'a> {
+    slab: &'a Arc<Slab>,
+    meta: &'a Meta,
+    index: usize,
+}
+
+impl<'a> PacketRef<'a> {
+    #[inline(always)]
+    fn slab(&self) -> &'a Slab {
+        self.slab
+    }
+
+    #[inline(always)]
+    fn meta(&self) -> &'a Meta {
+        self.meta
+    }
+
+    packet_accessors!('a);
+
+    /// The packet as an [`OwnedPacket`], to keep after the batch is gone
+    /// (no copy: it shares the batch's buffer, which goes back to the sink
+    /// once every packet of it was dropped).
+    pub fn to_owned_packet(&self) -> OwnedPacket {
+        OwnedPacket {
+            slab: Arc::clone(self.slab),
+            index: self.index,
+        }
+    }
+}
+
+impl Deref for PacketRef<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.payload()
+    }
+}
+
+impl fmt::Debug for PacketRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_packet("PacketRef", self.meta, f)
     }
 }
 
@@ -634,13 +1025,16 @@ impl IntoIterator for PacketReceiver {
 }
 
 impl ChannelSink {
-    /// A sink whose channel holds `capacity` packets (0 is taken as 1), with
-    /// a pool of buffers of `payload_size` bytes (one per channel slot plus
-    /// 256 for packets the consumer still holds), allocated here.
+    /// A sink whose channel holds `capacity` packets (0 is taken as 1),
+    /// with buffers for them set aside here: one per [`SINK_HAND_OVER`]
+    /// packets of the capacity, plus a few for packets the consumer still
+    /// holds, each with room for [`SINK_HAND_OVER`] payloads of
+    /// `payload_size` bytes (a longer payload is copied whole, into a
+    /// buffer of its own size).
     ///
     /// Errors (`InvalidInput`, nothing allocated): `capacity` above
     /// [`MAX_SINK_CAPACITY`], `payload_size` above [`MAX_SINK_PAYLOAD`], or
-    /// a pool of more than [`MAX_SINK_POOL_BYTES`].
+    /// buffers of more than [`MAX_SINK_POOL_BYTES`] in all.
     pub fn bounded(
         capacity: usize,
         payload_size: usize,
@@ -657,47 +1051,49 @@ impl ChannelSink {
             )));
         }
         let capacity = capacity.max(1);
-        let buffers = capacity + POOL_MARGIN;
-        let pool_bytes = buffers as u64 * payload_size as u64;
+        // The channel's capacity in full hand-overs, one more for a part,
+        // one per sink and receiver, and the margin.
+        let buffers = capacity.div_ceil(SINK_HAND_OVER) + 3 + POOL_MARGIN;
+        let pool_bytes = (buffers * SINK_HAND_OVER) as u64 * payload_size as u64;
         if pool_bytes > MAX_SINK_POOL_BYTES {
             return Err(crate::error::invalid(format!(
-                "a ChannelSink of {capacity} packets of {payload_size} bytes would set aside {pool_bytes} bytes of buffers, more than {MAX_SINK_POOL_BYTES} bytes: use a smaller capacity or payload size"
+                "a ChannelSink of {capacity} packets of {payload_size} bytes would set aside {pool_bytes} bytes of buffers ({buffers} of {SINK_HAND_OVER} packets), more than {MAX_SINK_POOL_BYTES} bytes: use a smaller capacity or payload size"
             )));
         }
-        let pool = Arc::new(BufferPool::new(buffers, payload_size));
-        // Chunks for a channel of full batches, and one per receiver
-        // (more are made if small batches leave chunks half full).
-        let chunks = capacity.div_ceil(HAND_OVER_AT) + 2;
+        let max_envelopes = buffers * 2;
+        let mut envelopes = VecDeque::with_capacity(max_envelopes);
+        envelopes.extend((1..buffers).map(|_| Arc::new(Slab::with_room(payload_size))));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                queue: VecDeque::with_capacity(chunks),
+                queue: VecDeque::with_capacity(buffers),
                 queued: 0,
-                spare: (0..chunks).map(|_| new_chunk()).collect(),
+                held: 0,
+                envelopes,
+                made: buffers as u64,
                 senders: 1,
                 receivers: 1,
                 receivers_waiting: 0,
+                sinks_waiting: 0,
             }),
             filled: Condvar::new(),
             room: Condvar::new(),
             capacity,
-            held: AtomicUsize::new(0),
-            sinks_waiting: AtomicUsize::new(0),
+            max_envelopes,
+            payload_size,
         });
         Ok((
             ChannelSink {
                 shared: Arc::clone(&shared),
-                pool,
                 overflow,
                 dropped: Arc::new(AtomicU64::new(0)),
                 disconnected: Arc::new(AtomicU64::new(0)),
-                batch: new_chunk(),
-                stash: Vec::with_capacity(STASH),
+                filling: Slab::with_room(payload_size),
                 #[cfg(feature = "tokio")]
                 wake: None,
             },
             PacketReceiver {
                 shared,
-                local: Mutex::new(new_chunk()),
+                local: Mutex::new(None),
             },
         ))
     }
@@ -782,61 +1178,60 @@ impl ChannelSink {
         self.disconnected.load(Ordering::Relaxed)
     }
 
-    /// Buffers the pool has allocated in all: it grows only while the
-    /// consumer holds more packets than the channel's capacity plus margin.
+    /// Hand-over buffers (each for up to [`SINK_HAND_OVER`] packets) the
+    /// sink has made in all: it makes more only while the consumer keeps
+    /// packets of more batches than the channel's capacity holds, plus a
+    /// few.
     pub fn buffers_allocated(&self) -> u64 {
-        self.pool.allocated.load(Ordering::Relaxed)
+        lock(&self.shared.state).made
     }
 }
 
 impl Handler for ChannelSink {
     #[inline(always)]
     fn on_packet(&mut self, packet: &Packet<'_>, ctx: &mut Context<'_>) {
-        let mut buf = match self.stash.pop() {
-            Some(buf) => buf,
-            None => self.take_buffer(packet.payload.len()),
-        };
-        buf.clear();
-        buf.extend_from_slice(packet.payload);
-        self.batch.push_back(OwnedPacket {
-            buf,
-            cm: packet.cm,
-            src: packet.src,
-            flags: packet.flags,
-            drops_before: packet.drops_before,
-            key: ctx.key,
-            pool: Arc::clone(&self.pool),
-        });
-        if self.batch.len() >= HAND_OVER_AT {
-            self.hand_over(ctx);
+        if !self.filling.fits(packet.payload.len()) {
+            self.make_room(packet.payload.len(), ctx);
         }
+        self.filling.push(
+            packet.payload,
+            Meta {
+                start: 0,
+                len: 0,
+                cm: packet.cm,
+                src: packet.src,
+                flags: packet.flags,
+                drops_before: packet.drops_before,
+                key: ctx.key,
+            },
+        );
     }
 
     fn on_batch_end(&mut self, ctx: &mut Context<'_>) {
-        if !self.batch.is_empty() {
+        if !self.filling.is_empty() {
             self.hand_over(ctx);
         }
     }
 }
 
 impl ChannelSink {
-    /// The stash is empty: refills it from the pool, or makes a buffer when
-    /// the pool is empty too.
+    /// The batch's buffer is full: hands it over; a payload longer than an
+    /// empty buffer's room makes the buffer grow (an allocation).
     #[cold]
-    fn take_buffer(&mut self, need: usize) -> Vec<u8> {
-        self.pool.refill(&mut self.stash);
-        match self.stash.pop() {
-            Some(buf) => buf,
-            None => {
-                self.pool.allocated.fetch_add(1, Ordering::Relaxed);
-                Vec::with_capacity(self.pool.buf_size.max(need))
-            }
+    #[inline(never)]
+    fn make_room(&mut self, need: usize, ctx: &mut Context<'_>) {
+        if !self.filling.is_empty() {
+            self.hand_over(ctx);
+        }
+        if !self.filling.fits(need) {
+            self.filling.bytes.reserve(need);
         }
     }
 
     /// Moves the batch into the channel under one lock: what fits goes in,
     /// in order; the rest is dropped and counted ([`Overflow::DropNewest`])
-    /// or waits for room ([`Overflow::Block`]).
+    /// or waits for room ([`Overflow::Block`]). The batch's buffer is empty
+    /// afterwards.
     fn hand_over(&mut self, ctx: &mut Context<'_>) {
         let mut st = lock(&self.shared.state);
         if st.receivers == 0 {
@@ -844,8 +1239,8 @@ impl ChannelSink {
             self.receiver_gone(ctx);
             return;
         }
-        let fit = self.shared.room(&st).min(self.batch.len());
-        st.push_packets(&mut self.batch, fit);
+        let fit = self.shared.room(&st).min(self.filling.len());
+        st.queue_packets(&mut self.filling, fit, self.shared.payload_size);
         if fit > 0 && st.receivers_waiting > 0 {
             self.shared.filled.notify_all();
         }
@@ -853,7 +1248,7 @@ impl ChannelSink {
         if fit > 0 {
             self.sent();
         }
-        if !self.batch.is_empty() {
+        if !self.filling.is_empty() {
             match self.overflow {
                 Overflow::DropNewest => self.drop_batch(ctx),
                 Overflow::Block => self.wait_for_room(ctx),
@@ -861,11 +1256,10 @@ impl ChannelSink {
         }
     }
 
-    /// Drops (returning their buffers to the pool) and counts the packets
-    /// left in the batch.
+    /// Drops and counts the packets left in the batch.
     fn drop_batch(&mut self, ctx: &mut Context<'_>) {
-        let n = self.batch.len() as u64;
-        self.batch.clear();
+        let n = self.filling.len() as u64;
+        self.filling.clear();
         self.dropped.fetch_add(n, Ordering::Relaxed);
         ctx.count_overflow(n);
     }
@@ -874,7 +1268,7 @@ impl ChannelSink {
     /// drop the rest with it, and stop reading this socket.
     #[cold]
     fn receiver_gone(&mut self, ctx: &mut Context<'_>) {
-        self.batch.clear();
+        self.filling.clear();
         self.disconnected.fetch_add(1, Ordering::Relaxed);
         self.dropped.fetch_add(1, Ordering::Relaxed);
         ctx.count_overflow(1);
@@ -893,16 +1287,16 @@ impl ChannelSink {
                 self.receiver_gone(ctx);
                 return;
             }
-            let fit = self.shared.room(&st).min(self.batch.len());
+            let fit = self.shared.room(&st).min(self.filling.len());
             if fit > 0 {
-                st.push_packets(&mut self.batch, fit);
+                st.queue_packets(&mut self.filling, fit, self.shared.payload_size);
                 if st.receivers_waiting > 0 {
                     self.shared.filled.notify_all();
                 }
                 // The async receiver is woken without the lock held.
                 drop(st);
                 self.sent();
-                if self.batch.is_empty() {
+                if self.filling.is_empty() {
                     return;
                 }
                 st = lock(&self.shared.state);
@@ -913,17 +1307,16 @@ impl ChannelSink {
                 self.drop_batch(ctx);
                 return;
             }
-            // Counted in before looking again (see `Shared::release`).
-            self.shared.sinks_waiting.fetch_add(1, Ordering::SeqCst);
-            if self.shared.room(&st) == 0 {
-                st = self
-                    .shared
-                    .room
-                    .wait_timeout(st, BLOCK_SLICE)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
-            }
-            self.shared.sinks_waiting.fetch_sub(1, Ordering::SeqCst);
+            // Receivers give room back under this lock and wake the sinks
+            // counted here.
+            st.sinks_waiting += 1;
+            st = self
+                .shared
+                .room
+                .wait_timeout(st, BLOCK_SLICE)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            st.sinks_waiting -= 1;
         }
     }
 }

@@ -15,7 +15,8 @@
 //!
 //! Packets go either to a [`Handler`] (a closure or a type), borrowed from
 //! the slot, or through a [`ChannelSink`] to another thread, copied once into
-//! a pooled buffer. Neither path allocates in steady state.
+//! a buffer per receive batch (handed over, and taken by the consumer, as a
+//! whole). Neither path allocates in steady state.
 //!
 //! # Steering from other threads
 //!
@@ -121,9 +122,9 @@ mod uring;
 
 pub use builder::{Backend, PanicPolicy, ReactorBuilder, MAX_EVENTS_CAPACITY, MAX_URING_BUFFERS};
 pub use channel_sink::{
-    ChannelSink, Overflow, OwnedPacket, PacketIntoIter, PacketIter, PacketReceiver, PacketTryIter,
-    RecvError, RecvTimeoutError, TryRecvError, MAX_SINK_CAPACITY, MAX_SINK_PAYLOAD,
-    MAX_SINK_POOL_BYTES,
+    ChannelSink, Overflow, OwnedPacket, PacketBatch, PacketBatchIter, PacketIntoIter, PacketIter,
+    PacketReceiver, PacketRef, PacketTryIter, RecvError, RecvTimeoutError, TryRecvError,
+    MAX_SINK_CAPACITY, MAX_SINK_PAYLOAD, MAX_SINK_POOL_BYTES, SINK_HAND_OVER,
 };
 pub use counters::{ReactorCounters, SocketCounters};
 pub use event_loop::Reactor;

@@ -78,8 +78,9 @@ pub(crate) fn sink_wake() -> (Arc<SinkWaker>, Arc<SinkWake>) {
 /// a receiver that keeps up is never woken by each packet, and a sink
 /// feeding a busy receiver costs one fence and one load per receive batch.
 /// [`recv`](Self::recv) and [`recv_many`](Self::recv_many) allocate
-/// nothing; each [`OwnedPacket`] returns its buffer to the sink's pool when
-/// dropped, as with the blocking [`PacketReceiver`].
+/// nothing; the buffer an [`OwnedPacket`] shares with its receive batch goes
+/// back to the sink once every packet of the batch was dropped, as with the
+/// blocking [`PacketReceiver`].
 ///
 /// One task receives (the calls take `&mut self`). When every clone of
 /// the sink is gone (the reactor deregistered its sockets or was dropped),
