@@ -56,6 +56,14 @@ pub enum Overflow {
 /// whether the reactor was asked to stop.
 const BLOCK_SLICE: Duration = Duration::from_millis(5);
 
+/// How long a receiver with nothing to hand out watches the channel before
+/// it sleeps ([`PacketReceiver::recv`] and the other waiting calls): a
+/// sink that finds its receiver asleep wakes it with a system call, which
+/// on a virtual machine costs the sink's thread several microseconds,
+/// more than the time between two receive batches at a million packets a
+/// second.
+pub const RECV_SPIN: Duration = Duration::from_micros(50);
+
 /// The largest channel capacity [`ChannelSink::bounded`] accepts.
 pub const MAX_SINK_CAPACITY: usize = 1 << 20;
 
@@ -210,6 +218,10 @@ struct Shared {
     capacity: usize,
     /// The most free envelopes kept (more are dropped).
     max_envelopes: usize,
+    /// Bumped after each change a waiting receiver looks for (packets
+    /// queued, a sink gone): a receiver spinning before it sleeps watches
+    /// it without the lock.
+    news: AtomicU64,
     payload_size: usize,
 }
 
@@ -303,6 +315,12 @@ impl State {
 }
 
 impl Shared {
+    /// Tells spinning receivers that the channel changed.
+    #[inline]
+    fn tell(&self) {
+        self.news.fetch_add(1, Ordering::Release);
+    }
+
     /// Room in the channel now.
     fn room(&self, st: &State) -> usize {
         self.capacity.saturating_sub(st.queued + st.held)
@@ -492,6 +510,7 @@ impl Drop for ChannelSink {
             self.shared.filled.notify_all();
         }
         drop(st);
+        self.shared.tell();
         self.sent();
     }
 }
@@ -558,6 +577,7 @@ impl Drop for PacketReceiver {
                 if st.receivers_waiting > 0 {
                     self.shared.filled.notify_all();
                 }
+                self.shared.tell();
             }
         }
         if st.receivers == 0 {
@@ -603,6 +623,7 @@ impl PacketReceiver {
         deadline: Option<Instant>,
         pop: impl Fn(&mut Option<Chunk>) -> Option<T>,
     ) -> Result<T, RecvTimeoutError> {
+        let mut spun = false;
         loop {
             let mut local = lock(&self.local);
             if let Some(p) = pop(&mut local) {
@@ -619,6 +640,16 @@ impl PacketReceiver {
             }
             if st.senders == 0 {
                 return Err(RecvTimeoutError::Disconnected);
+            }
+            if !spun {
+                // Looks for news a while before it sleeps: being woken
+                // costs this thread, and the sink's thread, more.
+                spun = true;
+                let seen = self.shared.news.load(Ordering::Acquire);
+                drop(st);
+                drop(local);
+                self.spin_for_news(seen, deadline);
+                continue;
             }
             // Other threads using this receiver wait on the channel too,
             // not on its chunk.
@@ -644,6 +675,24 @@ impl PacketReceiver {
                 }
             };
             st.receivers_waiting -= 1;
+        }
+    }
+
+    /// Spins until the channel has news after `seen`, for at most
+    /// [`RECV_SPIN`] (and not past `deadline`).
+    fn spin_for_news(&self, seen: u64, deadline: Option<Instant>) {
+        let start = Instant::now();
+        let until = deadline.map_or(start + RECV_SPIN, |d| d.min(start + RECV_SPIN));
+        loop {
+            for _ in 0..64 {
+                if self.shared.news.load(Ordering::Acquire) != seen {
+                    return;
+                }
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= until {
+                return;
+            }
         }
     }
 
@@ -1079,6 +1128,7 @@ impl ChannelSink {
             room: Condvar::new(),
             capacity,
             max_envelopes,
+            news: AtomicU64::new(0),
             payload_size,
         });
         Ok((
@@ -1246,6 +1296,7 @@ impl ChannelSink {
         }
         drop(st);
         if fit > 0 {
+            self.shared.tell();
             self.sent();
         }
         if !self.filling.is_empty() {
@@ -1295,6 +1346,7 @@ impl ChannelSink {
                 }
                 // The async receiver is woken without the lock held.
                 drop(st);
+                self.shared.tell();
                 self.sent();
                 if self.filling.is_empty() {
                     return;

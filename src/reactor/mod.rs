@@ -124,7 +124,7 @@ pub use builder::{Backend, PanicPolicy, ReactorBuilder, MAX_EVENTS_CAPACITY, MAX
 pub use channel_sink::{
     ChannelSink, Overflow, OwnedPacket, PacketBatch, PacketBatchIter, PacketIntoIter, PacketIter,
     PacketReceiver, PacketRef, PacketTryIter, RecvError, RecvTimeoutError, TryRecvError,
-    MAX_SINK_CAPACITY, MAX_SINK_PAYLOAD, MAX_SINK_POOL_BYTES, SINK_HAND_OVER,
+    MAX_SINK_CAPACITY, MAX_SINK_PAYLOAD, MAX_SINK_POOL_BYTES, RECV_SPIN, SINK_HAND_OVER,
 };
 pub use counters::{ReactorCounters, SocketCounters};
 pub use event_loop::Reactor;
