@@ -446,6 +446,29 @@ impl PacketConn {
         Ok(info[DROPS])
     }
 
+    /// The drops the kernel counted on this socket that no received packet
+    /// has reported yet: the socket's own count ([`kernel_drops_now`](Self::kernel_drops_now))
+    /// against the counter last seen on a packet ([`ControlFlags::DROPS`]),
+    /// recorded as seen, so that no later packet reports them again. Add
+    /// the result to what the packets reported ([`Packet::drops_before`](crate::Packet),
+    /// [`RecvCounters::kernel_drops`](crate::RecvCounters)) and the sum is
+    /// the kernel's count, the drops at the end of a burst included. Call
+    /// it when the socket is quiet (at the end of a burst, before a summary,
+    /// at shutdown); without `ControlFlags::DROPS`, the first call returns
+    /// every drop since the socket was opened. One system call.
+    ///
+    /// ```
+    /// use ipv4_reactor::PacketConn;
+    ///
+    /// let rx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
+    /// assert_eq!(rx.take_unreported_drops()?, 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn take_unreported_drops(&self) -> io::Result<u32> {
+        let now = self.kernel_drops_now()?;
+        Ok(self.drops_delta(now))
+    }
+
     /// Records `cur`, the cumulative drop counter a packet carried, and
     /// returns the drops since the value seen before (all of `cur` for the
     /// first one). The counter may wrap. A value older than the one

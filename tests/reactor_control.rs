@@ -82,22 +82,16 @@ fn changing_control_flags_does_not_count_old_drops_again() {
 #[test]
 fn reregistering_a_socket_does_not_count_its_old_drops_again() {
     util::reactor::each_backend(|| {
-        let rx = udp();
-        rx.set_recv_buffer_size(4096).expect("small SO_RCVBUF");
-        rx.set_control_flags(ControlFlags::DROPS).unwrap();
-        let dst = rx.local_addr().unwrap();
-        let tx = udp();
+        let (rx, tx, dst) = small_buffer_pair();
         let mut reactor = util::reactor::builder().build().expect("reactor");
         let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
-        let handler = |seen: &Arc<Mutex<Vec<u64>>>| {
-            let seen = Arc::clone(seen);
-            move |p: &Packet<'_>, _: &mut Context<'_>| seen.lock().unwrap().push(seq_of(p.payload))
-        };
         // Overflow the tiny buffer before the reactor reads anything.
         for seq in 0..300u64 {
             send(&tx, &[seq.to_be_bytes(), [0; 8]].concat(), dst);
         }
-        let key = reactor.register(rx, handler(&seen)).expect("register");
+        let key = reactor
+            .register(rx, recording_seqs(&seen))
+            .expect("register");
         drain_then_send_the_count(&mut reactor, &seen, &tx, dst);
         let drops = reactor.counters().total.recv.kernel_drops;
         let delivered = seen.lock().unwrap().len() as u64;
@@ -107,7 +101,7 @@ fn reregistering_a_socket_does_not_count_its_old_drops_again() {
         // Out and in again; no packet is dropped after this.
         let rx = reactor.deregister(key).expect("deregister");
         let key = reactor
-            .register(rx, handler(&seen))
+            .register(rx, recording_seqs(&seen))
             .expect("register again");
         send(&tx, &1001u64.to_be_bytes(), dst);
         assert!(turn_until(&mut reactor, DEADLINE, |_| seen
@@ -124,6 +118,64 @@ fn reregistering_a_socket_does_not_count_its_old_drops_again() {
             reactor.counters().total.recv.kernel_drops,
             drops,
             "nothing was dropped after re-registering, yet the total moved"
+        );
+    });
+}
+
+/// Drops at the very end of a burst travel with no packet (`SO_RXQ_OVFL`
+/// comes with the packet after them): `take_unreported_drops` counts them
+/// from the socket's own count, once; a packet after them does not count
+/// them again; deregistration counts those of a second burst.
+#[test]
+fn drops_at_the_end_of_a_burst_are_counted_once_on_demand_and_at_deregistration() {
+    util::reactor::each_backend(|| {
+        let (rx, tx, dst) = small_buffer_pair();
+        let mut reactor = util::reactor::builder().build().expect("reactor");
+        let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let key = reactor
+            .register(rx, recording_seqs(&seen))
+            .expect("register");
+        let burst = |reactor: &mut ipv4_reactor::reactor::Reactor, from: u64| {
+            let before = seen.lock().unwrap().len();
+            for seq in from..from + 300 {
+                send(&tx, &[seq.to_be_bytes(), [0; 8]].concat(), dst);
+            }
+            let drained = turn_until(reactor, DEADLINE, |_| seen.lock().unwrap().len() > before);
+            assert!(drained, "nothing delivered");
+            turn_for(reactor, Duration::from_millis(50));
+        };
+        let delivered = || seen.lock().unwrap().len() as u64;
+        let kernel_drops =
+            |r: &ipv4_reactor::reactor::Reactor| r.counters().total.recv.kernel_drops;
+
+        burst(&mut reactor, 0);
+        assert!(
+            delivered() + kernel_drops(&reactor) < 300,
+            "the drops at the end of the burst were reported by no packet, yet counted"
+        );
+        let late = reactor.take_unreported_drops(key).expect("SO_MEMINFO");
+        assert!(late > 0, "a 4 KiB buffer must overflow");
+        assert_eq!(delivered() + kernel_drops(&reactor), 300);
+        assert_eq!(reactor.take_unreported_drops(key).expect("again"), 0);
+
+        // The packet after the drops carries the count already taken.
+        send(&tx, &1000u64.to_be_bytes(), dst);
+        assert!(turn_until(&mut reactor, DEADLINE, |_| seen
+            .lock()
+            .unwrap()
+            .contains(&1000)));
+        assert_eq!(
+            delivered() + kernel_drops(&reactor),
+            301,
+            "drops counted twice"
+        );
+
+        burst(&mut reactor, 2000);
+        reactor.deregister(key).expect("deregister");
+        assert_eq!(
+            delivered() + kernel_drops(&reactor),
+            601,
+            "deregistration did not count the second burst's last drops"
         );
     });
 }
@@ -149,6 +201,24 @@ struct Seen {
     cm: ControlMessage,
     src: Option<SocketAddrV4>,
     control_truncated: bool,
+}
+
+/// A receiver on 127.0.0.1 with a 4 KiB buffer and `DROPS`, a sender, and
+/// the receiver's address.
+fn small_buffer_pair() -> (PacketConn, PacketConn, SocketAddrV4) {
+    let rx = udp();
+    rx.set_recv_buffer_size(4096).expect("small SO_RCVBUF");
+    rx.set_control_flags(ControlFlags::DROPS).unwrap();
+    let dst = rx.local_addr().unwrap();
+    (rx, udp(), dst)
+}
+
+/// A handler that records each packet's sequence number in `seen`.
+fn recording_seqs(
+    seen: &Arc<Mutex<Vec<u64>>>,
+) -> impl FnMut(&Packet<'_>, &mut Context<'_>) + Send + 'static {
+    let seen = Arc::clone(seen);
+    move |p: &Packet<'_>, _: &mut Context<'_>| seen.lock().unwrap().push(seq_of(p.payload))
 }
 
 /// Turns until the overflowed socket delivered something, then sends one

@@ -375,7 +375,12 @@ impl Reactor {
     }
 
     fn remove_entry(&mut self, key: usize) -> Option<Entry> {
-        let entry = self.entries.try_remove(key)?;
+        let mut entry = self.entries.try_remove(key)?;
+        // The drops no packet reported (at the end of a burst) go into the
+        // socket's last counters; a socket that cannot say keeps them out.
+        if let Ok(drops) = entry.conn.take_unreported_drops() {
+            entry.counters.recv.kernel_drops += u64::from(drops);
+        }
         if entry.queued {
             self.ready.retain(|&k| k != key);
         }
@@ -420,7 +425,41 @@ impl Reactor {
         entry.conn.set_control_flags(flags)
     }
 
-    /// Counters of one socket.
+    /// Counts in the socket's `recv.kernel_drops` the drops the kernel
+    /// counted on it that no received packet has reported yet, and returns
+    /// them ([`PacketConn::take_unreported_drops`]): the kernel reports
+    /// drops with the packet after them, so drops at the end of a burst
+    /// that nothing follows show only this way. Call it when the socket is
+    /// quiet, before a summary; deregistration does it too.
+    ///
+    /// ```
+    /// use ipv4_reactor::reactor::{from_fn, Reactor};
+    /// use ipv4_reactor::PacketConn;
+    ///
+    /// let mut reactor = Reactor::builder().build()?;
+    /// let rx = PacketConn::bind_udp("127.0.0.1:0".parse().unwrap())?;
+    /// let key = reactor.register(rx, from_fn(|_p, _ctx| {}))?;
+    /// assert_eq!(reactor.take_unreported_drops(key)?, 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// Errors: `NotFound` for a key not registered; the system call's
+    /// error, naming it.
+    pub fn take_unreported_drops(&mut self, key: Key) -> io::Result<u32> {
+        let entry = self
+            .entries
+            .get_mut(key.index())
+            .filter(|e| e.key == key)
+            .ok_or_else(|| unknown_key(key))?;
+        let drops = entry.conn.take_unreported_drops()?;
+        entry.counters.recv.kernel_drops += u64::from(drops);
+        Ok(drops)
+    }
+
+    /// Counters of one socket. Its `recv.kernel_drops` holds the drops the
+    /// packets reported (and those [`take_unreported_drops`](Self::take_unreported_drops)
+    /// added): drops at the end of a burst show once a packet follows them,
+    /// or once that is called.
     pub fn socket_counters(&self, key: Key) -> Option<SocketCounters> {
         self.entry(key).map(|e| e.counters)
     }
