@@ -13,7 +13,9 @@
 // One sender thread pinned to --tx-cpu (default 0) sends 64-byte multicast
 // packets on lo at --rate packets per second (busy-wait pacing) to a group
 // joined on lo; the receiver (this thread) is pinned to --rx-cpu (default
-// 1). Each side has its own group socket, made once; the sides alternate
+// 1). Each side has its own group socket, made once (the reactor sides
+// register theirs once, as a running service does, and keep their receive
+// slots from round to round as the libc sides keep theirs); the sides alternate
 // round after round, and the medians of each side's per-round p50, p99 and
 // p99.9 are reported with the ratios reactor / libc. Latency = CLOCK_REALTIME
 // read in the handler (SystemTime::now, on every side) - the kernel stamp.
@@ -186,28 +188,40 @@ impl Recorder {
     }
 }
 
-/// The reactor sides' handler; gives its recorder back when dropped
-/// (deregistered).
+/// The reactor sides' handler, registered once (as a running service
+/// is): it takes each round's recorder from `inbox` at the round's first
+/// packet, and gives it back on the packet the main thread sends after
+/// the round with `flush` raised.
 struct RecHandler {
     rec: Option<Recorder>,
+    inbox: mpsc::Receiver<Recorder>,
     back: mpsc::Sender<Recorder>,
+    flush: Arc<AtomicBool>,
 }
 
 impl Handler for RecHandler {
     #[inline]
     fn on_packet(&mut self, p: &Packet<'_>, _ctx: &mut Context<'_>) {
+        if self.flush.load(Ordering::Relaxed) {
+            if let Some(rec) = self.rec.take() {
+                let _ = self.back.send(rec);
+            }
+            return;
+        }
+        if self.rec.is_none() {
+            self.rec = self.inbox.try_recv().ok();
+        }
         if let Some(rec) = self.rec.as_mut() {
             rec.on(p.payload, p.cm.timestamp_nanos().unwrap_or(0));
         }
     }
 }
 
-impl Drop for RecHandler {
-    fn drop(&mut self) {
-        if let Some(rec) = self.rec.take() {
-            let _ = self.back.send(rec);
-        }
-    }
+/// A registered reactor side's ends of its handler's channels.
+struct Registered {
+    inbox: mpsc::Sender<Recorder>,
+    back: mpsc::Receiver<Recorder>,
+    flush: Arc<AtomicBool>,
 }
 
 /// The receive state of one side, made once.
@@ -217,6 +231,7 @@ struct Receiver {
     conn: Option<PacketConn>,
     libc: Option<LibcDrain>,
     reactor: Option<Reactor>,
+    registered: Option<Registered>,
 }
 
 /// How the sender ends a round.
@@ -276,12 +291,18 @@ impl Receiver {
             conn: Some(conn),
             libc,
             reactor,
+            registered: None,
         })
     }
 
     /// Receives until the sender stops the round; `start` is called once
     /// the receiver is ready, with what stops it.
-    fn round(&mut self, warmup: u64, start: impl FnOnce(Stopper)) -> std::io::Result<Recorder> {
+    fn round(
+        &mut self,
+        tx: &PacketConn,
+        warmup: u64,
+        start: impl FnOnce(Stopper),
+    ) -> std::io::Result<Recorder> {
         let mut rec = Recorder::new(warmup);
         match self.side {
             Side::LibcSpin => {
@@ -325,20 +346,43 @@ impl Receiver {
             _ => {
                 debug_assert!(self.side.is_reactor());
                 let reactor = self.reactor.as_mut().expect("reactor side");
-                let (back, recorded) = mpsc::channel();
-                let conn = self.conn.take().expect("socket");
-                let key = reactor.register(
-                    conn,
-                    RecHandler {
-                        rec: Some(rec),
-                        back,
-                    },
-                )?;
+                if self.registered.is_none() {
+                    let (inbox, inbox_rx) = mpsc::channel();
+                    let (back_tx, back) = mpsc::channel();
+                    let flush = Arc::new(AtomicBool::new(false));
+                    let conn = self.conn.take().expect("socket");
+                    reactor.register(
+                        conn,
+                        RecHandler {
+                            rec: None,
+                            inbox: inbox_rx,
+                            back: back_tx,
+                            flush: Arc::clone(&flush),
+                        },
+                    )?;
+                    self.registered = Some(Registered { inbox, back, flush });
+                }
+                let reg = self.registered.as_ref().expect("registered");
+                reg.flush.store(false, Ordering::Relaxed);
+                reg.inbox.send(rec).expect("the handler");
                 start(Stopper::Reactor(reactor.handle()));
                 reactor.run()?;
                 reactor.reset_stop();
-                self.conn = Some(reactor.deregister(key)?);
-                rec = recorded.recv().expect("the handler's recorder");
+                // The packet that brings the recorder back.
+                reg.flush.store(true, Ordering::Relaxed);
+                tx.send_to(&[0u8; PAYLOAD], None, self.dst)?;
+                let deadline = Instant::now() + Duration::from_secs(5);
+                rec = loop {
+                    reactor.turn(Some(Duration::from_millis(10)))?;
+                    if let Ok(rec) = reg.back.try_recv() {
+                        break rec;
+                    }
+                    if Instant::now() > deadline {
+                        return Err(std::io::Error::other(
+                            "the reactor side's recorder did not come back",
+                        ));
+                    }
+                };
             }
         }
         Ok(rec)
@@ -437,7 +481,7 @@ fn main() -> std::io::Result<()> {
                     let stop = stopper.recv().expect("the receiver's stopper");
                     send_round(tx, dst, rate, dur, cpu, stop)
                 });
-                let rec = rx.round(warmup, |stop| go.send(stop).expect("sender thread"))?;
+                let rec = rx.round(tx, warmup, |stop| go.send(stop).expect("sender thread"))?;
                 let sent = sender.join().expect("sender panicked")?;
                 Ok((rec, sent))
             })?;

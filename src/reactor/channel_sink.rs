@@ -527,6 +527,10 @@ impl Drop for ChannelSink {
 /// the channel batch by batch, and a clone dropped with packets it took
 /// gives them back to the others, first and in order.
 ///
+/// A call that waits ([`recv`](Self::recv), [`recv_batch`](Self::recv_batch)
+/// and their timeout forms) first watches the channel for [`RECV_SPIN`]
+/// with the CPU, then sleeps until a sink hands packets over.
+///
 /// When every clone of the sink is gone (the reactor deregistered its
 /// sockets or was dropped), the packets still queued are delivered, then
 /// `recv` fails with [`RecvError`]. When every clone of the receiver is
