@@ -9,6 +9,10 @@
 //   reactor_epoll  Reactor::builder(), run()
 //   reactor_uring_spin, reactor_uring_epoll   the same on the io_uring
 //                  backend (built with --features io-uring)
+//   libc_spin_again  libc_spin once more, only when named in --only: how
+//                  far apart the same code comes out on this machine
+//   batch_spin     the crate's RecvBatch in the same spin loop, no reactor
+//                  (only when named in --only)
 //
 // One sender thread pinned to --tx-cpu (default 0) sends 64-byte multicast
 // packets on lo at --rate packets per second (busy-wait pacing) to a group
@@ -30,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use ipv4_reactor::reactor::{Backend, Context, Handle, Handler, Reactor};
-use ipv4_reactor::{pin_current_thread, ControlFlags, Interface, Packet, PacketConn};
+use ipv4_reactor::{pin_current_thread, ControlFlags, Interface, Packet, PacketConn, RecvBatch};
 
 #[path = "../benches/support/libc_drain.rs"]
 mod libc_drain;
@@ -66,7 +70,9 @@ struct Args {
     tx_cpu: usize,
     /// Only these sides (and their baselines): libc_spin libc_epoll
     /// reactor_spin reactor_epoll, and with the io-uring feature
-    /// reactor_uring_spin reactor_uring_epoll
+    /// reactor_uring_spin reactor_uring_epoll; libc_spin_again (libc_spin
+    /// against itself, for the spread of the same code) batch_spin
+    /// (RecvBatch in a spin loop, no reactor)
     #[arg(long, value_name = "KEY,KEY", value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// With --only: leave the baselines out (for profiling one side, e.g.
@@ -88,6 +94,12 @@ enum Side {
     ReactorUringSpin,
     #[cfg_attr(not(feature = "io-uring"), allow(dead_code))]
     ReactorUringEpoll,
+    /// A second libc spin loop against the first (asked for by name
+    /// only): how far apart two runs of the same code come out here.
+    LibcSpinAgain,
+    /// The crate's `RecvBatch` in the same spin loop, without a reactor
+    /// (asked for by name only): the layer under the reactor.
+    BatchSpin,
 }
 
 impl Side {
@@ -100,15 +112,22 @@ impl Side {
         Side::ReactorUringSpin,
         #[cfg(feature = "io-uring")]
         Side::ReactorUringEpoll,
+        Side::LibcSpinAgain,
+        Side::BatchSpin,
     ];
 
     fn is_reactor(self) -> bool {
-        !matches!(self, Side::LibcSpin | Side::LibcEpoll)
+        !matches!(
+            self,
+            Side::LibcSpin | Side::LibcEpoll | Side::LibcSpinAgain | Side::BatchSpin
+        )
     }
 
     fn key(self) -> &'static str {
         match self {
             Side::LibcSpin => "libc_spin",
+            Side::LibcSpinAgain => "libc_spin_again",
+            Side::BatchSpin => "batch_spin",
             Side::LibcEpoll => "libc_epoll",
             Side::ReactorSpin => "reactor_spin",
             Side::ReactorEpoll => "reactor_epoll",
@@ -120,6 +139,8 @@ impl Side {
     fn name(self) -> &'static str {
         match self {
             Side::LibcSpin => "libc recvmmsg(MSG_DONTWAIT) spin loop",
+            Side::LibcSpinAgain => "the same libc spin loop again",
+            Side::BatchSpin => "RecvBatch(64) spin loop, no reactor",
             Side::LibcEpoll => "libc epoll_wait + recvmmsg until EAGAIN",
             Side::ReactorSpin => "Reactor spin mode, run()",
             Side::ReactorEpoll => "Reactor epoll mode, run()",
@@ -130,7 +151,11 @@ impl Side {
 
     fn baseline(self) -> Side {
         match self {
-            Side::LibcSpin | Side::ReactorSpin | Side::ReactorUringSpin => Side::LibcSpin,
+            Side::LibcSpin
+            | Side::ReactorSpin
+            | Side::ReactorUringSpin
+            | Side::LibcSpinAgain
+            | Side::BatchSpin => Side::LibcSpin,
             Side::LibcEpoll | Side::ReactorEpoll | Side::ReactorUringEpoll => Side::LibcEpoll,
         }
     }
@@ -232,6 +257,7 @@ struct Receiver {
     libc: Option<LibcDrain>,
     reactor: Option<Reactor>,
     registered: Option<Registered>,
+    batch: Option<RecvBatch>,
 }
 
 /// How the sender ends a round.
@@ -258,7 +284,8 @@ impl Receiver {
                 .build()?;
         let dst = conn.local_addr()?;
         let (libc, reactor) = match side {
-            Side::LibcSpin | Side::LibcEpoll => (
+            Side::BatchSpin => (None, None),
+            Side::LibcSpin | Side::LibcEpoll | Side::LibcSpinAgain => (
                 Some(LibcDrain::new(
                     64,
                     2048,
@@ -292,6 +319,9 @@ impl Receiver {
             libc,
             reactor,
             registered: None,
+            batch: (side == Side::BatchSpin)
+                .then(|| RecvBatch::new(64, 2048, ControlFlags::TIMESTAMP))
+                .transpose()?,
         })
     }
 
@@ -305,7 +335,7 @@ impl Receiver {
     ) -> std::io::Result<Recorder> {
         let mut rec = Recorder::new(warmup);
         match self.side {
-            Side::LibcSpin => {
+            Side::LibcSpin | Side::LibcSpinAgain => {
                 let conn = self.conn.as_ref().expect("socket");
                 let fd = conn.as_raw_fd();
                 let d = self.libc.as_mut().expect("libc side");
@@ -314,6 +344,23 @@ impl Receiver {
                 while !stop.load(Ordering::Relaxed) {
                     match d.recv(fd, |p, m| rec.on(p, m.ts_ns)) {
                         Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Side::BatchSpin => {
+                let conn = self.conn.as_ref().expect("socket");
+                let batch = self.batch.as_mut().expect("batch side");
+                let stop = Arc::new(AtomicBool::new(false));
+                start(Stopper::Flag(Arc::clone(&stop)));
+                while !stop.load(Ordering::Relaxed) {
+                    match batch.recv(conn) {
+                        Ok(_) => {
+                            for p in batch.iter() {
+                                rec.on(p.payload, p.cm.timestamp_nanos().unwrap_or(0));
+                            }
+                        }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(e) => return Err(e),
                     }
@@ -451,10 +498,11 @@ fn median(v: &[f64]) -> f64 {
 fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let wanted = |s: Side| {
-        args.only.as_ref().is_none_or(|keys| {
-            Side::ALL.iter().any(|&w| {
-                keys.iter().any(|k| k == w.key()) && (w == s || (!args.alone && w.baseline() == s))
-            })
+        let Some(keys) = args.only.as_ref() else {
+            return !matches!(s, Side::LibcSpinAgain | Side::BatchSpin);
+        };
+        Side::ALL.iter().any(|&w| {
+            keys.iter().any(|k| k == w.key()) && (w == s || (!args.alone && w.baseline() == s))
         })
     };
     pin_current_thread(args.rx_cpu)?;
@@ -469,8 +517,16 @@ fn main() -> std::io::Result<()> {
     let dur = Duration::from_secs_f64(args.seconds);
     let warmup = args.rate / 50;
     for round in 0..args.rounds as usize {
-        let start = round % sides.len();
+        // Each side in every position, and (every other round in reverse)
+        // before and after every other side alike: what precedes a side
+        // (a spin loop's busy CPU or an epoll loop's idle one) moves its
+        // tail by a third on this VM, as a side run against itself shows.
+        let start = (round / 2) % sides.len();
         sides.rotate_left(start);
+        let reversed = round % 2 == 1;
+        if reversed {
+            sides.reverse();
+        }
         for (rx, row) in sides.iter_mut() {
             let dst = rx.dst;
             let (rate, cpu) = (args.rate, args.tx_cpu);
@@ -499,6 +555,9 @@ fn main() -> std::io::Result<()> {
                     rec.no_stamp
                 );
             }
+        }
+        if reversed {
+            sides.reverse();
         }
         sides.rotate_right(start);
     }
