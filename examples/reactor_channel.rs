@@ -1,10 +1,11 @@
 // cargo run --example reactor_channel
 //
 // The reactor's channel path: a reactor on its own thread receives two
-// multicast feeds on the loopback interface and hands each packet, copied
-// once into a pooled buffer, to a consumer thread over a crossbeam channel.
-// The buffer goes back to the pool when the consumer drops the packet, so
-// nothing is allocated per packet. The main thread steers the reactor
+// multicast feeds on the loopback interface and hands the packets of each
+// receive batch, copied once into a buffer of the batch's own, to a
+// consumer thread through a channel sink. The buffer goes back to the sink
+// when the consumer has dropped the batch's packets, so nothing is
+// allocated per packet. The main thread steers the reactor
 // through its Handle: registers, joins a third group while traffic flows,
 // reads counters and stops it. Nothing leaves the machine.
 
@@ -68,7 +69,7 @@ fn main() -> std::io::Result<()> {
     let c = handle.socket_counters(key)?;
     println!("consumer got {per_group:?} packets per group (sent {PER_GROUP} to each)");
     println!(
-        "reactor: {} packets, {:.1} per recvmmsg, {} kernel drops, {} dropped at the full channel; pool made {} buffers",
+        "reactor: {} packets, {:.1} per recvmmsg, {} kernel drops, {} dropped at the full channel; the sink made {} batch buffers",
         c.recv.packets,
         c.recv.average_batch(),
         c.recv.kernel_drops,
