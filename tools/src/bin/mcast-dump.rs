@@ -87,9 +87,9 @@ for --seq), restarts, kernel_drops, truncated, elapsed_s, pps, lines (per
 GROUP:PORT in argument order: group, packets received, first = packets it
 delivered first, its own gaps and lost, kernel_drops), then latency_ns for
 stamped feeds. kernel_drops are the packets the kernel dropped on the
-sockets: as their packets reported them (SO_RXQ_OVFL), or the sockets' own
-counts at the end (SO_MEMINFO) when those are higher, since drops at the end
-of a burst are reported by no packet.
+sockets: as their packets reported them (SO_RXQ_OVFL), and at the end those
+no packet reported, from the sockets' own counts (SO_MEMINFO), since drops
+at the end of a burst are reported by no packet.
 
 Latency: with --seq mdp3, or --stamp for payloads that mcast-send --stamp
 wrote, each packet's send time is read from the payload and the latency is
@@ -724,10 +724,9 @@ fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
     )?;
     flush(&shared);
 
-    let counters = reactor.counters();
-    // Each line's drop count as its socket keeps it: drops at the end of a
-    // burst are reported by no packet (the control message travels with
-    // the packet after them), and only this has them.
+    // Each line's drops, with those at the end of a burst that no packet
+    // reported (the control message travels with the packet after them):
+    // the reactor counts them from the socket's own count (SO_MEMINFO).
     let line_keys: Vec<Key> = match &registered {
         Registered::QuietOne { key, .. } => vec![*key],
         Registered::Feed(feed) => reactor
@@ -738,12 +737,13 @@ fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
     let socket_drops: Vec<u64> = line_keys
         .iter()
         .map(|&k| {
+            let _ = reactor.take_unreported_drops(k);
             reactor
-                .conn(k)
-                .and_then(|c| c.kernel_drops_now().ok())
-                .map_or(0, u64::from)
+                .socket_counters(k)
+                .map_or(0, |c| c.recv.kernel_drops)
         })
         .collect();
+    let counters = reactor.counters();
     let panics = reactor.take_panics();
     if !panics.is_empty() {
         return Err(Failure::runtime(
@@ -798,17 +798,12 @@ fn run(a: &Args, stop: &StopSignal) -> Result<(), Failure> {
             (arb.counters(), lines)
         }
     };
-    // A line's drops: what its packets reported, or its socket's own count
-    // if that is more.
+    // A line's drops: its socket's, the unreported ones included.
     let mut lines = lines;
-    for (line, &now) in lines.iter_mut().zip(&socket_drops) {
-        line.kernel_drops = line.kernel_drops.max(now);
+    for (line, &drops) in lines.iter_mut().zip(&socket_drops) {
+        line.kernel_drops = drops;
     }
-    let kernel_drops = counters
-        .total
-        .recv
-        .kernel_drops
-        .max(socket_drops.iter().sum());
+    let kernel_drops = counters.total.recv.kernel_drops;
     flush(&shared);
     // The reactor owns the handler, and with it a reference to the shared
     // state: drop it so that the capture can be finished.
