@@ -115,7 +115,8 @@ impl Slab {
         s
     }
 
-    /// Gives an empty slab its room (a new envelope's storage has none).
+    /// Gives an empty slab its room (a new envelope's storage has none;
+    /// one used before has it already, and this does nothing).
     fn make_room(&mut self, payload_size: usize) {
         self.bytes.reserve_exact(SINK_HAND_OVER * payload_size);
         self.meta.reserve_exact(SINK_HAND_OVER);
@@ -153,8 +154,9 @@ impl Slab {
 
     /// Whether the first `n` packets of `from` fit without growing.
     fn can_take(&self, from: &Slab, n: usize) -> bool {
-        let bytes = from.meta[..n].iter().map(|m| m.len).sum::<usize>();
-        self.meta.len() + n <= SINK_HAND_OVER && bytes <= self.bytes.capacity() - self.bytes.len()
+        self.meta.len() + n <= SINK_HAND_OVER
+            && from.meta[..n].iter().map(|m| m.len).sum::<usize>()
+                <= self.bytes.capacity() - self.bytes.len()
     }
 
     /// Appends copies of the first `n` packets of `from`.
@@ -295,14 +297,10 @@ impl State {
         if n == from.len() {
             std::mem::swap(slab, from);
             from.clear();
-            if from.bytes.capacity() < SINK_HAND_OVER * payload_size {
-                from.make_room(payload_size);
-            }
+            from.make_room(payload_size);
         } else {
             slab.clear();
-            if slab.bytes.capacity() == 0 {
-                slab.make_room(payload_size);
-            }
+            slab.make_room(payload_size);
             slab.take_front(from, n);
             from.drop_front(n);
         }

@@ -397,6 +397,10 @@ impl Reactor {
         registered(&self.entries, key)
     }
 
+    fn entry_mut(&mut self, key: Key) -> Option<&mut Entry> {
+        self.entries.get_mut(key.index()).filter(|e| e.key == key)
+    }
+
     /// Runs `f` with the socket registered under `key`, or fails with
     /// "not registered": what every handle call on one socket does.
     pub(super) fn with_registered<R>(
@@ -446,11 +450,7 @@ impl Reactor {
     /// Errors: `NotFound` for a key not registered; the system call's
     /// error, naming it.
     pub fn take_unreported_drops(&mut self, key: Key) -> io::Result<u32> {
-        let entry = self
-            .entries
-            .get_mut(key.index())
-            .filter(|e| e.key == key)
-            .ok_or_else(|| unknown_key(key))?;
+        let entry = self.entry_mut(key).ok_or_else(|| unknown_key(key))?;
         let drops = entry.conn.take_unreported_drops()?;
         entry.counters.recv.kernel_drops += u64::from(drops);
         Ok(drops)
