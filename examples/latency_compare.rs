@@ -9,8 +9,8 @@
 //   reactor_epoll  Reactor::builder(), run()
 //   reactor_uring_spin, reactor_uring_epoll   the same on the io_uring
 //                  backend (built with --features io-uring)
-//   libc_spin_again  libc_spin once more, only when named in --only: how
-//                  far apart the same code comes out on this machine
+//   libc_spin_again  libc_spin once more: how far apart the same code
+//                  comes out on this machine (the resolution of the ratios)
 //   batch_spin     the crate's RecvBatch in the same spin loop, no reactor
 //                  (only when named in --only)
 //
@@ -19,8 +19,11 @@
 // joined on lo; the receiver (this thread) is pinned to --rx-cpu (default
 // 1). Each side has its own group socket, made once (the reactor sides
 // register theirs once, as a running service does, and keep their receive
-// slots from round to round as the libc sides keep theirs); the sides alternate
-// round after round, and the medians of each side's per-round p50, p99 and
+// slots from run to run as the libc sides keep theirs). The spin sides
+// alternate among themselves, then the epoll sides, each side coming right
+// after every other side of its group equally often (what ran just before
+// a spin loop, a busy or an idle CPU, moves its tail here more than the
+// differences measured); the medians of each side's per-run p50, p99 and
 // p99.9 are reported with the ratios reactor / libc. Latency = CLOCK_REALTIME
 // read in the handler (SystemTime::now, on every side) - the kernel stamp.
 // Traffic stays on lo.
@@ -58,7 +61,10 @@ struct Args {
     /// Seconds per side per round
     #[arg(long, value_name = "S", default_value_t = 1.5)]
     seconds: f64,
-    /// Rounds (the sides alternate; medians are reported)
+    /// Rounds: runs of each side (the sides alternate, spin sides among
+    /// themselves and epoll sides among themselves; rounded up so that in
+    /// its group every side follows every other side equally often;
+    /// medians are reported)
     #[arg(long, value_name = "N", default_value_t = 9,
           value_parser = clap::value_parser!(u64).range(1..))]
     rounds: u64,
@@ -69,10 +75,10 @@ struct Args {
     #[arg(long, value_name = "CPU", default_value_t = 0)]
     tx_cpu: usize,
     /// Only these sides (and their baselines): libc_spin libc_epoll
-    /// reactor_spin reactor_epoll, and with the io-uring feature
-    /// reactor_uring_spin reactor_uring_epoll; libc_spin_again (libc_spin
-    /// against itself, for the spread of the same code) batch_spin
-    /// (RecvBatch in a spin loop, no reactor)
+    /// reactor_spin reactor_epoll libc_spin_again (libc_spin against
+    /// itself, for the spread of the same code), and with the io-uring
+    /// feature reactor_uring_spin reactor_uring_epoll; batch_spin (RecvBatch
+    /// in a spin loop, no reactor) runs only when named here
     #[arg(long, value_name = "KEY,KEY", value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// With --only: leave the baselines out (for profiling one side, e.g.
@@ -82,6 +88,10 @@ struct Args {
     /// Print the result as one JSON line
     #[arg(long)]
     json: bool,
+    /// Also print each run's p50 and p99 (to stderr, a line per run in
+    /// the order they ran)
+    #[arg(long)]
+    per_run: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -121,6 +131,11 @@ impl Side {
             self,
             Side::LibcSpin | Side::LibcEpoll | Side::LibcSpinAgain | Side::BatchSpin
         )
+    }
+
+    /// Whether the receiver spins (never sleeps between packets).
+    fn spins(self) -> bool {
+        self.baseline() == Side::LibcSpin
     }
 
     fn key(self) -> &'static str {
@@ -489,6 +504,41 @@ struct Row {
     lost: u64,
 }
 
+/// The order in which the `n` sides run: an Eulerian circuit of the
+/// complete directed graph on the sides (Hierholzer's algorithm), repeated
+/// until each side has run at least `rounds` times. In one circuit each
+/// side runs `n - 1` times and comes right after every other side exactly
+/// once, the step from the circuit's end to its start included.
+/// For 3 sides: 0 1 2 0 2 1.
+fn schedule(n: usize, rounds: usize) -> Vec<usize> {
+    if n < 2 {
+        return vec![0; rounds * n];
+    }
+    // Each side's next sides taken in the order v + 1, v + 2, ... (mod n):
+    // the circuit starts 0, 1, 2, ..., then steps by 2, and so on, which
+    // spreads every side over the whole circuit.
+    let mut unused: Vec<Vec<usize>> = (0..n)
+        .map(|v| (1..n).rev().map(|d| (v + d) % n).collect())
+        .collect();
+    let (mut stack, mut circuit) = (vec![0], Vec::with_capacity(n * (n - 1) + 1));
+    while let Some(&v) = stack.last() {
+        match unused[v].pop() {
+            Some(u) => stack.push(u),
+            None => circuit.extend(stack.pop()),
+        }
+    }
+    circuit.reverse();
+    // It ends where it starts: the last step leads into the next circuit.
+    circuit.pop();
+    let repeats = rounds.div_ceil(n - 1);
+    circuit
+        .iter()
+        .copied()
+        .cycle()
+        .take(repeats * circuit.len())
+        .collect()
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -499,7 +549,7 @@ fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let wanted = |s: Side| {
         let Some(keys) = args.only.as_ref() else {
-            return !matches!(s, Side::LibcSpinAgain | Side::BatchSpin);
+            return s != Side::BatchSpin;
         };
         Side::ALL.iter().any(|&w| {
             keys.iter().any(|k| k == w.key()) && (w == s || (!args.alone && w.baseline() == s))
@@ -516,50 +566,64 @@ fn main() -> std::io::Result<()> {
     std::thread::sleep(Duration::from_millis(300));
     let dur = Duration::from_secs_f64(args.seconds);
     let warmup = args.rate / 50;
-    for round in 0..args.rounds as usize {
-        // Each side in every position, and (every other round in reverse)
-        // before and after every other side alike: what precedes a side
-        // (a spin loop's busy CPU or an epoll loop's idle one) moves its
-        // tail by a third on this VM, as a side run against itself shows.
-        let start = (round / 2) % sides.len();
-        sides.rotate_left(start);
-        let reversed = round % 2 == 1;
-        if reversed {
-            sides.reverse();
+    // What runs before a side moves its tail on this VM by more than the
+    // differences measured here: a spin loop that starts after an epoll
+    // loop (an idle CPU between packets) had a p99 up to twice that of one
+    // that starts after another spin loop, for the whole of its run. A
+    // running spin-mode service never starts from an idle CPU, so the spin
+    // sides run among themselves and then the epoll sides among
+    // themselves, and within each group every side comes right after every
+    // other side equally often. (A rotation of a fixed order does not do
+    // that: it keeps each side's neighbours, so one side always followed an
+    // epoll side and another never.)
+    let mut order = Vec::new();
+    for spin in [true, false] {
+        let group: Vec<usize> = (0..sides.len())
+            .filter(|&i| sides[i].0.side.spins() == spin)
+            .collect();
+        order.extend(
+            schedule(group.len(), args.rounds as usize)
+                .into_iter()
+                .map(|j| group[j]),
+        );
+    }
+    for (run, &i) in order.iter().enumerate() {
+        let (rx, row) = &mut sides[i];
+        let dst = rx.dst;
+        let (rate, cpu) = (args.rate, args.tx_cpu);
+        let tx = &tx;
+        let (rec, sent) = std::thread::scope(|s| -> std::io::Result<(Recorder, u64)> {
+            let (go, stopper) = mpsc::channel::<Stopper>();
+            let sender = s.spawn(move || -> std::io::Result<u64> {
+                let stop = stopper.recv().expect("the receiver's stopper");
+                send_round(tx, dst, rate, dur, cpu, stop)
+            });
+            let rec = rx.round(tx, warmup, |stop| go.send(stop).expect("sender thread"))?;
+            let sent = sender.join().expect("sender panicked")?;
+            Ok((rec, sent))
+        })?;
+        let us = |q: f64| rec.hist.value_at_quantile(q) as f64 / 1e3;
+        if args.per_run {
+            eprintln!(
+                "run {run} {} p50 {:.3} p99 {:.3}",
+                rx.side.key(),
+                us(0.5),
+                us(0.99)
+            );
         }
-        for (rx, row) in sides.iter_mut() {
-            let dst = rx.dst;
-            let (rate, cpu) = (args.rate, args.tx_cpu);
-            let tx = &tx;
-            let (rec, sent) = std::thread::scope(|s| -> std::io::Result<(Recorder, u64)> {
-                let (go, stopper) = mpsc::channel::<Stopper>();
-                let sender = s.spawn(move || -> std::io::Result<u64> {
-                    let stop = stopper.recv().expect("the receiver's stopper");
-                    send_round(tx, dst, rate, dur, cpu, stop)
-                });
-                let rec = rx.round(tx, warmup, |stop| go.send(stop).expect("sender thread"))?;
-                let sent = sender.join().expect("sender panicked")?;
-                Ok((rec, sent))
-            })?;
-            let us = |q: f64| rec.hist.value_at_quantile(q) as f64 / 1e3;
-            row.p50.push(us(0.5));
-            row.p99.push(us(0.99));
-            row.p999.push(us(0.999));
-            row.received += rec.received;
-            row.sent += sent;
-            row.lost += rec.lost;
-            if rec.no_stamp > 0 {
-                eprintln!(
-                    "{}: {} packets without a timestamp",
-                    rx.side.key(),
-                    rec.no_stamp
-                );
-            }
+        row.p50.push(us(0.5));
+        row.p99.push(us(0.99));
+        row.p999.push(us(0.999));
+        row.received += rec.received;
+        row.sent += sent;
+        row.lost += rec.lost;
+        if rec.no_stamp > 0 {
+            eprintln!(
+                "{}: {} packets without a timestamp",
+                rx.side.key(),
+                rec.no_stamp
+            );
         }
-        if reversed {
-            sides.reverse();
-        }
-        sides.rotate_right(start);
     }
 
     // Without its baseline (--alone), a side is its own reference.
@@ -585,6 +649,7 @@ fn main() -> std::io::Result<()> {
                     "p50_us": r3(median(&row.p50)),
                     "p99_us": r3(median(&row.p99)),
                     "p999_us": r3(median(&row.p999)),
+                    "runs": row.p99.len(),
                     "p50_ratio": r3(median(&row.p50) / median(&b.p50)),
                     "p99_ratio": r3(median(&row.p99) / median(&b.p99)),
                     "received": row.received,
@@ -598,18 +663,20 @@ fn main() -> std::io::Result<()> {
     }
     println!(
         "latency, kernel receive timestamp to handler, {PAYLOAD}-byte multicast on lo at {} pps, \
-         receiver on CPU {}, sender on CPU {}; median of {} alternating rounds of {} s",
-        args.rate, args.rx_cpu, args.tx_cpu, args.rounds, args.seconds
+         receiver on CPU {}, sender on CPU {}; medians of each side's runs of {} s \
+         (spin sides alternating among themselves, then epoll sides)",
+        args.rate, args.rx_cpu, args.tx_cpu, args.seconds
     );
     println!(
-        "{:<42} {:>8} {:>8} {:>9} {:>7} {:>7} {:>10}",
-        "side", "p50 us", "p99 us", "p99.9 us", "p50 x", "p99 x", "lost/sent"
+        "{:<42} {:>5} {:>8} {:>8} {:>9} {:>7} {:>7} {:>10}",
+        "side", "runs", "p50 us", "p99 us", "p99.9 us", "p50 x", "p99 x", "lost/sent"
     );
     for (rx, row) in &sides {
         let b = base(rx.side);
         println!(
-            "{:<42} {:>8.2} {:>8.2} {:>9.2} {:>7.3} {:>7.3} {:>4}/{}",
+            "{:<42} {:>5} {:>8.2} {:>8.2} {:>9.2} {:>7.3} {:>7.3} {:>4}/{}",
             rx.side.name(),
+            row.p99.len(),
             median(&row.p50),
             median(&row.p99),
             median(&row.p999),
