@@ -25,7 +25,8 @@
 // a spin loop, a busy or an idle CPU, moves its tail here more than the
 // differences measured); the medians of each side's per-run p50, p99 and
 // p99.9 are reported with the ratios reactor / libc. Latency = CLOCK_REALTIME
-// read in the handler (SystemTime::now, on every side) - the kernel stamp.
+// read as the handler is entered (SystemTime::now, first thing on every
+// side, before the stamp is converted) - the kernel stamp.
 // Traffic stays on lo.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -206,9 +207,11 @@ impl Recorder {
         }
     }
 
+    /// One packet: `now` is the clock read as the handler was entered,
+    /// before anything else (every side reads it first, so that what a side
+    /// does with the packet, converting the stamp included, is not timed).
     #[inline]
-    fn on(&mut self, payload: &[u8], stamp_ns: u64) {
-        let now = realtime_ns();
+    fn on(&mut self, now: u64, payload: &[u8], stamp_ns: u64) {
         self.received += 1;
         let seq = payload
             .get(..8)
@@ -242,6 +245,7 @@ struct RecHandler {
 impl Handler for RecHandler {
     #[inline]
     fn on_packet(&mut self, p: &Packet<'_>, _ctx: &mut Context<'_>) {
+        let now = realtime_ns();
         if self.flush.load(Ordering::Relaxed) {
             if let Some(rec) = self.rec.take() {
                 let _ = self.back.send(rec);
@@ -252,7 +256,7 @@ impl Handler for RecHandler {
             self.rec = self.inbox.try_recv().ok();
         }
         if let Some(rec) = self.rec.as_mut() {
-            rec.on(p.payload, p.cm.timestamp_nanos().unwrap_or(0));
+            rec.on(now, p.payload, p.cm.timestamp_nanos().unwrap_or(0));
         }
     }
 }
@@ -357,7 +361,7 @@ impl Receiver {
                 let stop = Arc::new(AtomicBool::new(false));
                 start(Stopper::Flag(Arc::clone(&stop)));
                 while !stop.load(Ordering::Relaxed) {
-                    match d.recv(fd, |p, m| rec.on(p, m.ts_ns)) {
+                    match d.recv(fd, |p, m| rec.on(realtime_ns(), p, m.ts_ns)) {
                         Ok(_) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(e) => return Err(e),
@@ -373,7 +377,11 @@ impl Receiver {
                     match batch.recv(conn) {
                         Ok(_) => {
                             for p in batch.iter() {
-                                rec.on(p.payload, p.cm.timestamp_nanos().unwrap_or(0));
+                                rec.on(
+                                    realtime_ns(),
+                                    p.payload,
+                                    p.cm.timestamp_nanos().unwrap_or(0),
+                                );
                             }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -395,7 +403,7 @@ impl Receiver {
                     let ready = ep.wait(50)?.count();
                     for _ in 0..ready {
                         loop {
-                            match d.recv(fd, |p, m| rec.on(p, m.ts_ns)) {
+                            match d.recv(fd, |p, m| rec.on(realtime_ns(), p, m.ts_ns)) {
                                 Ok(_) => {}
                                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                                 Err(e) => return Err(e),
