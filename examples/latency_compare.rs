@@ -24,7 +24,8 @@
 // after every other side of its group equally often (what ran just before
 // a spin loop, a busy or an idle CPU, moves its tail here more than the
 // differences measured); the medians of each side's per-run p50, p99 and
-// p99.9 are reported with the ratios reactor / libc. Latency = CLOCK_REALTIME
+// p99.9 are reported with the ratios reactor / libc and each ratio's 95%
+// bootstrap interval (how far the runs' own spread lets it be trusted). Latency = CLOCK_REALTIME
 // read as the handler is entered (SystemTime::now, first thing on every
 // side, before the stamp is converted) - the kernel stamp.
 // Traffic stays on lo.
@@ -553,6 +554,31 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// A side's median over its baseline's, with a 95% bootstrap interval:
+/// both sides' runs resampled with replacement 2,000 times (seeded, so the
+/// same runs give the same interval) and the ratio of the resampled
+/// medians taken each time. How far the ratio can be trusted, from the
+/// spread of the runs themselves; `None` for a side that is its own
+/// baseline.
+fn ratio_interval(side: &[f64], base: &[f64]) -> Option<(f64, f64)> {
+    if std::ptr::eq(side, base) || side.is_empty() || base.is_empty() {
+        return None;
+    }
+    const DRAWS: usize = 2000;
+    let mut rng = oorandom::Rand64::new(0x6c61_7465_6e63_79);
+    let mut buf = Vec::with_capacity(side.len().max(base.len()));
+    let mut resampled_median = |v: &[f64], rng: &mut oorandom::Rand64| {
+        buf.clear();
+        buf.extend((0..v.len()).map(|_| v[rng.rand_range(0..v.len() as u64) as usize]));
+        median(&buf)
+    };
+    let mut ratios: Vec<f64> = (0..DRAWS)
+        .map(|_| resampled_median(side, &mut rng) / resampled_median(base, &mut rng))
+        .collect();
+    ratios.sort_by(|a, b| a.total_cmp(b));
+    Some((ratios[DRAWS / 40], ratios[DRAWS - 1 - DRAWS / 40]))
+}
+
 fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let wanted = |s: Side| {
@@ -660,6 +686,8 @@ fn main() -> std::io::Result<()> {
                     "runs": row.p99.len(),
                     "p50_ratio": r3(median(&row.p50) / median(&b.p50)),
                     "p99_ratio": r3(median(&row.p99) / median(&b.p99)),
+                    "p50_ratio_95": ratio_interval(&row.p50, &b.p50).map(|(l, h)| [r3(l), r3(h)]),
+                    "p99_ratio_95": ratio_interval(&row.p99, &b.p99).map(|(l, h)| [r3(l), r3(h)]),
                     "received": row.received,
                     "sent": row.sent,
                     "lost": row.lost,
@@ -676,20 +704,28 @@ fn main() -> std::io::Result<()> {
         args.rate, args.rx_cpu, args.tx_cpu, args.seconds
     );
     println!(
-        "{:<42} {:>5} {:>8} {:>8} {:>9} {:>7} {:>7} {:>10}",
-        "side", "runs", "p50 us", "p99 us", "p99.9 us", "p50 x", "p99 x", "lost/sent"
+        "{:<42} {:>5} {:>8} {:>8} {:>9} {:>20} {:>20} {:>10}",
+        "side", "runs", "p50 us", "p99 us", "p99.9 us", "p50 x [95%]", "p99 x [95%]", "lost/sent"
     );
+    // The ratio, and the interval its runs allow (see ratio_interval).
+    let shown = |v: &[f64], b: &[f64]| {
+        let r = median(v) / median(b);
+        match ratio_interval(v, b) {
+            Some((low, high)) => format!("{r:.3} [{low:.2}, {high:.2}]"),
+            None => format!("{r:.3}"),
+        }
+    };
     for (rx, row) in &sides {
         let b = base(rx.side);
         println!(
-            "{:<42} {:>5} {:>8.2} {:>8.2} {:>9.2} {:>7.3} {:>7.3} {:>4}/{}",
+            "{:<42} {:>5} {:>8.2} {:>8.2} {:>9.2} {:>20} {:>20} {:>4}/{}",
             rx.side.name(),
             row.p99.len(),
             median(&row.p50),
             median(&row.p99),
             median(&row.p999),
-            median(&row.p50) / median(&b.p50),
-            median(&row.p99) / median(&b.p99),
+            shown(&row.p50, &b.p50),
+            shown(&row.p99, &b.p99),
             row.lost,
             row.sent
         );
