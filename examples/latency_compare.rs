@@ -25,9 +25,10 @@
 // a spin loop, a busy or an idle CPU, moves its tail here more than the
 // differences measured); the medians of each side's per-run p50, p99 and
 // p99.9 are reported with the ratios reactor / libc and each ratio's 95%
-// bootstrap interval (how far the runs' own spread lets it be trusted). Latency = CLOCK_REALTIME
-// read as the handler is entered (SystemTime::now, first thing on every
-// side, before the stamp is converted) - the kernel stamp.
+// bootstrap interval (how far the runs' own spread lets it be trusted).
+// Latency = CLOCK_REALTIME read as the handler is entered (SystemTime::now,
+// first thing on every side, before the stamp is converted) - the kernel
+// stamp.
 // Traffic stays on lo.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -565,7 +566,7 @@ fn ratio_interval(side: &[f64], base: &[f64]) -> Option<(f64, f64)> {
         return None;
     }
     const DRAWS: usize = 2000;
-    let mut rng = oorandom::Rand64::new(0x6c61_7465_6e63_79);
+    let mut rng = oorandom::Rand64::new(0x006c_6174_656e_6379);
     let mut buf = Vec::with_capacity(side.len().max(base.len()));
     let mut resampled_median = |v: &[f64], rng: &mut oorandom::Rand64| {
         buf.clear();
