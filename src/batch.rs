@@ -347,17 +347,24 @@ impl RecvBatch {
     /// (`MSG_DONTWAIT`): returns how many packets arrived, or an error of
     /// kind `WouldBlock` when none was queued.
     pub fn recv(&mut self, conn: &PacketConn) -> io::Result<usize> {
-        self.recv_with(conn, self.slots.capacity(), libc::MSG_DONTWAIT)
+        nothing_queued_is_an_error(self.recv_with(conn, self.slots.capacity(), libc::MSG_DONTWAIT))
     }
 
     /// Blocks until at least one packet arrives (on a blocking socket; the
-    /// socket's read timeout applies), then returns what is queued.
+    /// socket's read timeout applies, and its expiry is an error of kind
+    /// `WouldBlock`), then returns what is queued.
     pub fn recv_wait(&mut self, conn: &PacketConn) -> io::Result<usize> {
-        self.recv_with(conn, self.slots.capacity(), libc::MSG_WAITFORONE)
+        nothing_queued_is_an_error(self.recv_with(
+            conn,
+            self.slots.capacity(),
+            libc::MSG_WAITFORONE,
+        ))
     }
 
     /// Receives at most `max` packets (capped at the number of slots) with
-    /// `recvmmsg` flags `flags`.
+    /// `recvmmsg` flags `flags`. Nothing queued (`EAGAIN`) is `Ok(0)`: the
+    /// reactor's drains find that on most calls, and take it without an
+    /// `io::Error` made and dropped.
     pub(crate) fn recv_with(
         &mut self,
         conn: &PacketConn,
@@ -541,6 +548,16 @@ enum PacketSource<'a> {
     /// Decoded beforehand (the io_uring backend's completions).
     #[allow(dead_code)] // made only with the io-uring feature
     Decoded(&'a [Packet<'a>]),
+}
+
+/// The public receives' contract: nothing queued (`Ok(0)` inside the
+/// crate) is the `EAGAIN` error the system call returned.
+#[inline]
+fn nothing_queued_is_an_error(received: io::Result<usize>) -> io::Result<usize> {
+    match received {
+        Ok(0) => Err(io::Error::from_raw_os_error(libc::EAGAIN)),
+        other => other,
+    }
 }
 
 impl<'a> Iterator for Packets<'a> {

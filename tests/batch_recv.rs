@@ -156,6 +156,7 @@ fn recv_wait_blocks_until_a_packet_arrives_and_honours_the_read_timeout() {
     let mut batch = RecvBatch::new(8, 256, ControlFlags::NONE).unwrap();
     let e = batch.recv_wait(&rx).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "read timeout: {e}");
+    assert_eq!(e.raw_os_error(), Some(libc::EAGAIN), "read timeout: {e}");
     assert!(batch.is_empty());
 
     rx.socket().set_read_timeout(Some(DEADLINE)).unwrap();

@@ -87,6 +87,11 @@ pub(super) fn drain<D: Deliver + ?Sized>(
         while out.packets < budget {
             let want = batch.capacity().min(budget - out.packets);
             match batch.recv_with(ctx.conn, want, libc::MSG_DONTWAIT) {
+                // Nothing queued.
+                Ok(0) => {
+                    out.drained = true;
+                    return;
+                }
                 Ok(n) => {
                     let started = measure.then(std::time::Instant::now);
                     let mut packets = batch.iter();
@@ -110,10 +115,6 @@ pub(super) fn drain<D: Deliver + ?Sized>(
                     if ctx.stop || ctx.stop_requested() {
                         return;
                     }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    out.drained = true;
-                    return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {

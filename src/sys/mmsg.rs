@@ -280,7 +280,10 @@ impl RecvSlots {
     /// Re-primes the in/out lengths the last call changed and calls
     /// `recvmmsg` for up to `max` slots (non-blocking with `MSG_DONTWAIT`
     /// in `flags`). Only the headers of the datagrams it returns are to be
-    /// read afterwards.
+    /// read afterwards. Nothing queued (`EAGAIN`) is `Ok(0)`, not an error:
+    /// it is what most calls of a spinning reader find, and an `io::Error`
+    /// made, matched on its kind and dropped costs more than the rest of
+    /// the call's own work.
     pub(crate) fn recv(&mut self, fd: RawFd, max: usize, flags: libc::c_int) -> io::Result<usize> {
         let max = max.min(self.hdrs.len());
         let namelen = if self.want_name {
@@ -312,14 +315,15 @@ impl RecvSlots {
                 self.dirty = n as usize;
                 Ok(n as usize)
             }
+            // Nothing queued: no header was written.
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                self.dirty = 0;
+                Ok(0)
+            }
             Err(e) => {
-                // Nothing read: no header was written when nothing was
-                // queued; after another failure, assume any might have been.
-                self.dirty = if e.kind() == io::ErrorKind::WouldBlock {
-                    0
-                } else {
-                    max
-                };
+                // After another failure, assume any header might have been
+                // written.
+                self.dirty = max;
                 Err(e)
             }
         }

@@ -178,6 +178,9 @@ pub fn assert_drained(batch: &mut RecvBatch, conn: &PacketConn) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             assert!(!extra, "poll said readable but recv said WouldBlock");
             assert!(batch.is_empty());
+            // The system call's own error, as before the crate took
+            // "nothing queued" as a count of 0 inside.
+            assert_eq!(e.raw_os_error(), Some(libc::EAGAIN), "{e}");
         }
         Ok(n) => panic!(
             "expected WouldBlock on a drained socket, got {n} more packet(s): {:?}",
