@@ -24,8 +24,14 @@
 // after every other side of its group equally often (what ran just before
 // a spin loop, a busy or an idle CPU, moves its tail here more than the
 // differences measured); the medians of each side's per-run p50, p99 and
-// p99.9 are reported with the ratios reactor / libc and each ratio's 95%
-// bootstrap interval (how far the runs' own spread lets it be trusted).
+// p99.9 are reported. The ratios reactor / libc are paired: in each circuit
+// of a group (the runs in which every side came right after every other
+// once, a few seconds) the side's runs over its baseline's, then the
+// median over the circuits with a 95% bootstrap interval (how far the
+// circuits' own spread lets it be trusted). The host's noise moves over
+// minutes; pairing within a circuit keeps it out of the ratios.
+// `--per-run` writes each run's figures to stderr; `--pool FILE...` reads
+// such files (one per invocation) and reports them together.
 // Latency = CLOCK_REALTIME read as the handler is entered (SystemTime::now,
 // first thing on every side, before the stamp is converted) - the kernel
 // stamp.
@@ -95,6 +101,11 @@ struct Args {
     /// the order they ran)
     #[arg(long)]
     per_run: bool,
+    /// Send nothing: read the `--per-run` lines of earlier invocations
+    /// (one file each, as written to stderr) and report them pooled, each
+    /// invocation's circuits compared within themselves
+    #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with_all = ["only", "alone", "per_run"])]
+    pool: Option<Vec<std::path::PathBuf>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -504,11 +515,9 @@ fn send_round(
     Ok(seq)
 }
 
-#[derive(Default)]
-struct Row {
-    p50: Vec<f64>,
-    p99: Vec<f64>,
-    p999: Vec<f64>,
+/// A side's packet counts over all its runs.
+#[derive(Default, Clone, Copy)]
+struct Counts {
     received: u64,
     sent: u64,
     lost: u64,
@@ -551,37 +560,159 @@ fn schedule(n: usize, rounds: usize) -> Vec<usize> {
 
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
 
-/// A side's median over its baseline's, with a 95% bootstrap interval:
-/// both sides' runs resampled with replacement 2,000 times (seeded, so the
-/// same runs give the same interval) and the ratio of the resampled
-/// medians taken each time. How far the ratio can be trusted, from the
-/// spread of the runs themselves; `None` for a side that is its own
-/// baseline.
-fn ratio_interval(side: &[f64], base: &[f64]) -> Option<(f64, f64)> {
-    if std::ptr::eq(side, base) || side.is_empty() || base.is_empty() {
+/// One run of one side: its p50, p99 and p99.9 in µs.
+#[derive(Clone, Copy, Debug)]
+struct RunFigures {
+    side: Side,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+}
+
+/// Which figure of a run.
+type Quantile = fn(&RunFigures) -> f64;
+
+/// The per-circuit ratios of `side` to its baseline, `q` of each run: the
+/// runs of one invocation (in the order they ran) cut into the circuits of
+/// each group (spin sides, then epoll sides; `n (n - 1)` runs for `n`
+/// sides), and in each circuit where both ran, the geometric mean of the
+/// side's runs over that of its baseline's. Sides that ran minutes apart
+/// are never compared: the host's noise, which moves over minutes, moves
+/// both sides of a circuit alike.
+fn circuit_ratios(runs: &[RunFigures], side: Side, q: Quantile) -> Vec<f64> {
+    let base = side.baseline();
+    let mut out = Vec::new();
+    for spin in [true, false] {
+        let group: Vec<&RunFigures> = runs.iter().filter(|r| r.side.spins() == spin).collect();
+        let mut keys: Vec<&str> = group.iter().map(|r| r.side.key()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let n = keys.len();
+        let len = if n < 2 { 1 } else { n * (n - 1) };
+        for circuit in group.chunks(len) {
+            let log_mean = |s: Side| {
+                let v: Vec<f64> = circuit
+                    .iter()
+                    .filter(|r| r.side == s)
+                    .map(|r| q(r).max(1e-3).ln())
+                    .collect();
+                (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+            };
+            if let (Some(a), Some(b)) = (log_mean(side), log_mean(base)) {
+                out.push((a - b).exp());
+            }
+        }
+    }
+    out
+}
+
+/// The median of the per-circuit ratios with a 95% bootstrap interval:
+/// the circuits resampled with replacement 2,000 times (seeded, so the
+/// same runs give the same interval) and the median taken each time. How
+/// far the ratio can be trusted, from the spread of the circuits
+/// themselves; no interval from fewer than 5 circuits.
+fn ratio_with_interval(ratios: &[f64]) -> Option<(f64, Option<(f64, f64)>)> {
+    if ratios.is_empty() {
         return None;
+    }
+    if ratios.len() < 5 {
+        return Some((median(ratios), None));
     }
     const DRAWS: usize = 2000;
     let mut rng = oorandom::Rand64::new(0x006c_6174_656e_6379);
-    let mut buf = Vec::with_capacity(side.len().max(base.len()));
-    let mut resampled_median = |v: &[f64], rng: &mut oorandom::Rand64| {
-        buf.clear();
-        buf.extend((0..v.len()).map(|_| v[rng.rand_range(0..v.len() as u64) as usize]));
-        median(&buf)
-    };
-    let mut ratios: Vec<f64> = (0..DRAWS)
-        .map(|_| resampled_median(side, &mut rng) / resampled_median(base, &mut rng))
+    let mut buf = Vec::with_capacity(ratios.len());
+    let mut medians: Vec<f64> = (0..DRAWS)
+        .map(|_| {
+            buf.clear();
+            buf.extend(
+                (0..ratios.len()).map(|_| ratios[rng.rand_range(0..ratios.len() as u64) as usize]),
+            );
+            median(&buf)
+        })
         .collect();
-    ratios.sort_by(|a, b| a.total_cmp(b));
-    Some((ratios[DRAWS / 40], ratios[DRAWS - 1 - DRAWS / 40]))
+    medians.sort_by(|a, b| a.total_cmp(b));
+    Some((
+        median(ratios),
+        Some((medians[DRAWS / 40], medians[DRAWS - 1 - DRAWS / 40])),
+    ))
 }
 
-fn main() -> std::io::Result<()> {
-    let args = Args::parse();
+/// Reads the `--per-run` lines of earlier invocations, one file per
+/// invocation (lines `run K SIDE p50 X p99 Y [p99.9 Z]`; other lines are
+/// skipped).
+fn read_runs(path: &std::path::Path) -> std::io::Result<Vec<RunFigures>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))?;
+    let mut runs = Vec::new();
+    for (no, line) in text.lines().enumerate() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() != Some(&"run") {
+            continue;
+        }
+        let bad = |what: &str| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}:{}: {what}: {line:?}", path.display(), no + 1),
+            )
+        };
+        let side = words
+            .get(2)
+            .and_then(|k| Side::ALL.iter().copied().find(|s| s.key() == *k))
+            .ok_or_else(|| bad("unknown side"))?;
+        let value = |name: &str| -> Result<Option<f64>, std::io::Error> {
+            match words.iter().position(|w| *w == name) {
+                None => Ok(None),
+                Some(i) => words
+                    .get(i + 1)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .filter(|v| v.is_finite() && *v > 0.0)
+                    .map(Some)
+                    .ok_or_else(|| bad(&format!("no number after {name}"))),
+            }
+        };
+        let (Some(p50), Some(p99)) = (value("p50")?, value("p99")?) else {
+            return Err(bad("a run line without p50 and p99"));
+        };
+        let p999 = value("p99.9")?.unwrap_or(f64::NAN);
+        runs.push(RunFigures {
+            side,
+            p50,
+            p99,
+            p999,
+        });
+    }
+    if runs.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{}: no `run` lines (write them with --per-run)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(runs)
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("latency_compare: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> std::io::Result<()> {
+    if let Some(files) = &args.pool {
+        let invocations = files
+            .iter()
+            .map(|f| read_runs(f))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        report(&args, &invocations, &[]);
+        return Ok(());
+    }
     let wanted = |s: Side| {
         let Some(keys) = args.only.as_ref() else {
             return s != Side::BatchSpin;
@@ -592,10 +723,10 @@ fn main() -> std::io::Result<()> {
     };
     pin_current_thread(args.rx_cpu)?;
     let tx = PacketConn::multicast_sender(&Interface::loopback())?;
-    let mut sides: Vec<(Receiver, Row)> = Side::ALL
+    let mut sides: Vec<(Receiver, Counts)> = Side::ALL
         .iter()
         .filter(|&&s| wanted(s))
-        .map(|&s| Ok((Receiver::new(s)?, Row::default())))
+        .map(|&s| Ok((Receiver::new(s)?, Counts::default())))
         .collect::<std::io::Result<_>>()?;
     // Packets of a new flow just after a join may be dropped.
     std::thread::sleep(Duration::from_millis(300));
@@ -622,6 +753,7 @@ fn main() -> std::io::Result<()> {
                 .map(|j| group[j]),
         );
     }
+    let mut runs = Vec::with_capacity(order.len());
     for (run, &i) in order.iter().enumerate() {
         let (rx, row) = &mut sides[i];
         let dst = rx.dst;
@@ -640,15 +772,19 @@ fn main() -> std::io::Result<()> {
         let us = |q: f64| rec.hist.value_at_quantile(q) as f64 / 1e3;
         if args.per_run {
             eprintln!(
-                "run {run} {} p50 {:.3} p99 {:.3}",
+                "run {run} {} p50 {:.3} p99 {:.3} p99.9 {:.3}",
                 rx.side.key(),
                 us(0.5),
-                us(0.99)
+                us(0.99),
+                us(0.999)
             );
         }
-        row.p50.push(us(0.5));
-        row.p99.push(us(0.99));
-        row.p999.push(us(0.999));
+        runs.push(RunFigures {
+            side: rx.side,
+            p50: us(0.5),
+            p99: us(0.99),
+            p999: us(0.999),
+        });
         row.received += rec.received;
         row.sent += sent;
         row.lost += rec.lost;
@@ -661,75 +797,117 @@ fn main() -> std::io::Result<()> {
         }
     }
 
-    // Without its baseline (--alone), a side is its own reference.
-    let base = |s: Side| {
-        &sides
+    let counts: Vec<(Side, Counts)> = sides.iter().map(|(rx, c)| (rx.side, *c)).collect();
+    report(&args, &[runs], &counts);
+    Ok(())
+}
+
+/// Prints the table (or the JSON line) for the runs of one or more
+/// invocations; `counts` are the packet counts of a live run (none when
+/// pooling files).
+fn report(args: &Args, invocations: &[Vec<RunFigures>], counts: &[(Side, Counts)]) {
+    let present: Vec<Side> = Side::ALL
+        .iter()
+        .copied()
+        .filter(|&s| invocations.iter().flatten().any(|r| r.side == s))
+        .collect();
+    let column = |s: Side, q: Quantile| {
+        let v: Vec<f64> = invocations
             .iter()
-            .find(|(r, _)| r.side == s.baseline())
-            .or_else(|| sides.iter().find(|(r, _)| r.side == s))
-            .expect("the side itself")
-            .1
+            .flatten()
+            .filter(|r| r.side == s)
+            .map(q)
+            .filter(|x| x.is_finite())
+            .collect();
+        (!v.is_empty()).then(|| median(&v))
     };
+    // A side against its baseline, circuit by circuit (none for a
+    // baseline, or a side run without its baseline: --alone).
+    let paired = |s: Side, q: Quantile| {
+        if s.baseline() == s {
+            return None;
+        }
+        let ratios: Vec<f64> = invocations
+            .iter()
+            .flat_map(|inv| circuit_ratios(inv, s, q))
+            .collect();
+        ratio_with_interval(&ratios).map(|r| (r, ratios.len()))
+    };
+    let (p50, p99, p999): (Quantile, Quantile, Quantile) = (|r| r.p50, |r| r.p99, |r| r.p999);
+    let count = |s: Side| counts.iter().find(|(c, _)| *c == s).map(|(_, c)| *c);
+    let runs_of = |s: Side| invocations.iter().flatten().filter(|r| r.side == s).count();
     if args.json {
+        let r3 = |x: f64| (x * 1e3).round() / 1e3;
         let mut out = serde_json::Map::new();
-        out.insert("rate".into(), args.rate.into());
-        out.insert("seconds".into(), args.seconds.into());
-        out.insert("rounds".into(), args.rounds.into());
-        for (rx, row) in &sides {
-            let b = base(rx.side);
-            let r3 = |x: f64| (x * 1e3).round() / 1e3;
+        if args.pool.is_none() {
+            out.insert("rate".into(), args.rate.into());
+            out.insert("seconds".into(), args.seconds.into());
+        }
+        out.insert("invocations".into(), invocations.len().into());
+        for &s in &present {
+            let ratio = |q| paired(s, q).map(|((r, _), _)| r3(r));
+            let interval = |q| paired(s, q).and_then(|((_, i), _)| i.map(|(l, h)| [r3(l), r3(h)]));
+            let c = count(s);
             out.insert(
-                rx.side.key().into(),
+                s.key().into(),
                 serde_json::json!({
-                    "p50_us": r3(median(&row.p50)),
-                    "p99_us": r3(median(&row.p99)),
-                    "p999_us": r3(median(&row.p999)),
-                    "runs": row.p99.len(),
-                    "p50_ratio": r3(median(&row.p50) / median(&b.p50)),
-                    "p99_ratio": r3(median(&row.p99) / median(&b.p99)),
-                    "p50_ratio_95": ratio_interval(&row.p50, &b.p50).map(|(l, h)| [r3(l), r3(h)]),
-                    "p99_ratio_95": ratio_interval(&row.p99, &b.p99).map(|(l, h)| [r3(l), r3(h)]),
-                    "received": row.received,
-                    "sent": row.sent,
-                    "lost": row.lost,
+                    "p50_us": column(s, p50).map(r3),
+                    "p99_us": column(s, p99).map(r3),
+                    "p999_us": column(s, p999).map(r3),
+                    "runs": runs_of(s),
+                    "circuits": paired(s, p50).map(|(_, n)| n),
+                    "p50_ratio": ratio(p50),
+                    "p99_ratio": ratio(p99),
+                    "p50_ratio_95": interval(p50),
+                    "p99_ratio_95": interval(p99),
+                    "received": c.map(|c| c.received),
+                    "sent": c.map(|c| c.sent),
+                    "lost": c.map(|c| c.lost),
                 }),
             );
         }
         println!("{}", serde_json::Value::Object(out));
-        return Ok(());
+        return;
     }
-    println!(
-        "latency, kernel receive timestamp to handler, {PAYLOAD}-byte multicast on lo at {} pps, \
-         receiver on CPU {}, sender on CPU {}; medians of each side's runs of {} s \
-         (spin sides alternating among themselves, then epoll sides)",
-        args.rate, args.rx_cpu, args.tx_cpu, args.seconds
-    );
-    println!(
-        "{:<42} {:>5} {:>8} {:>8} {:>9} {:>20} {:>20} {:>10}",
-        "side", "runs", "p50 us", "p99 us", "p99.9 us", "p50 x [95%]", "p99 x [95%]", "lost/sent"
-    );
-    // The ratio, and the interval its runs allow (see ratio_interval).
-    let shown = |v: &[f64], b: &[f64]| {
-        let r = median(v) / median(b);
-        match ratio_interval(v, b) {
-            Some((low, high)) => format!("{r:.3} [{low:.2}, {high:.2}]"),
-            None => format!("{r:.3}"),
-        }
-    };
-    for (rx, row) in &sides {
-        let b = base(rx.side);
+    if args.pool.is_some() {
         println!(
-            "{:<42} {:>5} {:>8.2} {:>8.2} {:>9.2} {:>20} {:>20} {:>4}/{}",
-            rx.side.name(),
-            row.p99.len(),
-            median(&row.p50),
-            median(&row.p99),
-            median(&row.p999),
-            shown(&row.p50, &b.p50),
-            shown(&row.p99, &b.p99),
-            row.lost,
-            row.sent
+            "latency, kernel receive timestamp to handler: {} invocations' runs pooled",
+            invocations.len()
+        );
+    } else {
+        println!(
+            "latency, kernel receive timestamp to handler, {PAYLOAD}-byte multicast on lo at {} pps, \
+             receiver on CPU {}, sender on CPU {}; runs of {} s (spin sides alternating among \
+             themselves, then epoll sides)",
+            args.rate, args.rx_cpu, args.tx_cpu, args.seconds
         );
     }
-    Ok(())
+    println!(
+        "p50, p99, p99.9: medians of each side's runs; x: the side over its baseline in each \
+         circuit of its group (the runs in which every side came after every other once), \
+         median over the circuits [95% bootstrap interval]"
+    );
+    println!(
+        "{:<42} {:>5} {:>8} {:>8} {:>9} {:>21} {:>21} {:>10}",
+        "side", "runs", "p50 us", "p99 us", "p99.9 us", "p50 x [95%]", "p99 x [95%]", "lost/sent"
+    );
+    let shown = |s: Side, q| match paired(s, q) {
+        None => "-".to_string(),
+        Some(((r, None), n)) => format!("{r:.3} ({n} circ.)"),
+        Some(((r, Some((low, high))), _)) => format!("{r:.3} [{low:.3}, {high:.3}]"),
+    };
+    let us = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
+    for &s in &present {
+        println!(
+            "{:<42} {:>5} {:>8} {:>8} {:>9} {:>21} {:>21} {:>10}",
+            s.name(),
+            runs_of(s),
+            us(column(s, p50)),
+            us(column(s, p99)),
+            us(column(s, p999)),
+            shown(s, p50),
+            shown(s, p99),
+            count(s).map_or("-".to_string(), |c| format!("{}/{}", c.lost, c.sent)),
+        );
+    }
 }
