@@ -1,7 +1,9 @@
 //! Delivery through the reactor: 200 groups over 10 sockets each reach the
 //! right handler exactly once, a busy socket stopped by its budget neither
 //! starves a quiet one nor loses readiness, handler time is measured only
-//! when asked, and `PacketConn` is a `mio::event::Source`.
+//! when asked, a packet that arrives while the handler runs is read in the
+//! same turn (unless `read_until_empty(false)`), and `PacketConn` is a
+//! `mio::event::Source`.
 //!
 //! Network safety: multicast only through `util::lo_sender` and the checked
 //! `util::send` (lo, 127.0.0.1), to groups 239.255.150.x (239.255.151.1-200 for the
@@ -17,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ipv4_reactor::reactor::{Backend, Context, Key};
+use ipv4_reactor::reactor::{Backend, Context, Key, Reactor};
 use ipv4_reactor::{ControlFlags, Interface, Packet, PacketConn, RecvBatch};
 use util::reactor::{turn_for, turn_until, TURN};
 use util::{
@@ -357,6 +359,62 @@ fn handler_time_is_measured_only_when_asked() {
 
 // ---------------------------------------------------------------------------
 // mio::event::Source
+/// A packet that arrives while the handler runs (here, sent by the handler
+/// itself through lo, which queues it before `send_to` returns) is read in
+/// the same turn by default (`read_until_empty`, the C loop's read until
+/// `EAGAIN`), and in the next turn when `read_until_empty(false)` lets a
+/// short batch end the drain. The mio backend: the io_uring backend's
+/// multishot receive has no receive call to repeat.
+#[test]
+fn a_packet_arriving_while_the_handler_runs_is_read_in_the_same_turn_by_default() {
+    for until_empty in [true, false] {
+        let g = asm_group(TAG);
+        let rx = lo_receiver(g, ControlFlags::NONE);
+        let dst = SocketAddrV4::new(g, port_of(&rx));
+        let tx = lo_sender();
+        let echo = lo_sender();
+        let mut reactor = Reactor::builder()
+            .read_until_empty(until_empty)
+            .build()
+            .expect("reactor");
+        let seqs = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&seqs);
+        reactor
+            .register(rx, move |p: &Packet<'_>, _: &mut Context<'_>| {
+                let seq = seq_of(p.payload);
+                seen.lock().unwrap().push(seq);
+                if seq == 0 {
+                    send(&echo, &1u64.to_be_bytes(), dst);
+                }
+            })
+            .expect("register");
+        thread::sleep(SETTLE);
+        send(&tx, &0u64.to_be_bytes(), dst);
+        let mut first = 0;
+        let deadline = Instant::now() + DEADLINE;
+        while first == 0 && Instant::now() < deadline {
+            first = reactor.turn(Some(TURN)).expect("turn");
+        }
+        let expected = if until_empty { 2 } else { 1 };
+        assert_eq!(
+            first, expected,
+            "read_until_empty({until_empty}): packets delivered by the turn that read packet 0"
+        );
+        if !until_empty {
+            let second = reactor.turn(Some(DEADLINE)).expect("turn");
+            assert_eq!(
+                second, 1,
+                "the next turn reads the packet sent by the handler"
+            );
+        }
+        assert_eq!(
+            *seqs.lock().unwrap(),
+            vec![0, 1],
+            "read_until_empty({until_empty})"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 
 fn assert_is_source<S: mio::event::Source>(_: &S) {}

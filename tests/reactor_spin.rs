@@ -114,6 +114,125 @@ fn every_socket_is_read_in_order_and_the_budget_still_holds() {
     });
 }
 
+/// `run` in spin mode with nothing but sockets registered reads them
+/// without the rest of a turn; what a drain brings is still carried out as
+/// in a full turn: a flooded socket stops at its budget (counted) and gets
+/// every packet in order, a handler that deregisters its socket gets no
+/// more packets and its socket is gone, a handler that panics loses its
+/// socket and the panic is recorded, handle calls are answered while it
+/// spins, and a handler's stop ends `run`.
+#[test]
+fn a_spinning_run_with_only_sockets_still_settles_every_drain() {
+    // The mio backend: the io_uring one always takes full turns.
+    let (handle, join) = ipv4_reactor::reactor::Reactor::builder()
+        .spin(true)
+        .budget(8)
+        .spawn()
+        .unwrap();
+    let mut dsts = Vec::new();
+    let mut keys = Vec::new();
+    let flooded = Arc::new(Mutex::new(Vec::new()));
+    let quitter = Arc::new(AtomicU64::new(0));
+    let stopper = Arc::new(AtomicU64::new(0));
+    for role in 0..4 {
+        let g = asm_group(TAG);
+        let rx = lo_receiver(g, ControlFlags::NONE);
+        dsts.push(dst_of(g, &rx));
+        let (flooded, quitter, stopper) = (
+            Arc::clone(&flooded),
+            Arc::clone(&quitter),
+            Arc::clone(&stopper),
+        );
+        let key = handle
+            .register(
+                rx,
+                from_fn(move |p, ctx| {
+                    let seq = u64::from_be_bytes(p.payload[..8].try_into().unwrap());
+                    match role {
+                        0 => flooded.lock().unwrap().push(seq),
+                        1 => {
+                            if quitter.fetch_add(1, Ordering::Relaxed) + 1 == 3 {
+                                ctx.deregister();
+                            }
+                        }
+                        2 => panic!("the panicking socket's handler"),
+                        _ => {
+                            stopper.fetch_add(1, Ordering::Relaxed);
+                            ctx.stop();
+                        }
+                    }
+                }),
+            )
+            .unwrap();
+        keys.push(key);
+    }
+    thread::sleep(SETTLE);
+    let tx = lo_sender();
+    for i in 0..200 {
+        send(&tx, &payload(i), dsts[0]);
+    }
+    assert!(
+        wait_until(DEADLINE, || flooded.lock().unwrap().len() == 200),
+        "{} of 200 packets on the flooded socket",
+        flooded.lock().unwrap().len()
+    );
+    assert!(
+        flooded
+            .lock()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .all(|(i, &s)| s == i as u64),
+        "the flooded socket's packets out of order"
+    );
+    let key0 = keys[0];
+    let stops = handle
+        .call(move |r| r.socket_counters(key0).map(|c| c.budget_stops))
+        .unwrap();
+    assert!(stops > Some(0), "no budget stop counted: {stops:?}");
+
+    // Deregistration from inside the handler, on the third packet.
+    for i in 0..3 {
+        send(&tx, &payload(i), dsts[1]);
+    }
+    assert!(wait_until(DEADLINE, || quitter.load(Ordering::Relaxed) == 3));
+    let key1 = keys[1];
+    assert!(
+        wait_until(DEADLINE, || handle
+            .call(move |r| r.conn(key1).is_none())
+            .unwrap()),
+        "the socket whose handler deregistered it is still registered"
+    );
+    for i in 3..6 {
+        send(&tx, &payload(i), dsts[1]);
+    }
+    // A panic: the socket is dropped, the panic recorded.
+    send(&tx, &payload(0), dsts[2]);
+    let key2 = keys[2];
+    let mut panics = Vec::new();
+    assert!(
+        wait_until(DEADLINE, || {
+            panics.extend(handle.call(|r| r.take_panics()).unwrap());
+            !panics.is_empty()
+        }),
+        "the handler's panic was not recorded"
+    );
+    assert!(
+        panics[0].contains("the panicking socket's handler"),
+        "{panics:?}"
+    );
+    assert!(handle.call(move |r| r.conn(key2).is_none()).unwrap());
+    assert_eq!(
+        quitter.load(Ordering::Relaxed),
+        3,
+        "a deregistered socket's handler got more packets"
+    );
+    // The handler's stop ends run.
+    send(&tx, &payload(0), dsts[3]);
+    join_within(join, DEADLINE, "the spinning reactor's thread").unwrap();
+    assert_eq!(stopper.load(Ordering::Relaxed), 1);
+}
+
 /// A spinning reactor on its own thread: a socket registered through a
 /// handle is read, a handle call is answered, a foreign source's readiness
 /// (which only epoll reports) reaches its handler, a timer fires, and stop

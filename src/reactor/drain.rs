@@ -47,6 +47,18 @@ impl Deliver for Box<dyn Handler> {
     }
 }
 
+/// How a drain reads a socket: the reactor's settings.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct DrainRules {
+    /// The most packets delivered from one socket per turn.
+    pub(super) budget: usize,
+    /// Time the handler (two clock reads per batch).
+    pub(super) measure: bool,
+    /// After a batch shorter than asked, read again until a receive finds
+    /// nothing queued (see [`ReactorBuilder::read_until_empty`](super::ReactorBuilder::read_until_empty)).
+    pub(super) until_empty: bool,
+}
+
 /// The parts of a registered socket a drain works on.
 pub(super) struct Socket<'a> {
     pub(super) key: Key,
@@ -66,14 +78,27 @@ pub(super) struct Outcome {
     pub(super) panic: Option<Box<dyn Any + Send>>,
 }
 
+impl Outcome {
+    /// Read until nothing was queued, and nothing else happened: no error,
+    /// panic, stop or deregistration.
+    #[inline]
+    pub(super) fn is_quiet(&self) -> bool {
+        self.drained && !self.failed && !self.stop && !self.deregister && self.panic.is_none()
+    }
+}
+
 /// Reads one socket until nothing is queued or its budget is spent.
 pub(super) fn drain<D: Deliver + ?Sized>(
     socket: Socket<'_>,
     handler: &mut D,
-    budget: usize,
-    measure: bool,
+    rules: DrainRules,
     stop_requested: &AtomicBool,
 ) -> Outcome {
+    let DrainRules {
+        budget,
+        measure,
+        until_empty,
+    } = rules;
     let Socket {
         key,
         conn,
@@ -105,8 +130,11 @@ pub(super) fn drain<D: Deliver + ?Sized>(
                         return;
                     }
                     // Fewer than asked: the queue was empty when the call
-                    // returned, and any later packet raises a new edge.
-                    if n < want {
+                    // returned. Without `until_empty`, stop here: a later
+                    // packet raises a new edge (one receive fewer per
+                    // wake-up, but a packet that arrived while the handler
+                    // ran waits for the next epoll_wait and turn).
+                    if n < want && !until_empty {
                         out.drained = true;
                         return;
                     }

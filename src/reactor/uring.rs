@@ -21,7 +21,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::AtomicBool;
 
-use super::drain::{Deliver, Outcome, Socket};
+use super::drain::{Deliver, DrainRules, Outcome, Socket};
 use super::{Context, Key};
 use crate::batch::{Packet, Packets};
 use crate::control::{ControlFlags, ControlMessage};
@@ -296,10 +296,14 @@ pub(super) fn drain_uring<D: Deliver + ?Sized>(
     slot: usize,
     socket: Socket<'_>,
     handler: &mut D,
-    budget: usize,
-    measure: bool,
+    rules: DrainRules,
     stop_requested: &AtomicBool,
 ) -> Outcome {
+    // A multishot receive hands over what it completed: there is no
+    // receive call to make again, so `until_empty` has nothing to do here.
+    let DrainRules {
+        budget, measure, ..
+    } = rules;
     let Socket {
         key,
         conn,
