@@ -108,6 +108,9 @@ pub(super) fn drain<D: Deliver + ?Sized>(
     let mut ctx = Context::new(key, conn, stop_requested);
     let mut out = Outcome::default();
     let before = *batch.counters();
+    // Whether a receive returned packets (an idle drain leaves the batch's
+    // counters as they were: nothing to add).
+    let mut received = false;
     let result = catch_unwind(AssertUnwindSafe(|| {
         while out.packets < budget {
             let want = batch.capacity().min(budget - out.packets);
@@ -118,6 +121,7 @@ pub(super) fn drain<D: Deliver + ?Sized>(
                     return;
                 }
                 Ok(n) => {
+                    received = true;
                     let started = measure.then(std::time::Instant::now);
                     let mut packets = batch.iter();
                     handler.on_packets(&mut packets, &mut ctx);
@@ -157,7 +161,9 @@ pub(super) fn drain<D: Deliver + ?Sized>(
             }
         }
     }));
-    counters.recv += *batch.counters() - before;
+    if received {
+        counters.recv += *batch.counters() - before;
+    }
     counters.overflow_drops += ctx.overflow_drops;
     out.stop = ctx.stop;
     out.deregister = ctx.deregister;
