@@ -360,7 +360,7 @@ fn handler_time_is_measured_only_when_asked() {
 // ---------------------------------------------------------------------------
 // mio::event::Source
 /// A packet that arrives while the handler runs (here, sent by the handler
-/// itself through lo, which queues it before `send_to` returns) is read in
+/// itself through lo; the handler waits until it is queued) is read in
 /// the same turn by default (`read_until_empty`, the C loop's read until
 /// `EAGAIN`), and in the next turn when `read_until_empty(false)` lets a
 /// short batch end the drain. The mio backend: the io_uring backend's
@@ -380,11 +380,17 @@ fn a_packet_arriving_while_the_handler_runs_is_read_in_the_same_turn_by_default(
         let seqs = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&seqs);
         reactor
-            .register(rx, move |p: &Packet<'_>, _: &mut Context<'_>| {
+            .register(rx, move |p: &Packet<'_>, ctx: &mut Context<'_>| {
                 let seq = seq_of(p.payload);
                 seen.lock().unwrap().push(seq);
                 if seq == 0 {
                     send(&echo, &1u64.to_be_bytes(), dst);
+                    // Queued before the handler returns, however busy the
+                    // machine (lo may leave the delivery to ksoftirqd).
+                    assert!(
+                        util::batch::wait_readable(ctx.conn(), DEADLINE),
+                        "the packet sent from the handler never arrived"
+                    );
                 }
             })
             .expect("register");

@@ -129,15 +129,25 @@ fn a_spinning_run_with_only_sockets_still_settles_every_drain() {
         .budget(8)
         .spawn()
         .unwrap();
-    let mut dsts = Vec::new();
-    let mut keys = Vec::new();
     let flooded = Arc::new(Mutex::new(Vec::new()));
     let quitter = Arc::new(AtomicU64::new(0));
     let stopper = Arc::new(AtomicU64::new(0));
-    for role in 0..4 {
-        let g = asm_group(TAG);
-        let rx = lo_receiver(g, ControlFlags::NONE);
-        dsts.push(dst_of(g, &rx));
+    let receivers: Vec<_> = (0..4)
+        .map(|_| lo_receiver(asm_group(TAG), ControlFlags::NONE))
+        .collect();
+    let dsts: Vec<_> = receivers
+        .iter()
+        .map(|rx| rx.local_addr().unwrap())
+        .collect();
+    thread::sleep(SETTLE);
+    let tx = lo_sender();
+    // Queued before the socket is registered: far past its budget of 8
+    // whatever the speed of the spinning reader.
+    for i in 0..200 {
+        send(&tx, &payload(i), dsts[0]);
+    }
+    let mut keys = Vec::new();
+    for (role, rx) in receivers.into_iter().enumerate() {
         let (flooded, quitter, stopper) = (
             Arc::clone(&flooded),
             Arc::clone(&quitter),
@@ -165,11 +175,6 @@ fn a_spinning_run_with_only_sockets_still_settles_every_drain() {
             )
             .unwrap();
         keys.push(key);
-    }
-    thread::sleep(SETTLE);
-    let tx = lo_sender();
-    for i in 0..200 {
-        send(&tx, &payload(i), dsts[0]);
     }
     assert!(
         wait_until(DEADLINE, || flooded.lock().unwrap().len() == 200),
