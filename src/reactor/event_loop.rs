@@ -76,6 +76,26 @@ pub(super) struct Entry {
     pub(super) retry_at: Option<Instant>,
 }
 
+impl Entry {
+    /// What a drain of this socket works on, and who gets its packets.
+    fn parts(&mut self) -> (Socket<'_>, &mut EntryHandler) {
+        let socket = Socket {
+            key: self.key,
+            conn: &self.conn,
+            batch: &mut self.batch,
+            counters: &mut self.counters,
+        };
+        (socket, &mut self.handler)
+    }
+
+    /// After a drain: one without a receive error ends a run of errors.
+    fn after_drain(&mut self, outcome: &Outcome) {
+        if !outcome.failed {
+            self.errors_in_row = 0;
+        }
+    }
+}
+
 /// The registration `key` names in `entries`, if it is still registered
 /// (the slot holds the same generation): for the reactor and for the
 /// contexts of source and timer handlers, which see only the entries.
@@ -928,22 +948,16 @@ impl Reactor {
                     self.ready.remove(i);
                     return;
                 };
-                let EntryHandler::Own(handler) = &mut entry.handler else {
+                let (socket, EntryHandler::Own(handler)) = entry.parts() else {
                     return;
                 };
-                let socket = Socket {
-                    key: entry.key,
-                    conn: &entry.conn,
-                    batch: &mut entry.batch,
-                    counters: &mut entry.counters,
-                };
                 let outcome = drain(socket, handler, rules, &self.shared.stop);
+                entry.after_drain(&outcome);
                 if !outcome.is_quiet() {
                     self.ready.remove(i);
                     self.settle(key, outcome);
                     return;
                 }
-                entry.errors_in_row = 0;
             }
             // The command queue once in SPIN_COMMAND_CHECK passes (a
             // command waits a few microseconds at most), the stop flag on
@@ -980,27 +994,20 @@ impl Reactor {
     #[inline]
     fn drain_slot(&mut self, key: usize) -> Option<Outcome> {
         let entry = self.entries.get_mut(key)?;
-        let socket = Socket {
-            key: entry.key,
-            conn: &entry.conn,
-            batch: &mut entry.batch,
-            counters: &mut entry.counters,
-        };
         let (rules, stop) = (self.config.drain_rules(), &self.shared.stop);
         #[cfg(feature = "io-uring")]
         let uring = self.uring.as_mut();
         #[cfg(not(feature = "io-uring"))]
         let uring = None;
-        let outcome = match &mut entry.handler {
+        let (socket, handler) = entry.parts();
+        let outcome = match handler {
             EntryHandler::Own(handler) => drain_entry(uring, key, socket, handler, rules, stop),
             EntryHandler::FeedLine { feed, line } => {
                 let mut line = FeedLine::new(&mut self.feeds, *feed, *line);
                 drain_entry(uring, key, socket, &mut line, rules, stop)
             }
         };
-        if !outcome.failed {
-            entry.errors_in_row = 0;
-        }
+        entry.after_drain(&outcome);
         Some(outcome)
     }
 
