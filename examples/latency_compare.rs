@@ -100,7 +100,7 @@ struct Args {
     /// Print the result as one JSON line
     #[arg(long)]
     json: bool,
-    /// Also print each run's p50 and p99 (to stderr, a line per run in
+    /// Also print each run's p50, p99 and p99.9 (to stderr, a line per run in
     /// the order they ran)
     #[arg(long)]
     per_run: bool,
@@ -589,6 +589,10 @@ struct RunFigures {
 /// Which figure of a run.
 type Quantile = fn(&RunFigures) -> f64;
 
+/// A paired ratio with its 95% interval (none from too few circuits), and
+/// the number of circuits; none without a baseline.
+type Paired = Option<((f64, Option<(f64, f64)>), usize)>;
+
 /// The per-circuit ratios of `side` to its baseline, `q` of each run: the
 /// runs of one invocation (in the order they ran) cut into the circuits of
 /// each group (spin sides, then epoll sides; `n (n - 1)` runs for `n`
@@ -797,22 +801,23 @@ fn run(args: Args) -> std::io::Result<()> {
                 "run {run} {}: no packet recorded (the run is left out)",
                 rx.side.key()
             );
-        } else if args.per_run {
-            eprintln!(
-                "run {run} {} p50 {:.3} p99 {:.3} p99.9 {:.3}",
-                rx.side.key(),
-                us(0.5),
-                us(0.99),
-                us(0.999)
-            );
-        }
-        if !rec.hist.is_empty() {
-            runs.push(RunFigures {
+        } else {
+            let figures = RunFigures {
                 side: rx.side,
                 p50: us(0.5),
                 p99: us(0.99),
                 p999: us(0.999),
-            });
+            };
+            if args.per_run {
+                eprintln!(
+                    "run {run} {} p50 {:.3} p99 {:.3} p99.9 {:.3}",
+                    rx.side.key(),
+                    figures.p50,
+                    figures.p99,
+                    figures.p999
+                );
+            }
+            runs.push(figures);
         }
         row.received += rec.received;
         row.sent += sent;
@@ -851,7 +856,8 @@ fn report(args: &Args, invocations: &[Vec<RunFigures>], counts: &[(Side, Counts)
         (!v.is_empty()).then(|| median(&v))
     };
     // A side against its baseline, circuit by circuit (none for a
-    // baseline, or a side run without its baseline: --alone).
+    // baseline, or a side run without its baseline: --alone): the ratio,
+    // its interval, and the number of circuits.
     let paired = |s: Side, q: Quantile| {
         if s.baseline() == s {
             return None;
@@ -874,8 +880,9 @@ fn report(args: &Args, invocations: &[Vec<RunFigures>], counts: &[(Side, Counts)
         }
         out.insert("invocations".into(), invocations.len().into());
         for &s in &present {
-            let ratio = |q| paired(s, q).map(|((r, _), _)| r3(r));
-            let interval = |q| paired(s, q).and_then(|((_, i), _)| i.map(|(l, h)| [r3(l), r3(h)]));
+            let (at50, at99) = (paired(s, p50), paired(s, p99));
+            let ratio = |p: Paired| p.map(|((r, _), _)| r3(r));
+            let interval = |p: Paired| p.and_then(|((_, i), _)| i.map(|(l, h)| [r3(l), r3(h)]));
             let c = count(s);
             out.insert(
                 s.key().into(),
@@ -884,11 +891,11 @@ fn report(args: &Args, invocations: &[Vec<RunFigures>], counts: &[(Side, Counts)
                     "p99_us": column(s, p99).map(r3),
                     "p999_us": column(s, p999).map(r3),
                     "runs": runs_of(s),
-                    "circuits": paired(s, p50).map(|(_, n)| n),
-                    "p50_ratio": ratio(p50),
-                    "p99_ratio": ratio(p99),
-                    "p50_ratio_95": interval(p50),
-                    "p99_ratio_95": interval(p99),
+                    "circuits": at50.map(|(_, n)| n),
+                    "p50_ratio": ratio(at50),
+                    "p99_ratio": ratio(at99),
+                    "p50_ratio_95": interval(at50),
+                    "p99_ratio_95": interval(at99),
                     "received": c.map(|c| c.received),
                     "sent": c.map(|c| c.sent),
                     "lost": c.map(|c| c.lost),
@@ -920,7 +927,7 @@ fn report(args: &Args, invocations: &[Vec<RunFigures>], counts: &[(Side, Counts)
         "{:<42} {:>5} {:>8} {:>8} {:>9} {:>21} {:>21} {:>10}",
         "side", "runs", "p50 us", "p99 us", "p99.9 us", "p50 x [95%]", "p99 x [95%]", "lost/sent"
     );
-    let shown = |s: Side, q| match paired(s, q) {
+    let shown = |p: Paired| match p {
         None => "-".to_string(),
         Some(((r, None), n)) => format!("{r:.3} ({n} circ.)"),
         Some(((r, Some((low, high))), _)) => format!("{r:.3} [{low:.3}, {high:.3}]"),
@@ -934,8 +941,8 @@ fn report(args: &Args, invocations: &[Vec<RunFigures>], counts: &[(Side, Counts)
             us(column(s, p50)),
             us(column(s, p99)),
             us(column(s, p999)),
-            shown(s, p50),
-            shown(s, p99),
+            shown(paired(s, p50)),
+            shown(paired(s, p99)),
             count(s).map_or("-".to_string(), |c| format!("{}/{}", c.lost, c.sent)),
         );
     }
