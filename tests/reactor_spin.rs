@@ -132,13 +132,13 @@ fn a_spinning_run_with_only_sockets_still_settles_every_drain() {
     let flooded = Arc::new(Mutex::new(Vec::new()));
     let quitter = Arc::new(AtomicU64::new(0));
     let stopper = Arc::new(AtomicU64::new(0));
-    let receivers: Vec<_> = (0..4)
-        .map(|_| lo_receiver(asm_group(TAG), ControlFlags::NONE))
-        .collect();
-    let dsts: Vec<_> = receivers
-        .iter()
-        .map(|rx| rx.local_addr().unwrap())
-        .collect();
+    let (dsts, receivers): (Vec<_>, Vec<_>) = (0..4)
+        .map(|_| {
+            let g = asm_group(TAG);
+            let rx = lo_receiver(g, ControlFlags::NONE);
+            (dst_of(g, &rx), rx)
+        })
+        .unzip();
     thread::sleep(SETTLE);
     let tx = lo_sender();
     // Queued before the socket is registered: far past its budget of 8
