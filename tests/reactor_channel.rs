@@ -209,6 +209,75 @@ fn channel_mode_end_to_end_with_two_lines() {
     });
 }
 
+/// Receiver clones, each moved to a consumer thread of its own (a receiver
+/// is `Send`, not `Sync`): every packet reaches exactly one of them, each
+/// sees its packets in arrival order, and both see the channel end once
+/// the reactor (and with it the sink) is gone. Nothing is dropped: the sink
+/// blocks for room and the sends are paced.
+#[test]
+fn receiver_clones_on_threads_of_their_own_share_the_channel() {
+    fn is_send<T: Send>(_: &T) {}
+    util::reactor::each_backend(|| {
+        const N: u64 = 1000;
+        let g = asm_group(TAG);
+        let rx = lo_receiver(g, ControlFlags::NONE);
+        let dst = SocketAddrV4::new(g, port_of(&rx));
+        let (sink, packets) = ChannelSink::bounded(256, 64, Overflow::Block).expect("sink");
+        is_send(&packets);
+        let (handle, join) = util::reactor::builder().spawn().expect("spawn reactor");
+        let key = handle.register(rx, sink).expect("register");
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let mine = packets.clone();
+                thread::spawn(move || mine.iter().map(|p| seq_of(&p)).collect::<Vec<u64>>())
+            })
+            .collect();
+        drop(packets);
+        thread::sleep(SETTLE);
+        let tx = lo_sender();
+        for seq in 0..N {
+            send(&tx, &seq.to_be_bytes(), dst);
+            if seq % 50 == 49 {
+                thread::sleep(Duration::from_millis(2));
+            }
+        }
+        let all = util::wait_until(DEADLINE, || {
+            handle
+                .socket_counters(key)
+                .expect("registered")
+                .recv
+                .packets
+                >= N
+        });
+        let c = handle.socket_counters(key).expect("registered");
+        assert!(
+            all,
+            "the reactor received {} of {N} packets",
+            c.recv.packets
+        );
+        assert_eq!(c.recv.kernel_drops, 0, "the kernel dropped packets");
+        handle.stop();
+        join_within(join, DEADLINE, "reactor thread").expect("run result");
+        let got: Vec<Vec<u64>> = consumers
+            .into_iter()
+            .map(|c| join_within(c, DEADLINE, "consumer thread"))
+            .collect();
+        for mine in &got {
+            assert!(
+                mine.windows(2).all(|w| w[0] < w[1]),
+                "a consumer's packets out of order: {mine:?}"
+            );
+        }
+        let mut every: Vec<u64> = got.concat();
+        every.sort_unstable();
+        assert_eq!(
+            every,
+            (0..N).collect::<Vec<u64>>(),
+            "each packet exactly once"
+        );
+    });
+}
+
 /// A batch of 100 packets (more than one hand-over of 64) into a roomy
 /// channel: all arrive, in order; `recv_timeout` on the empty channel times
 /// out; once the reactor (and with it the sink) is gone, what is queued is

@@ -14,6 +14,7 @@
 //! every packet of it was dropped (`Arc::get_mut` tells). So per packet:
 //! one copy of the payload, one `Arc` clone and drop; per batch: the locks.
 
+use std::cell::{RefCell, RefMut};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
@@ -397,6 +398,7 @@ impl OwnedPacket {
 
 impl Deref for OwnedPacket {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         self.payload()
     }
@@ -529,6 +531,12 @@ impl Drop for ChannelSink {
 /// and their timeout forms) first watches the channel for [`RECV_SPIN`]
 /// with the CPU, then sleeps until a sink hands packets over.
 ///
+/// A receiver is `Send` but not `Sync`, as `std::sync::mpsc::Receiver`:
+/// move it to the thread that consumes, or give each consuming thread a
+/// clone of its own. So handing out a packet of the hand-over it took
+/// takes no lock: per packet, [`recv`](Self::recv) costs the `Arc` clone
+/// the [`OwnedPacket`] holds (and its drop), nothing else shared.
+///
 /// When every clone of the sink is gone (the reactor deregistered its
 /// sockets or was dropped), the packets still queued are delivered, then
 /// `recv` fails with [`RecvError`]. When every clone of the receiver is
@@ -536,8 +544,10 @@ impl Drop for ChannelSink {
 /// [`ChannelSink::disconnected_drops`] and deregisters its socket.
 pub struct PacketReceiver {
     shared: Arc<Shared>,
-    /// The hand-over this clone took and hands out.
-    local: Mutex<Option<Chunk>>,
+    /// The hand-over this clone took and hands out. Only this clone's
+    /// thread touches it (the receiver is `Send`, not `Sync`): handing out
+    /// a packet takes no lock.
+    local: RefCell<Option<Chunk>>,
 }
 
 impl fmt::Debug for PacketReceiver {
@@ -554,18 +564,14 @@ impl Clone for PacketReceiver {
         lock(&self.shared.state).receivers += 1;
         PacketReceiver {
             shared: Arc::clone(&self.shared),
-            local: Mutex::new(None),
+            local: RefCell::new(None),
         }
     }
 }
 
 impl Drop for PacketReceiver {
     fn drop(&mut self) {
-        let local = self
-            .local
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let local = self.local.get_mut().take();
         let mut st = lock(&self.shared.state);
         st.receivers -= 1;
         if let Some(mut chunk) = local {
@@ -627,11 +633,10 @@ impl PacketReceiver {
     ) -> Result<T, RecvTimeoutError> {
         let mut spun = false;
         loop {
-            let mut local = lock(&self.local);
+            let mut local = self.local.borrow_mut();
             if let Some(p) = pop(&mut local) {
                 return Ok(p);
             }
-            // Lock order: a receiver's own chunk, then the channel.
             let mut st = lock(&self.shared.state);
             if self.take(&mut st, &mut local) {
                 drop(st);
@@ -653,8 +658,6 @@ impl PacketReceiver {
                 self.spin_for_news(seen, deadline);
                 continue;
             }
-            // Other threads using this receiver wait on the channel too,
-            // not on its chunk.
             drop(local);
             st.receivers_waiting += 1;
             st = match deadline {
@@ -753,7 +756,7 @@ impl PacketReceiver {
     /// [`recv_batch`](Self::recv_batch) if a hand-over is queued, without
     /// waiting.
     pub fn try_recv_batch(&self) -> Result<PacketBatch<'_>, TryRecvError> {
-        let mut local = lock(&self.local);
+        let mut local = self.local.borrow_mut();
         if let Some(b) = self.pop_batch(&mut local) {
             return Ok(b);
         }
@@ -770,7 +773,7 @@ impl PacketReceiver {
     /// The next packet if one is queued, without waiting.
     #[inline]
     pub fn try_recv(&self) -> Result<OwnedPacket, TryRecvError> {
-        let mut local = lock(&self.local);
+        let mut local = self.local.borrow_mut();
         if let Some(p) = self.pop(&mut local) {
             return Ok(p);
         }
@@ -783,7 +786,7 @@ impl PacketReceiver {
     #[inline(never)]
     fn try_take<T>(
         &self,
-        mut local: MutexGuard<'_, Option<Chunk>>,
+        mut local: RefMut<'_, Option<Chunk>>,
         pop: impl Fn(&mut Option<Chunk>) -> Option<T>,
     ) -> Result<T, TryRecvError> {
         let mut st = lock(&self.shared.state);
@@ -865,7 +868,7 @@ impl PacketReceiver {
     /// Packets queued now for this receiver: in the channel, and those it
     /// took from the channel and has not handed out yet.
     pub fn len(&self) -> usize {
-        let local = lock(&self.local);
+        let local = self.local.borrow();
         local.as_ref().map_or(0, Chunk::remaining) + lock(&self.shared.state).queued
     }
 
@@ -1009,6 +1012,7 @@ impl<'a> PacketRef<'a> {
 
 impl Deref for PacketRef<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         self.payload()
     }
@@ -1145,7 +1149,7 @@ impl ChannelSink {
             },
             PacketReceiver {
                 shared,
-                local: Mutex::new(None),
+                local: RefCell::new(None),
             },
         ))
     }
