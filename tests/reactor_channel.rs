@@ -249,13 +249,7 @@ fn receiver_clones_on_threads_of_their_own_share_the_channel() {
                 .packets
                 >= N
         });
-        let c = handle.socket_counters(key).expect("registered");
-        assert!(
-            all,
-            "the reactor received {} of {N} packets",
-            c.recv.packets
-        );
-        assert_eq!(c.recv.kernel_drops, 0, "the kernel dropped packets");
+        assert_all_received(all, &handle.socket_counters(key).expect("registered"), N);
         handle.stop();
         join_within(join, DEADLINE, "reactor thread").expect("run result");
         let got: Vec<Vec<u64>> = consumers
@@ -348,7 +342,16 @@ fn send_and_read(
     let all = turn_until(reactor, DEADLINE, |r| {
         r.socket_counters(key).expect("registered").recv.packets >= want
     });
-    let c = reactor.socket_counters(key).expect("registered");
+    assert_all_received(
+        all,
+        &reactor.socket_counters(key).expect("registered"),
+        want,
+    );
+}
+
+/// That the socket counted `want` packets (`all`: it did in time), none
+/// dropped by the kernel.
+fn assert_all_received(all: bool, c: &ipv4_reactor::reactor::SocketCounters, want: u64) {
     assert!(
         all,
         "the reactor received {} of {want} packets",
