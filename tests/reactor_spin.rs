@@ -2,7 +2,8 @@
 //! epoll, and consult epoll only once in a while; what epoll brings (foreign
 //! sources), what handles bring (commands, registrations, stop), timers,
 //! fairness between sockets and several sockets at once must all still
-//! work.
+//! work. And the lean `run` of both modes while only sockets are
+//! registered.
 //!
 //! Network safety: multicast only through `util::lo_sender` and
 //! `util::send` (checked), to groups 239.255.171.x on ephemeral ports;
@@ -116,16 +117,31 @@ fn every_socket_is_read_in_order_and_the_budget_still_holds() {
 
 /// `run` in spin mode with nothing but sockets registered reads them
 /// without the rest of a turn; what a drain brings is still carried out as
-/// in a full turn: a flooded socket stops at its budget (counted) and gets
-/// every packet in order, a handler that deregisters its socket gets no
-/// more packets and its socket is gone, a handler that panics loses its
-/// socket and the panic is recorded, handle calls are answered while it
-/// spins, and a handler's stop ends `run`.
+/// in a full turn (see [`only_sockets_run_settles_every_drain`]).
 #[test]
 fn a_spinning_run_with_only_sockets_still_settles_every_drain() {
+    only_sockets_run_settles_every_drain(true);
+}
+
+/// `run` in epoll mode with nothing but sockets registered reads each
+/// socket epoll reports at once, without the rest of a turn; what a drain
+/// brings is still carried out as in a full turn (see
+/// [`only_sockets_run_settles_every_drain`]).
+#[test]
+fn an_epoll_run_with_only_sockets_still_settles_every_drain() {
+    only_sockets_run_settles_every_drain(false);
+}
+
+/// A `run` (spin or epoll mode) with nothing but sockets registered: a
+/// flooded socket stops at its budget (counted) and gets every packet in
+/// order, a handler that deregisters its socket gets no more packets and
+/// its socket is gone, a handler that panics loses its socket and the
+/// panic is recorded, handle calls are answered meanwhile, and a
+/// handler's stop ends `run`.
+fn only_sockets_run_settles_every_drain(spin: bool) {
     // The mio backend: the io_uring one always takes full turns.
     let (handle, join) = ipv4_reactor::reactor::Reactor::builder()
-        .spin(true)
+        .spin(spin)
         .budget(8)
         .spawn()
         .unwrap();
@@ -142,7 +158,7 @@ fn a_spinning_run_with_only_sockets_still_settles_every_drain() {
     thread::sleep(SETTLE);
     let tx = lo_sender();
     // Queued before the socket is registered: far past its budget of 8
-    // whatever the speed of the spinning reader.
+    // whatever the speed of the reader.
     for i in 0..200 {
         send(&tx, &payload(i), dsts[0]);
     }
@@ -234,7 +250,7 @@ fn a_spinning_run_with_only_sockets_still_settles_every_drain() {
     );
     // The handler's stop ends run.
     send(&tx, &payload(0), dsts[3]);
-    join_within(join, DEADLINE, "the spinning reactor's thread").unwrap();
+    join_within(join, DEADLINE, "the reactor's thread").unwrap();
     assert_eq!(stopper.load(Ordering::Relaxed), 1);
 }
 

@@ -138,6 +138,10 @@ pub struct Reactor {
     stop_error: Option<String>,
     pub(super) stopped: bool,
     pinned: bool,
+    /// Drains of [`Reactor::wait_sockets`] that ended in anything but
+    /// "read until nothing was queued", settled after its events (room
+    /// kept from run to run).
+    unsettled: Vec<(usize, Outcome)>,
     /// Spin mode: turns since epoll was last consulted.
     spin_turns: u32,
     /// Spin mode: consult epoll on the next turn (something was registered,
@@ -240,6 +244,7 @@ impl Reactor {
             stop_error: None,
             stopped: false,
             pinned: false,
+            unsettled: Vec::new(),
             spin_turns: 0,
             poll_soon: true,
             backend,
@@ -524,6 +529,13 @@ impl Reactor {
     /// Runs until a handler or a handle stops it. With
     /// [`PanicPolicy::Stop`], a handler panic ends it with an error.
     ///
+    /// While nothing but sockets is registered (no foreign sources, timers
+    /// or feeds), `run` reads them without the rest of a turn: in epoll
+    /// mode it waits in `epoll_wait` and reads each socket reported at
+    /// once, as a C loop does; in spin mode it reads them in a loop of its
+    /// own ([`ReactorBuilder::spin`]). A handle command, a budget stop, an
+    /// error or a panic is handled by a full turn, as in [`Reactor::turn`].
+    ///
     /// Once `run` has returned, [`Handle`] calls fail at once (`BrokenPipe`,
     /// "the reactor has stopped"), and calls still queued fail too, until
     /// `run` or [`Reactor::turn`] is called again.
@@ -537,9 +549,13 @@ impl Reactor {
         // but this loop runs on this thread between its turns.
         let _mark = self.enter_turns();
         while !self.is_stopped() {
-            if self.config.spin && self.spin_plain() {
+            if self.only_sockets() {
                 // Until something needs a full turn, which follows.
-                self.spin_sockets();
+                if self.config.spin {
+                    self.spin_sockets();
+                } else if self.ready.is_empty() {
+                    self.wait_sockets()?;
+                }
                 if self.is_stopped() {
                     break;
                 }
@@ -717,12 +733,7 @@ impl Reactor {
     /// One `epoll_wait`; queues the sockets it reports and serves the
     /// foreign sources it reports. Returns whether the waker was among them.
     fn poll_events(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
-        self.counters.polls += 1;
-        match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+        self.wait_for_events(timeout)?;
         let mut seen = 0;
         let mut woken = false;
         for event in self.events.iter() {
@@ -770,9 +781,27 @@ impl Reactor {
                 self.panics.push(msg);
             }
         }
+        self.counted_events(seen);
+        Ok(woken)
+    }
+
+    /// One `epoll_wait` into the events buffer (interrupted: none).
+    #[inline]
+    fn wait_for_events(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.counters.polls += 1;
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Counts the `seen` events of the last wait; a full buffer means more
+    /// may be waiting (see `events_full`).
+    #[inline]
+    fn counted_events(&mut self, seen: usize) {
         self.counters.events += seen as u64;
         self.events_full = seen >= self.events.capacity();
-        Ok(woken)
     }
 
     /// Fires the timers that are due.
@@ -927,7 +956,7 @@ impl Reactor {
     }
 
     /// Spin mode while nothing but sockets is registered (see
-    /// [`Reactor::spin_plain`]): reads the sockets on the ready list in
+    /// [`Reactor::only_sockets`]): reads the sockets on the ready list in
     /// turn, in place, with none of a turn's other checks, until the
     /// reactor is stopped, a handle command is queued, or a drain ends in
     /// anything but "read until nothing was queued" (a budget stop, an
@@ -936,7 +965,7 @@ impl Reactor {
     /// each socket gets is what a full spin turn gives it, with fewer
     /// instructions per turn (README, "Latency").
     fn spin_sockets(&mut self) {
-        // Every socket's handler is its own (no feeds: spin_plain), the
+        // Every socket's handler is its own (no feeds: only_sockets), the
         // backend is mio (no ring), and the rules do not change meanwhile.
         let rules = self.config.drain_rules();
         let mut passes: u32 = 0;
@@ -971,16 +1000,78 @@ impl Reactor {
         }
     }
 
-    /// Whether a spin-mode `run` may read the sockets without the rest of
-    /// a turn ([`Reactor::spin_sockets`]): no foreign sources, timers,
-    /// feeds, backed-off sockets, deferred work or io_uring ring, and no
-    /// epoll poll due (after a registration or a command).
-    fn spin_plain(&self) -> bool {
+    /// Epoll mode while nothing but sockets is registered and none is left
+    /// on the ready list (see [`Reactor::only_sockets`]): waits in
+    /// `epoll_wait` and reads each socket it reports at once, in place,
+    /// with none of a turn's other work, as a C loop does. Leaves for a
+    /// full turn when the waker was raised (handle commands, run here
+    /// first, or a stop), when the events buffer was full, or when a drain
+    /// ended in anything but "read until nothing was queued" (a budget
+    /// stop, an error, a panic, a stop or a deregistration), which is
+    /// settled as [`Reactor::serve_ready`] settles it.
+    fn wait_sockets(&mut self) -> io::Result<()> {
+        // Every socket's handler is its own (no feeds), the backend is mio
+        // (no ring), no source or timer is registered (a command that adds
+        // one runs below, after which this returns), and the rules do not
+        // change meanwhile.
+        let rules = self.config.drain_rules();
+        loop {
+            self.counters.turns += 1;
+            self.wait_for_events(None)?;
+            let mut seen = 0;
+            let mut woken = false;
+            for event in self.events.iter() {
+                seen += 1;
+                let token = event.token();
+                if token == WAKER {
+                    woken = true;
+                } else if token == TIMER {
+                    // Armed for a timer cancelled since.
+                    self.timers.acknowledge();
+                } else if let Some(entry) = self.entries.get_mut(token.0) {
+                    let (socket, EntryHandler::Own(handler)) = entry.parts() else {
+                        continue;
+                    };
+                    let outcome = drain(socket, handler, rules, &self.shared.stop);
+                    entry.after_drain(&outcome);
+                    if !outcome.is_quiet() {
+                        // As if served from the ready list.
+                        entry.queued = true;
+                        self.unsettled.push((token.0, outcome));
+                    }
+                }
+            }
+            self.counted_events(seen);
+            let settling = !self.unsettled.is_empty();
+            if settling {
+                let mut unsettled = std::mem::take(&mut self.unsettled);
+                for (key, outcome) in unsettled.drain(..) {
+                    self.settle(key, outcome);
+                }
+                self.unsettled = unsettled;
+            }
+            if woken {
+                self.run_commands();
+            }
+            if woken || settling || self.events_full || self.is_stopped() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether `run` may read the sockets without the rest of a turn
+    /// ([`Reactor::spin_sockets`], [`Reactor::wait_sockets`]): no foreign
+    /// sources, timers, feeds, backed-off sockets, deferred work or
+    /// io_uring ring, and no epoll poll due (after a registration or a
+    /// command, in spin mode).
+    fn only_sockets(&self) -> bool {
         #[cfg(feature = "io-uring")]
         if self.uring.is_some() {
             return false;
         }
-        !self.poll_soon
+        // `poll_soon` is spin mode's (epoll mode polls on every wait).
+        let poll_due = self.config.spin && self.poll_soon;
+        !poll_due
             && !self.events_full
             && self.sources.len() == 0
             && self.timers.is_empty()
