@@ -396,3 +396,76 @@ fn spin_mode_asks_epoll_only_for_foreign_sources() {
         );
     });
 }
+
+/// A handler's stop in a `run` with only sockets registered (both modes):
+/// `run` returns without reading the other socket that became ready with
+/// it, and that socket is not forgotten: the next `run` reads it (epoll
+/// reports a socket once per arrival, so a socket dropped from the ready
+/// list would never be read again). Both arrive while a third socket's
+/// handler holds the reactor, so that one wait reports them together.
+#[test]
+fn a_handlers_stop_leaves_the_other_ready_sockets_for_the_next_run() {
+    for spin in [false, true] {
+        let mut reactor = ipv4_reactor::reactor::Reactor::builder()
+            .spin(spin)
+            .build()
+            .unwrap();
+        let (dsts, receivers): (Vec<_>, Vec<_>) = (0..3)
+            .map(|_| {
+                let g = asm_group(TAG);
+                let rx = lo_receiver(g, ControlFlags::NONE);
+                (dst_of(g, &rx), rx)
+            })
+            .unzip();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (holding_tx, holding) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let mut release_rx = Some(release_rx);
+        for (line, rx) in receivers.into_iter().enumerate() {
+            let seen = Arc::clone(&seen);
+            let holding_tx = holding_tx.clone();
+            let release_rx = if line == 2 { release_rx.take() } else { None };
+            reactor
+                .register(
+                    rx,
+                    from_fn(move |_p, ctx| {
+                        if let Some(release) = &release_rx {
+                            // The holder: lets the test send, waits until
+                            // it has.
+                            holding_tx.send(()).unwrap();
+                            let _ = release.recv_timeout(DEADLINE);
+                        } else {
+                            seen.lock().unwrap().push(line);
+                            ctx.stop();
+                        }
+                    }),
+                )
+                .unwrap();
+        }
+        let seen_by_runs = Arc::clone(&seen);
+        let runs = thread::spawn(move || {
+            reactor.run().unwrap();
+            let first = seen_by_runs.lock().unwrap().clone();
+            reactor.reset_stop();
+            reactor.run().unwrap();
+            let both = seen_by_runs.lock().unwrap().clone();
+            (first, both)
+        });
+        // The registrations' first turn is over and the reactor waits (or
+        // spins) on its sockets alone.
+        thread::sleep(SETTLE);
+        let tx = lo_sender();
+        send(&tx, &payload(0), dsts[2]);
+        holding
+            .recv_timeout(DEADLINE)
+            .expect("the holding handler ran");
+        send(&tx, &payload(0), dsts[0]);
+        send(&tx, &payload(0), dsts[1]);
+        thread::sleep(Duration::from_millis(20));
+        release.send(()).unwrap();
+        let (first, mut both) = join_within(runs, DEADLINE, "the reactor's two runs");
+        assert_eq!(first.len(), 1, "spin {spin}: the first run read {first:?}");
+        both.sort_unstable();
+        assert_eq!(both, [0, 1], "spin {spin}: the two runs read {both:?}");
+    }
+}

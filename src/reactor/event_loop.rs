@@ -1020,6 +1020,9 @@ impl Reactor {
             self.wait_for_events(None)?;
             let mut seen = 0;
             let mut woken = false;
+            // A handler or a handle asked to stop: the sockets reported
+            // after it wait on the ready list, as a full turn leaves them.
+            let mut stopping = self.stopped;
             for event in self.events.iter() {
                 seen += 1;
                 let token = event.token();
@@ -1029,12 +1032,21 @@ impl Reactor {
                     // Armed for a timer cancelled since.
                     self.timers.acknowledge();
                 } else if let Some(entry) = self.entries.get_mut(token.0) {
+                    stopping = stopping || self.shared.stop.load(Ordering::Acquire);
+                    if stopping {
+                        if !entry.queued {
+                            entry.queued = true;
+                            self.ready.push_back(token.0);
+                        }
+                        continue;
+                    }
                     let (socket, EntryHandler::Own(handler)) = entry.parts() else {
                         continue;
                     };
                     let outcome = drain(socket, handler, rules, &self.shared.stop);
                     entry.after_drain(&outcome);
                     if !outcome.is_quiet() {
+                        stopping = outcome.stop;
                         // As if served from the ready list.
                         entry.queued = true;
                         self.unsettled.push((token.0, outcome));
