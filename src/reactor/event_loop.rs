@@ -244,7 +244,9 @@ impl Reactor {
             stop_error: None,
             stopped: false,
             pinned: false,
-            unsettled: Vec::new(),
+            // Room for the usual few; grows (once) if more sockets end a
+            // drain unsettled in one wait.
+            unsettled: Vec::with_capacity(8),
             spin_turns: 0,
             poll_soon: true,
             backend,
