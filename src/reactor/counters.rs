@@ -48,7 +48,9 @@ pub struct SocketCounters {
 #[cfg_attr(feature = "serde", serde(default))]
 #[non_exhaustive]
 pub struct ReactorCounters {
-    /// Calls to `turn` (one per loop iteration of `run`).
+    /// Calls to `turn`; in `run`, one per loop iteration: a full turn, a
+    /// wake-up of the epoll-mode loop over sockets alone, or a pass of the
+    /// spin loop over them (see [`Reactor::run`](super::Reactor::run)).
     pub turns: u64,
     /// Times the reactor asked epoll for readiness (`epoll_wait`): about
     /// once per turn in epoll mode; in spin mode only after registrations
