@@ -12,6 +12,7 @@
 mod util;
 
 use std::io::{Read, Write};
+use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -26,6 +27,18 @@ use util::{
 };
 
 const TAG: u8 = 171;
+
+/// `n` receivers, each joined on lo to a group of its own, and where to
+/// send to each.
+fn lo_lines(n: usize) -> (Vec<SocketAddrV4>, Vec<ipv4_reactor::PacketConn>) {
+    (0..n)
+        .map(|_| {
+            let g = asm_group(TAG);
+            let rx = lo_receiver(g, ControlFlags::NONE);
+            (dst_of(g, &rx), rx)
+        })
+        .unzip()
+}
 
 fn payload(seq: u64) -> [u8; 64] {
     let mut p = [0u8; 64];
@@ -148,13 +161,7 @@ fn only_sockets_run_settles_every_drain(spin: bool) {
     let flooded = Arc::new(Mutex::new(Vec::new()));
     let quitter = Arc::new(AtomicU64::new(0));
     let stopper = Arc::new(AtomicU64::new(0));
-    let (dsts, receivers): (Vec<_>, Vec<_>) = (0..4)
-        .map(|_| {
-            let g = asm_group(TAG);
-            let rx = lo_receiver(g, ControlFlags::NONE);
-            (dst_of(g, &rx), rx)
-        })
-        .unzip();
+    let (dsts, receivers) = lo_lines(4);
     thread::sleep(SETTLE);
     let tx = lo_sender();
     // Queued before the socket is registered: far past its budget of 8
@@ -410,13 +417,7 @@ fn a_handlers_stop_leaves_the_other_ready_sockets_for_the_next_run() {
             .spin(spin)
             .build()
             .unwrap();
-        let (dsts, receivers): (Vec<_>, Vec<_>) = (0..3)
-            .map(|_| {
-                let g = asm_group(TAG);
-                let rx = lo_receiver(g, ControlFlags::NONE);
-                (dst_of(g, &rx), rx)
-            })
-            .unzip();
+        let (dsts, receivers) = lo_lines(3);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (holding_tx, holding) = std::sync::mpsc::channel();
         let (release, release_rx) = std::sync::mpsc::channel::<()>();
